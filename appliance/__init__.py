@@ -1,0 +1,9 @@
+"""ScanSide: a scanner-side zero-shot inference appliance for cine cardiac MRI.
+
+Research software. The bundled model is a synthetic reference model trained (or, for the placeholder, not trained)
+on synthetic phantoms: not for clinical use.
+"""
+
+__version__ = "0.1.0"
+
+RESEARCH_NOTICE = "Research software, synthetic reference model: not for clinical or diagnostic use."

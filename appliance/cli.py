@@ -1,0 +1,122 @@
+"""`scanside serve | demo | results | bench`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from . import RESEARCH_NOTICE, __version__
+from .bundle import BundleError
+from .config import ConfigError, Settings, load_settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(getattr(args, "config", None))
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .service import Appliance
+
+    settings = _settings(args)
+    _setup_logging(settings.logging.level)
+    logging.getLogger(__name__).info(RESEARCH_NOTICE)
+    appliance = Appliance(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        appliance.start()
+        stop.wait()
+    finally:
+        appliance.stop()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    settings = _settings(args)
+    _setup_logging("WARNING" if not args.verbose else "INFO")
+    return run_demo(settings, studies=args.studies, seed=args.seed, pace_s=args.pace, keep=args.keep)
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    import grpc
+
+    from .client import ApplianceClient, ResultsTable
+
+    with ApplianceClient(args.address) as client:
+        table = ResultsTable(sys.stdout)
+        try:
+            table.header(client.model_info())
+            if not args.follow:
+                for result in client.list_all():
+                    from .api import pb
+
+                    table.add(pb.ResultEvent(kind=pb.ResultEvent.SCORED, result=result))
+                return 0
+            for event in client.stream(after_event_id=args.after):
+                table.add(event)
+        except grpc.RpcError as exc:
+            print(f"scanside results: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            return 0
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    _setup_logging("WARNING")
+    return run_bench(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scanside", description=f"ScanSide {__version__}. {RESEARCH_NOTICE}")
+    parser.add_argument("--version", action="version", version=f"scanside {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the appliance")
+    p.add_argument("--config", help="TOML configuration file (environment SCANSIDE_<SECTION>_<KEY> overrides it)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("demo", help="run the appliance on a temporary folder fed by synthetic scanners")
+    p.add_argument("--config", help="TOML configuration file")
+    p.add_argument("--studies", type=int, default=4, help="synthetic studies to write (default 4)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--pace", type=float, default=0.01, help="seconds between files of one scanner (default 0.01)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary data folder")
+    p.add_argument("-v", "--verbose", action="store_true", help="show the appliance's log")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("results", help="the live results table, over gRPC")
+    p.add_argument("--address", default="127.0.0.1:50051")
+    p.add_argument("--follow", "-f", action="store_true", help="keep streaming new results")
+    p.add_argument("--after", type=int, default=0, help="with --follow: resume after this event id")
+    p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("bench", help="measure scan-to-score, ingest rate and memory; print the numbers")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions (for a smoke run)")
+    p.add_argument("--out", help="also write the results as Markdown to this file")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"scanside: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except BundleError as exc:
+        print(f"scanside: engine bundle refused: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,103 @@
+"""A gRPC client for the appliance, and the technologists' live results table that `scanside results` shows."""
+
+from __future__ import annotations
+
+import time
+from typing import Iterator, TextIO
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from .api import pb, pb_grpc
+
+
+class ApplianceClient:
+    def __init__(self, address: str, timeout_s: float = 10.0) -> None:
+        self.address = address
+        self.timeout_s = timeout_s
+        self.channel = grpc.insecure_channel(address)
+        self.stub = pb_grpc.ApplianceStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> "ApplianceClient":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def wait_until_serving(self, timeout_s: float = 60.0) -> None:
+        """Poll grpc.health.v1 until the appliance says SERVING (engine loaded and warm)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                reply = self.health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"appliance at {self.address} not serving after {timeout_s:g} s")
+            time.sleep(0.1)
+
+    def model_info(self) -> pb.ModelInfo:
+        return self.stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=self.timeout_s)
+
+    def study(self, study_uid: str) -> list[pb.SeriesResult]:
+        return list(self.stub.GetStudyResult(pb.GetStudyResultRequest(study_instance_uid=study_uid),
+                                             timeout=self.timeout_s).results)
+
+    def series_status(self, series_uid: str) -> pb.SeriesStatus:
+        return self.stub.GetSeriesStatus(pb.GetSeriesStatusRequest(series_instance_uid=series_uid),
+                                         timeout=self.timeout_s)
+
+    def list_all(self, page_size: int = 50) -> Iterator[pb.SeriesResult]:
+        token = ""
+        while True:
+            page = self.stub.ListResults(pb.ListResultsRequest(page_size=page_size, page_token=token),
+                                         timeout=self.timeout_s)
+            yield from page.results
+            if not page.next_page_token:
+                return
+            token = page.next_page_token
+
+    def stream(self, after_event_id: int = 0) -> Iterator[pb.ResultEvent]:
+        """Result events from `after_event_id` on, live. Cancel with `.cancel()` on the returned iterator."""
+        return self.stub.StreamResults(pb.StreamResultsRequest(after_event_id=after_event_id))
+
+
+class ResultsTable:
+    """Rows appended as results arrive: one line per series, the findings that are positive, review flags."""
+
+    HEADER = f"{'time':8}  {'series':13}  {'vendor':10}  {'latency':>8}  {'review':6}  positive findings"
+
+    def __init__(self, out: TextIO, width: int = 120) -> None:
+        self.out = out
+        self.width = width
+        self.rows = 0
+
+    def header(self, info: pb.ModelInfo | None = None) -> None:
+        if info is not None:
+            self.out.write(f"model {info.bundle_name} {info.bundle_version} on {info.backend} ({info.precision})"
+                           f"{' - RESEARCH USE ONLY' if info.research_only else ''}\n")
+        self.out.write(self.HEADER + "\n" + "-" * min(self.width, len(self.HEADER) + 40) + "\n")
+        self.out.flush()
+
+    def add(self, event: pb.ResultEvent) -> None:
+        if event.kind == pb.ResultEvent.SCORED:
+            r = event.result
+            when = time.strftime("%H:%M:%S", time.localtime(r.scored_at_unix))
+            positive = [f"{f.name} ({f.probability:.2f})" for f in r.findings if f.positive]
+            review = "YES" if r.needs_review else "no"
+            line = (f"{when:8}  {r.series_key:13}  {r.manufacturer[:10]:10}  "
+                    f"{r.timings.scan_to_score_ms:6.0f}ms  {review:6}  {', '.join(positive) or 'none'}")
+            if r.needs_review:
+                line += f"  [{'; '.join(r.review_reasons[:3])}{'...' if len(r.review_reasons) > 3 else ''}]"
+        else:
+            s = event.status
+            line = f"{time.strftime('%H:%M:%S'):8}  {s.series_key:13}  {'':10}  {'':>8}  FAILED  {s.detail}"
+        self.out.write(line[: self.width] + "\n")
+        self.out.flush()
+        self.rows += 1

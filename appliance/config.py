@@ -1,0 +1,252 @@
+"""One validated settings object, from a TOML file plus environment overrides.
+
+Every default lives here, documented beside its field. Environment variables override the file as
+`SCANSIDE_<SECTION>_<KEY>` (for example `SCANSIDE_GRPC_PORT=50052`, `SCANSIDE_ENGINE_BACKEND=onnxruntime`).
+Validation happens once, at start, and names the setting that is wrong; nothing falls back silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (JetPack 6)
+    import tomli as tomllib
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_BUNDLE = PROJECT_ROOT / "engines" / "placeholder-v0"
+ENV_PREFIX = "SCANSIDE_"
+
+
+class ConfigError(ValueError):
+    """A setting is missing, mistyped or out of range. The message names it."""
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    data_dir: Path = Path("scanside-data")  # holds scanside.db, spool/ (accepted files) and quarantine/
+    watch_dir: Path | None = None  # folder the scanner writes into; default <data_dir>/incoming
+
+    @property
+    def incoming(self) -> Path:
+        return self.watch_dir if self.watch_dir is not None else self.data_dir / "incoming"
+
+    @property
+    def spool(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.data_dir / "quarantine"
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "scanside.db"
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    settle_seconds: float = 2.0  # a file that still parses short after this long unchanged is quarantined
+    poll_interval_s: float = 0.2  # how often growing files and quiet series are re-checked
+    rescan_on_start: bool = True  # take files already in the watch folder at start-up
+
+
+@dataclass(frozen=True)
+class AssemblyConfig:
+    quiet_period_s: float = 5.0  # a series whose tags give no count is complete after this long without a file
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    bundle: Path = DEFAULT_BUNDLE
+    backend: str = "auto"  # auto | onnxruntime | tensorrt
+    max_batch: int = 4  # series per inference call
+    batch_wait_ms: float = 10.0  # how long the worker waits for more ready series to fill a batch
+    queue_size: int = 16  # prepared series waiting for the engine; producers block when full
+    intra_op_threads: int = 0  # ONNX Runtime threads; 0 = its default (all cores)
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    review_low: float = 0.35  # calibrated probabilities inside [review_low, review_high] need review
+    review_high: float = 0.65
+    flag_rare_positive: bool = True
+    ood_check: bool = True
+
+
+@dataclass(frozen=True)
+class GrpcConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051  # 0 picks a free port (tests)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9108  # 0 picks a free port (tests)
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class Settings:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    assembly: AssemblyConfig = field(default_factory=AssemblyConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    grpc: GrpcConfig = field(default_factory=GrpcConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def replace(self, **sections: Mapping[str, Any]) -> "Settings":
+        """A copy with some fields of some sections changed, validated: `s.replace(grpc={"port": 0})`."""
+        merged = {name: dict(values) for name, values in sections.items()}
+        return _build(merged, base=self)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None,
+                  env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the TOML file (optional) and the environment, validated."""
+    raw: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
+    for section, values in _env_overrides(os.environ if env is None else env).items():
+        raw.setdefault(section, {}).update(values)
+    settings = _build(raw, base=Settings())
+    if path is not None:
+        settings = _resolve_relative(settings, Path(path).resolve().parent)
+    return settings
+
+
+def _sections() -> dict[str, type]:
+    return typing.get_type_hints(Settings)
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    sections = _sections()
+    for key, value in env.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        rest = key[len(ENV_PREFIX):].lower()
+        section, _, name = rest.partition("_")
+        if section not in sections or not name:
+            continue  # other SCANSIDE_* variables (e.g. for tools) are not settings
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def _build(raw: Mapping[str, Any], base: Settings) -> Settings:
+    sections = _sections()
+    unknown = sorted(set(raw) - set(sections))
+    if unknown:
+        raise ConfigError(f"unknown configuration section(s): {', '.join(unknown)}; known: {', '.join(sections)}")
+    built = {}
+    for name, cls in sections.items():
+        current = getattr(base, name)
+        values = raw.get(name, {})
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"[{name}] must be a table")
+        hints = typing.get_type_hints(cls)
+        unknown_keys = sorted(set(values) - set(hints))
+        if unknown_keys:
+            raise ConfigError(f"unknown setting(s) in [{name}]: {', '.join(unknown_keys)}; "
+                              f"known: {', '.join(hints)}")
+        changes = {key: _coerce(f"{name}.{key}", hints[key], value) for key, value in values.items()}
+        built[name] = dataclasses.replace(current, **changes)
+    settings = Settings(**built)
+    _validate(settings)
+    return settings
+
+
+def _coerce(where: str, hint: Any, value: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+            return None
+        return _coerce(where, options[0], value)
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"{value!r} is not a boolean")
+        if hint is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(f"{value!r} is not an integer")
+            return int(value)
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError(f"{value!r} is not a number")
+            return float(value)
+        if hint is Path:
+            return Path(os.path.expanduser(str(value)))
+        if hint is str:
+            if not isinstance(value, str):
+                raise ValueError(f"{value!r} is not a string")
+            return value
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    raise ConfigError(f"{where}: unsupported setting type {hint}")
+
+
+def _validate(s: Settings) -> None:
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    need(s.ingest.settle_seconds > 0, "ingest.settle_seconds must be > 0")
+    need(0 < s.ingest.poll_interval_s <= 5, "ingest.poll_interval_s must be in (0, 5]")
+    need(s.assembly.quiet_period_s > 0, "assembly.quiet_period_s must be > 0")
+    need(s.engine.backend in ("auto", "onnxruntime", "tensorrt"),
+         f"engine.backend must be auto, onnxruntime or tensorrt, not {s.engine.backend!r}")
+    need(1 <= s.engine.max_batch <= 256, "engine.max_batch must be in [1, 256]")
+    need(0 <= s.engine.batch_wait_ms <= 10_000, "engine.batch_wait_ms must be in [0, 10000]")
+    need(s.engine.queue_size >= 1, "engine.queue_size must be >= 1")
+    need(s.engine.intra_op_threads >= 0, "engine.intra_op_threads must be >= 0")
+    need(0 <= s.scoring.review_low <= s.scoring.review_high <= 1,
+         "scoring.review_low and review_high must satisfy 0 <= low <= high <= 1")
+    for name, port in (("grpc.port", s.grpc.port), ("metrics.port", s.metrics.port)):
+        need(0 <= port <= 65535, f"{name} must be in [0, 65535]")
+    spool, quarantine, watch = (p.resolve() for p in (s.paths.spool, s.paths.quarantine, s.paths.incoming))
+    for inner in (spool, quarantine):
+        need(not inner.is_relative_to(watch),
+             f"paths.watch_dir ({watch}) must not contain the data folder's {inner.name}/: the watcher would see "
+             "its own files")
+    need(s.logging.level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
+         "logging.level must be DEBUG, INFO, WARNING or ERROR")
+
+
+def _resolve_relative(s: Settings, base: Path) -> Settings:
+    """Relative paths in a configuration file are relative to that file, not to the current directory."""
+    def fix(p: Path | None) -> Path | None:
+        return p if p is None or p.is_absolute() else base / p
+
+    paths = dataclasses.replace(s.paths, data_dir=fix(s.paths.data_dir), watch_dir=fix(s.paths.watch_dir))
+    engine = s.engine if s.engine.bundle == DEFAULT_BUNDLE else dataclasses.replace(s.engine,
+                                                                                   bundle=fix(s.engine.bundle))
+    return dataclasses.replace(s, paths=paths, engine=engine)

@@ -1,0 +1,95 @@
+"""`scanside demo`: the whole appliance on a temporary data folder, fed by synthetic scanners at scanner pace.
+
+The terminal shows results arriving through a real gRPC client, as a technologist's display would, then a summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import TextIO
+
+from prometheus_client import CollectorRegistry
+
+from . import RESEARCH_NOTICE
+from .client import ApplianceClient, ResultsTable
+from .config import Settings
+from .service import Appliance
+from .synth import SyntheticScanner, demo_cohort
+
+log = logging.getLogger(__name__)
+
+
+def run_demo(settings: Settings, studies: int = 4, seed: int = 7, pace_s: float = 0.01, timeout_s: float = 300.0,
+             out: TextIO = sys.stdout, keep: bool = False) -> int:
+    tmp = None
+    if settings.paths.data_dir == Settings().paths.data_dir:
+        tmp = tempfile.TemporaryDirectory(prefix="scanside-demo-")
+        settings = settings.replace(paths={"data_dir": tmp.name, "watch_dir": str(Path(tmp.name) / "incoming")})
+    settings = settings.replace(grpc={"port": 0}, metrics={"port": 0})
+    out.write(f"ScanSide demo. {RESEARCH_NOTICE}\n")
+    out.write(f"data folder: {settings.paths.data_dir}\n")
+    appliance = Appliance(settings, registry=CollectorRegistry())
+    try:
+        appliance.start()
+        out.write(f"gRPC on {appliance.grpc_address}, Prometheus metrics on "
+                  f"http://{settings.metrics.host}:{appliance.metrics_port}/metrics\n")
+        plans = demo_cohort(studies, seed)
+        # Two scanners writing at once, as two magnets sharing one appliance would.
+        scanners = [SyntheticScanner(Path(settings.paths.incoming) / f"scanner{i + 1}", plans[i::2], pace_s=pace_s)
+                    for i in range(min(2, len(plans)))]
+        expected = len(plans)  # one cine short-axis series per synthetic study
+        out.write(f"{len(scanners)} synthetic scanner(s) writing {expected} studies "
+                  f"({', '.join(f'vendor {p.vendor}: {p.condition}' for p in plans)})\n\n")
+        return _watch(appliance.grpc_address, scanners, expected, timeout_s, out)
+    finally:
+        appliance.stop()
+        if tmp is not None and not keep:
+            tmp.cleanup()
+
+
+def _watch(address: str, scanners: list[SyntheticScanner], expected: int, timeout_s: float, out: TextIO) -> int:
+    with ApplianceClient(address) as client:
+        client.wait_until_serving()
+        table = ResultsTable(out)
+        table.header(client.model_info())
+        stream = client.stream(after_event_id=0)
+        timer = threading.Timer(timeout_s, stream.cancel)
+        timer.start()
+        started = time.monotonic()
+        for scanner in scanners:
+            scanner.start()
+        latencies, review, failed = [], 0, 0
+        try:
+            for event in stream:
+                table.add(event)
+                if event.HasField("result"):
+                    latencies.append(event.result.timings.scan_to_score_ms)
+                    review += event.result.needs_review
+                else:
+                    failed += 1
+                if len(latencies) + failed >= expected:
+                    break
+        except Exception as exc:  # grpc.RpcError on cancel (timeout)
+            out.write(f"\nstream ended: {getattr(exc, 'code', lambda: exc)()}\n")
+        finally:
+            timer.cancel()
+            stream.cancel()
+            for scanner in scanners:
+                scanner.stop()
+        elapsed = time.monotonic() - started
+    out.write("\n")
+    if not latencies:
+        out.write("no study was scored\n")
+        return 1
+    out.write(f"summary: {len(latencies)} studies scored, {failed} failed, {review} flagged for review, "
+              f"in {elapsed:.1f} s\n")
+    out.write(f"scan-to-score: median {statistics.median(latencies):.0f} ms, max {max(latencies):.0f} ms "
+              "(series whose tags give no image count wait for the quiet period)\n")
+    out.write(RESEARCH_NOTICE + "\n")
+    return 0 if len(latencies) + failed >= expected and failed == 0 else 1

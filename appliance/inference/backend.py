@@ -1,0 +1,29 @@
+"""The seam between the service and whatever runs the encoder (ONNX Runtime now, TensorRT on the GPU appliance)."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+class BackendError(RuntimeError):
+    """The backend cannot be built for this bundle or failed to run it; the message says which and why."""
+
+
+@runtime_checkable
+class InferenceBackend(Protocol):
+    name: str  # e.g. "onnxruntime"; stored with every result
+    precision: str  # e.g. "fp32"
+    version: str  # version of the runtime library
+    max_batch: int  # larger batches are split by the backend itself
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """(N, T, C, H, W) float32 -> (N, D) float32 embeddings, one row per input."""
+        ...
+
+    def warm_up(self) -> None:
+        """Run dummy batches so the first real study does not pay for lazy initialisation."""
+        ...
+
+    def close(self) -> None: ...

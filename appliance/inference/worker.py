@@ -1,0 +1,121 @@
+"""The one worker that owns the engine: a bounded queue in front, micro-batches, scoring and storing behind.
+
+Producers block on `submit` when the queue is full (back-pressure): the images stay in the spool meanwhile, so
+nothing is lost, and memory stays bounded however fast series arrive.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+
+from ..metrics import Metrics
+from ..models import PreparedSeries, StudyResult
+from ..scoring import ScoringPolicy, score_batch
+from ..store import Store
+
+log = logging.getLogger(__name__)
+
+
+class InferenceWorker:
+    def __init__(self, backend, bundle, policy: ScoringPolicy, store: Store, metrics: Metrics, *,
+                 max_batch: int = 4, batch_wait_ms: float = 10.0, queue_size: int = 16,
+                 on_result: Callable[[StudyResult], None] | None = None,
+                 on_failure: Callable[[PreparedSeries, str], None] | None = None) -> None:
+        self.backend = backend
+        self.bundle = bundle
+        self.policy = policy
+        self.store = store
+        self.metrics = metrics
+        self.max_batch = max_batch
+        self.batch_wait_s = batch_wait_ms / 1000.0
+        self._queue: queue.Queue[PreparedSeries] = queue.Queue(maxsize=queue_size)
+        self.on_result = on_result
+        self.on_failure = on_failure
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, item: PreparedSeries, timeout: float | None = None) -> None:
+        self._queue.put(item, timeout=timeout)
+        self.metrics.queue_depth.set(self._queue.qsize())
+
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def run_once(self, timeout: float = 0.5) -> int:
+        """Take one micro-batch (waiting up to `timeout` for its first series), run, score, store it."""
+        try:
+            first = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return 0
+        batch = [first]
+        deadline = time.monotonic() + self.batch_wait_s
+        while len(batch) < self.max_batch:
+            left = deadline - time.monotonic()
+            try:
+                batch.append(self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait())
+            except queue.Empty:
+                break
+        self.metrics.queue_depth.set(self._queue.qsize())
+        self._run_batch(batch)
+        return len(batch)
+
+    def _run_batch(self, batch: list[PreparedSeries]) -> None:
+        self.metrics.batch_size.observe(len(batch))
+        started = time.perf_counter()
+        try:
+            embeddings = self.backend.infer(np.stack([item.tensor for item in batch]))
+        except Exception as exc:  # the engine failing on one batch must not stop the service
+            log.exception("inference failed for a batch of %d", len(batch))
+            for item in batch:
+                self._fail(item, f"inference: {type(exc).__name__}: {exc}")
+            return
+        infer_s = time.perf_counter() - started
+        self.metrics.stage_seconds.labels(stage="inference").observe(infer_s)
+        started = time.perf_counter()
+        all_scores = score_batch(embeddings, self.bundle.label_bank, self.policy)
+        score_s = (time.perf_counter() - started) / len(batch)
+        for item, scores in zip(batch, all_scores):
+            self.metrics.stage_seconds.labels(stage="scoring").observe(score_s)
+            timings = dict(item.timings_ms)
+            timings["inference"] = infer_s * 1000.0
+            timings["scoring"] = score_s * 1000.0
+            timings["batch_size"] = float(len(batch))
+            result = StudyResult(info=item.info, scores=scores, bundle_name=self.bundle.name,
+                                 bundle_version=self.bundle.version, backend=self.backend.name,
+                                 precision=self.backend.precision, timings_ms=timings, scored_at=time.time())
+            event_id = self.store.save_result(result)
+            if event_id is None:
+                log.warning("series %s already had a result; not scored twice", item.info.key)
+                continue
+            self.metrics.results.labels(needs_review=str(scores.needs_review).lower()).inc()
+            self.metrics.scan_to_score.observe(max(result.scored_at - item.info.last_file_at, 0.0))
+            if self.on_result is not None:
+                self.on_result(result)
+
+    def _fail(self, item: PreparedSeries, detail: str) -> None:
+        if self.on_failure is not None:
+            self.on_failure(item, detail)
+
+    # --- thread ---------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="scanside-inference", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once(timeout=0.2)
+            except Exception:
+                log.exception("inference step failed")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)

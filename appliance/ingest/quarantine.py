@@ -1,0 +1,51 @@
+"""Setting bad files aside with the reason beside them, so an operator can see what happened and why."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class Quarantine:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def put(self, path: str | os.PathLike[str], reason: str, detail: str) -> Path | None:
+        """Move `path` to quarantine/<reason>/ with a `.reason.json` beside it. Returns the new path (None if the
+        file vanished meanwhile: nothing to set aside)."""
+        src = Path(path)
+        folder = self.root / reason
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        dest = folder / f"{stamp}-{os.urandom(4).hex()}-{src.name}"
+        try:
+            move_file(src, dest)
+        except FileNotFoundError:
+            return None
+        note = {"reason": reason, "detail": detail, "original_name": src.name, "quarantined_at": time.time()}
+        tmp = dest.with_name(dest.name + ".reason.json.tmp")
+        tmp.write_text(json.dumps(note, indent=2))
+        os.replace(tmp, dest.with_name(dest.name + ".reason.json"))
+        # The file name may carry identifiers (it came from outside); log the reason only.
+        log.warning("quarantined a file: %s (%s)", reason, detail)
+        return dest
+
+
+def move_file(src: Path, dest: Path) -> None:
+    """Rename, or copy and unlink across filesystems."""
+    try:
+        os.replace(src, dest)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:  # another filesystem: fall back to copy + unlink
+            raise
+        shutil.copy2(src, dest)
+        os.unlink(src)
+
+

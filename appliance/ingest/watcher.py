@@ -1,0 +1,75 @@
+"""The watch folder: a watchdog observer feeding paths to the Ingestor, and the thread that drives it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from .ingestor import Ingestor
+
+log = logging.getLogger(__name__)
+
+# Events that can mean "a file has (new) content at this path". Deletions and opens carry nothing to parse.
+_CONTENT_EVENTS = frozenset({"created", "modified", "closed", "moved"})
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, ingestor: Ingestor) -> None:
+        self.ingestor = ingestor
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory or event.event_type not in _CONTENT_EVENTS:
+            return
+        path = event.dest_path if event.event_type == "moved" else event.src_path
+        if isinstance(path, bytes):
+            path = path.decode(errors="surrogateescape")
+        self.ingestor.submit(path)
+
+
+class IngestThread:
+    """Owns the observer and the loop that calls `Ingestor.run_once`. Nothing it accepted is lost on stop: files
+    stay in the watch folder or the spool, and the next start picks them up."""
+
+    def __init__(self, ingestor: Ingestor, watch_dir: Path, poll_interval_s: float = 0.2,
+                 rescan_on_start: bool = True) -> None:
+        self.ingestor = ingestor
+        self.watch_dir = Path(watch_dir)
+        self.poll_interval_s = poll_interval_s
+        self.rescan_on_start = rescan_on_start
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._observer: Observer | None = None
+
+    def start(self) -> None:
+        self.watch_dir.mkdir(parents=True, exist_ok=True)
+        self._observer = Observer()
+        self._observer.schedule(_Handler(self.ingestor), str(self.watch_dir), recursive=True)
+        self._observer.daemon = True
+        self._observer.start()  # before the rescan, so a file landing in between is seen by one or the other
+        if self.rescan_on_start:
+            n = self.ingestor.rescan(self.watch_dir)
+            if n:
+                log.info("start-up rescan queued %d file(s) already in the watch folder", n)
+        self._thread = threading.Thread(target=self._run, name="scanside-ingest", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.ingestor.run_once(timeout=self.poll_interval_s)
+            except Exception:  # one bad step must not end ingest; the file involved is retried or set aside
+                log.exception("ingest step failed")
+                time.sleep(self.poll_interval_s)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)

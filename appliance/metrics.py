@@ -1,0 +1,79 @@
+"""Every Prometheus metric of the appliance, defined in one place.
+
+Metrics live on an injected registry (the process-wide default in the service, a fresh one in each test), and no
+label ever carries a patient, study or series identifier: labels are small closed sets (reasons, stages, states).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Mapping
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from .models import SeriesState
+
+STAGES = ("parse", "preprocess", "inference", "scoring")
+
+# Latency buckets: sub-millisecond parsing up to multi-second waits.
+_STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Scan-to-score: the target is 0.3 s when tags give the count; quiet-period series take seconds.
+_SCAN_TO_SCORE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 7.5, 10.0, 30.0, 60.0, 120.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+        ns = "scanside"
+        self.files_ingested = Counter("files_ingested", "DICOM files accepted into the spool.",
+                                      namespace=ns, registry=registry)
+        self.bytes_ingested = Counter("ingested_bytes", "Bytes of DICOM files accepted into the spool.",
+                                      namespace=ns, registry=registry)
+        self.files_quarantined = Counter("files_quarantined", "Files set aside in the quarantine folder, by reason.",
+                                         ["reason"], namespace=ns, registry=registry)
+        self.files_ignored = Counter("files_ignored",
+                                     "Files dropped without quarantine: duplicates and late files of finished series.",
+                                     ["reason"], namespace=ns, registry=registry)
+        self.file_retries = Counter("file_parse_retries", "Parses that ended early on a file still being written.",
+                                    namespace=ns, registry=registry)
+        self.series_failed = Counter("series_failed", "Series that could not be scored, by reason.", ["reason"],
+                                     namespace=ns, registry=registry)
+        self.queue_depth = Gauge("inference_queue_depth", "Prepared series waiting for the engine.",
+                                 namespace=ns, registry=registry)
+        self.stage_seconds = Histogram("stage_duration_seconds", "Time spent in one pipeline stage per item.",
+                                       ["stage"], namespace=ns, registry=registry, buckets=_STAGE_BUCKETS)
+        self.scan_to_score = Histogram("scan_to_score_seconds",
+                                       "From the last file of a series seen to its result stored.",
+                                       namespace=ns, registry=registry, buckets=_SCAN_TO_SCORE_BUCKETS)
+        self.batch_size = Histogram("inference_batch_size", "Series per inference call.", namespace=ns,
+                                    registry=registry, buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32))
+        self.results = Counter("results", "Series scored, by whether a human must look.", ["needs_review"],
+                               namespace=ns, registry=registry)
+        self.ready = Gauge("ready", "1 once the engine is loaded and warmed up.", namespace=ns, registry=registry)
+        self.model = Info("model", "The engine bundle and backend in use.", namespace=ns, registry=registry)
+        for stage in STAGES:
+            self.stage_seconds.labels(stage=stage)
+        for flag in ("true", "false"):
+            self.results.labels(needs_review=flag)
+        self._series_collector: _SeriesByState | None = None
+
+    def watch_series_states(self, counts: Callable[[], Mapping[SeriesState, int]]) -> None:
+        """Export `scanside_series{state}` from the store at scrape time, so the gauge can never drift from it."""
+        if self._series_collector is None:
+            self._series_collector = _SeriesByState(counts)
+            self.registry.register(self._series_collector)
+        else:
+            self._series_collector.counts = counts
+
+
+class _SeriesByState(Collector):
+    def __init__(self, counts: Callable[[], Mapping[SeriesState, int]]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("scanside_series", "Series known to this appliance, by state.", labels=["state"])
+        counts = self.counts()
+        for state in SeriesState:
+            family.add_metric([state.value], counts.get(state, 0))
+        yield family

@@ -1,0 +1,156 @@
+"""gRPC serving: the Appliance service, grpc.health.v1 and server reflection.
+
+Servicer methods are thin: they translate between protobuf messages and the store's records. Health stays
+NOT_SERVING until the engine is loaded and warmed up, so an orchestrator never routes to a cold appliance.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent import futures
+from typing import Callable, Iterator
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from .api import pb, pb_grpc
+from .models import SeriesInfo, SeriesState, StudyResult
+from .store import Event, SeriesRow, Store
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Appliance"].full_name
+MAX_PAGE = 500
+DEFAULT_PAGE = 50
+STREAM_POLL_S = 0.5  # how often an idle stream re-checks that its client is still there
+
+
+def result_to_pb(r: StudyResult) -> pb.SeriesResult:
+    t = r.timings_ms
+    return pb.SeriesResult(
+        study_instance_uid=r.info.study_uid, series_instance_uid=r.info.series_uid, series_key=r.info.key,
+        series_description=r.info.description, manufacturer=r.info.manufacturer,
+        findings=[pb.FindingResult(finding_id=f.finding_id, name=f.name, score=f.score, threshold=f.threshold,
+                                   probability=f.probability, positive=f.positive, rare=f.rare,
+                                   review_reasons=list(f.review_reasons)) for f in r.scores.findings],
+        needs_review=r.scores.needs_review, review_reasons=list(r.scores.review_reasons),
+        ood_distance=r.scores.ood_distance or 0.0, bundle_name=r.bundle_name, bundle_version=r.bundle_version,
+        backend=r.backend, precision=r.precision, scored_at_unix=r.scored_at, images=r.info.received,
+        timings=pb.StageTimings(preprocess_ms=t.get("preprocess", 0.0), inference_ms=t.get("inference", 0.0),
+                                scoring_ms=t.get("scoring", 0.0), batch_size=int(t.get("batch_size", 1)),
+                                scan_to_score_ms=max(r.scored_at - r.info.last_file_at, 0.0) * 1000.0))
+
+
+def status_from_row(row: SeriesRow) -> pb.SeriesStatus:
+    return pb.SeriesStatus(study_instance_uid=row.study_uid, series_instance_uid=row.series_uid,
+                           series_key=row.key, state=row.state.value, images_received=row.received,
+                           images_expected=row.expected or 0, role=row.role.value, detail=row.detail or "")
+
+
+def status_from_live(info: SeriesInfo) -> pb.SeriesStatus:
+    return pb.SeriesStatus(study_instance_uid=info.study_uid, series_instance_uid=info.series_uid,
+                           series_key=info.key, state=SeriesState.RECEIVING.value, images_received=info.received,
+                           images_expected=info.expected or 0, role=info.role.value)
+
+
+class ApplianceServicer(pb_grpc.ApplianceServicer):
+    def __init__(self, store: Store, model_info: Callable[[], pb.ModelInfo],
+                 live_status: Callable[[str], SeriesInfo | None], closing: threading.Event) -> None:
+        self.store = store
+        self.model_info = model_info
+        self.live_status = live_status
+        self.closing = closing
+
+    def GetStudyResult(self, request: pb.GetStudyResultRequest, context: grpc.ServicerContext):
+        if not request.study_instance_uid:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "study_instance_uid is required")
+        results = self.store.results_for_study(request.study_instance_uid)
+        if not results:
+            context.abort(grpc.StatusCode.NOT_FOUND, "no result for this study (yet)")
+        return pb.GetStudyResultResponse(results=[result_to_pb(r) for r in results])
+
+    def ListResults(self, request: pb.ListResultsRequest, context: grpc.ServicerContext):
+        size = request.page_size or DEFAULT_PAGE
+        if size > MAX_PAGE:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"page_size must be at most {MAX_PAGE}")
+        before = None
+        if request.page_token:
+            try:
+                before = int(request.page_token)
+            except ValueError:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token is not one this server issued")
+        rows = self.store.list_results(size + 1, before_id=before, since=request.since_unix or None)
+        page, more = rows[:size], len(rows) > size
+        return pb.ListResultsResponse(results=[result_to_pb(r) for _, r in page],
+                                      next_page_token=str(page[-1][0]) if more else "")
+
+    def StreamResults(self, request: pb.StreamResultsRequest, context: grpc.ServicerContext) -> Iterator:
+        last = request.after_event_id
+        if last < 0:
+            last = self.store.last_event_id()
+        while context.is_active() and not self.closing.is_set():
+            events = self.store.events_after(last, limit=100)
+            for event in events:
+                yield self._event_to_pb(event)
+                last = event.id
+            if not events:
+                self.store.wait_for_event(last, timeout=STREAM_POLL_S)
+
+    def _event_to_pb(self, event: Event) -> pb.ResultEvent:
+        if event.kind == "scored":
+            result = self.store.result_for_series(event.series_uid)
+            return pb.ResultEvent(event_id=event.id, kind=pb.ResultEvent.SCORED,
+                                  result=result_to_pb(result) if result else None)
+        row = self.store.series(event.series_uid)
+        return pb.ResultEvent(event_id=event.id, kind=pb.ResultEvent.FAILED,
+                              status=status_from_row(row) if row else None)
+
+    def GetSeriesStatus(self, request: pb.GetSeriesStatusRequest, context: grpc.ServicerContext):
+        if not request.series_instance_uid:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "series_instance_uid is required")
+        live = self.live_status(request.series_instance_uid)
+        if live is not None:
+            return status_from_live(live)
+        row = self.store.series(request.series_instance_uid)
+        if row is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, "this series has not been seen")
+        return status_from_row(row)
+
+    def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.ServicerContext):
+        return self.model_info()
+
+
+class GrpcServer:
+    """The gRPC server with health and reflection. `port` 0 picks a free port; `bound_port` tells which."""
+
+    def __init__(self, servicer: ApplianceServicer, host: str, port: int, max_workers: int = 16) -> None:
+        self.servicer = servicer
+        # Each open result stream holds a worker thread; max_workers bounds concurrent clients.
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
+                                                             thread_name_prefix="scanside-grpc"))
+        pb_grpc.add_ApplianceServicer_to_server(servicer, self.server)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+                                            self.server)
+        self.set_serving(False)
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.bound_port = self.server.add_insecure_port(address)
+        if self.bound_port == 0:
+            raise OSError(f"could not listen for gRPC on {address}")
+        self.address = f"{host}:{self.bound_port}"
+
+    def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, status)
+
+    def start(self) -> None:
+        self.server.start()
+
+    def stop(self, grace: float = 2.0) -> None:
+        self.servicer.closing.set()
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait(grace + 1)

@@ -1,0 +1,253 @@
+"""The appliance assembled from its stages: start-up order, recovery, hand-overs between threads, shutdown.
+
+Threads: the watchdog observer and the ingest loop (parse, spool, assemble), the prepare loop (series -> tensor),
+the inference worker (batches, scoring, storing), and gRPC's pool. Each hand-over is one typed record.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+
+from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+
+from . import __version__
+from .api import pb
+from .assembly import Assembler
+from .bundle import Bundle, load_bundle
+from .config import Settings
+from .ingest import Ingestor, IngestThread, Quarantine
+from .ingest.quarantine import move_file
+from .inference import create_backend
+from .inference.worker import InferenceWorker
+from .metrics import Metrics
+from .models import CompleteSeries, PreparedSeries, SeriesInfo, SeriesRole, SeriesState, StudyResult
+from .preprocess import PreprocessError, prepare
+from .scoring import ScoringPolicy
+from .server import ApplianceServicer, GrpcServer
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Appliance:
+    def __init__(self, settings: Settings, registry: CollectorRegistry = REGISTRY) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.metrics = Metrics(registry)
+        self.ready = threading.Event()
+        self._closing = threading.Event()
+        self._prepare_queue: queue.Queue[CompleteSeries | None] = queue.Queue()
+        self._paths: dict[str, tuple[str, ...]] = {}
+        self._paths_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._metrics_server = None
+        self.bundle: Bundle | None = None
+        self.backend = None
+        self.grpc: GrpcServer | None = None
+        self.worker: InferenceWorker | None = None
+        self.ingest_thread: IngestThread | None = None
+
+    # --- start-up -------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        s = self.settings
+        for folder in (s.paths.data_dir, s.paths.spool, s.paths.quarantine, s.paths.incoming):
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        self.store = Store(s.paths.database)
+        self.metrics.watch_series_states(self.store.state_counts)
+        self.bundle = load_bundle(s.engine.bundle)
+        self.backend = create_backend(s.engine.backend, self.bundle, intra_op_threads=s.engine.intra_op_threads,
+                                      max_batch=s.engine.max_batch)
+        self.assembler = Assembler(s.assembly.quiet_period_s)
+        self.ingestor = Ingestor(s.paths.spool, Quarantine(s.paths.quarantine), self.store, self.assembler,
+                                 self.metrics, self._on_complete, settle_seconds=s.ingest.settle_seconds)
+        # gRPC first, NOT_SERVING, so orchestrators can watch the warm-up through health checks.
+        self.grpc = GrpcServer(ApplianceServicer(self.store, self.model_info, self._live_status, self._closing),
+                               s.grpc.host, s.grpc.port)
+        self.grpc.start()
+        if s.metrics.enabled:
+            self._metrics_server, _ = start_http_server(s.metrics.port, addr=s.metrics.host, registry=self.registry)
+        self.metrics.model.info({"bundle": self.bundle.name, "bundle_version": self.bundle.version,
+                                 "backend": self.backend.name, "backend_version": str(self.backend.version),
+                                 "precision": self.backend.precision, "appliance_version": __version__})
+        started = time.perf_counter()
+        self.backend.warm_up()
+        log.info("engine %s %s on %s (%s) warmed up in %.0f ms", self.bundle.name, self.bundle.version,
+                 self.backend.name, self.backend.precision, (time.perf_counter() - started) * 1000)
+        self.worker = InferenceWorker(self.backend, self.bundle,
+                                      ScoringPolicy(review_band=(s.scoring.review_low, s.scoring.review_high),
+                                                    flag_rare_positive=s.scoring.flag_rare_positive,
+                                                    ood_check=s.scoring.ood_check),
+                                      self.store, self.metrics, max_batch=s.engine.max_batch,
+                                      batch_wait_ms=s.engine.batch_wait_ms, queue_size=s.engine.queue_size,
+                                      on_result=self._on_result, on_failure=self._on_inference_failure)
+        self.worker.start()
+        prep = threading.Thread(target=self._prepare_loop, name="scanside-prepare", daemon=True)
+        prep.start()
+        self._threads.append(prep)
+        self._recover()
+        self.ingest_thread = IngestThread(self.ingestor, s.paths.incoming, s.ingest.poll_interval_s,
+                                          s.ingest.rescan_on_start)
+        self.ingest_thread.start()
+        self.ready.set()
+        self.metrics.ready.set(1)
+        self.grpc.set_serving(True)
+        log.info("ready: gRPC on %s, watching %s", self.grpc.address, s.paths.incoming)
+
+    def _recover(self) -> None:
+        """Finish what a previous run accepted: images in the spool, series complete but not scored."""
+        unfinished = {row.series_uid: row for row in
+                      self.store.series_in_states((SeriesState.RECEIVING, SeriesState.COMPLETE))}
+        n = self.ingestor.recover_spool()
+        if n:
+            log.info("recovered %d image(s) from the spool", n)
+        with self.ingestor.lock:
+            pending = set(self.assembler.pending_uids())
+            closed = [self.assembler.complete_now(uid, "recovered") for uid in pending
+                      if uid in unfinished and unfinished[uid].state is SeriesState.COMPLETE]
+        for series in closed:
+            if series is not None:
+                self._on_complete(series)
+        for uid, row in unfinished.items():
+            if uid in pending:
+                continue
+            if row.state is SeriesState.RECEIVING:
+                # Its first image was recorded but never reached the spool (a crash in between): the image is
+                # still in the watch folder, and the rescan brings the series back.
+                self.store.forget_series(uid)
+            else:
+                info = SeriesInfo(row.key, row.study_uid, row.series_uid, row.role, row.manufacturer,
+                                  row.description, row.received, row.expected, "recovered", row.last_file_at or 0)
+                self._fail_series(info, (), "its images were no longer in the spool after a restart")
+
+    # --- hand-overs -----------------------------------------------------------------------------------------------
+
+    def _on_complete(self, series: CompleteSeries) -> None:
+        info = series.info
+        if info.role is not SeriesRole.CINE_SAX:
+            self.store.set_state(info, SeriesState.SKIPPED, f"role {info.role.value} is not scored")
+            self._remove(series.instance_paths)
+            log.info("series %s complete (%s, %d images): %s, not scored", info.key, info.completed_by,
+                     info.received, info.role.value)
+            return
+        self.store.set_state(info, SeriesState.COMPLETE)
+        with self._paths_lock:
+            self._paths[info.series_uid] = series.instance_paths
+        log.info("series %s complete (%s, %d images): queued for scoring", info.key, info.completed_by,
+                 info.received)
+        self._prepare_queue.put(series)
+
+    def _prepare_loop(self) -> None:
+        while True:
+            series = self._prepare_queue.get()
+            if series is None:
+                return
+            try:
+                started = time.perf_counter()
+                prepared = prepare(series, self.bundle.preprocess)
+                self.metrics.stage_seconds.labels(stage="preprocess").observe(time.perf_counter() - started)
+            except PreprocessError as exc:
+                self._fail_series(series.info, series.instance_paths, f"preprocess: {exc}")
+                continue
+            except Exception as exc:  # an unexpected bug on one series must not stop the others
+                log.exception("series %s: preprocessing crashed", series.info.key)
+                self._fail_series(series.info, series.instance_paths, f"preprocess: {type(exc).__name__}: {exc}")
+                continue
+            while not self._closing.is_set():
+                try:
+                    self.worker.submit(prepared, timeout=0.5)  # blocks while the engine is behind
+                    break
+                except queue.Full:
+                    continue
+
+    def _on_result(self, result: StudyResult) -> None:
+        with self._paths_lock:
+            paths = self._paths.pop(result.info.series_uid, ())
+        self._remove(paths)
+        findings = ", ".join(f"{f.finding_id}={'+' if f.positive else '-'}" for f in result.scores.findings)
+        log.info("series %s scored in %.0f ms after its last image%s: %s", result.info.key,
+                 (result.scored_at - result.info.last_file_at) * 1000,
+                 " (needs review)" if result.scores.needs_review else "", findings)
+
+    def _on_inference_failure(self, item: PreparedSeries, detail: str) -> None:
+        with self._paths_lock:
+            paths = self._paths.pop(item.info.series_uid, ())
+        self._fail_series(item.info, paths, detail)
+
+    def _fail_series(self, info: SeriesInfo, paths: tuple[str, ...], detail: str) -> None:
+        """Set the series' images aside under quarantine/failed_series/<key>/ and record why."""
+        with self._paths_lock:
+            self._paths.pop(info.series_uid, None)
+        folder = Path(self.settings.paths.quarantine) / "failed_series" / info.key
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in paths:
+            try:
+                move_file(Path(path), folder / Path(path).name)
+            except FileNotFoundError:
+                pass
+        (folder / "reason.txt").write_text(detail + "\n")
+        self.store.set_state(info, SeriesState.FAILED, detail)
+        reason = detail.split(":", 1)[0]
+        self.metrics.series_failed.labels(reason=reason if reason in ("preprocess", "inference") else "other").inc()
+        log.warning("series %s failed: %s", info.key, detail)
+
+    @staticmethod
+    def _remove(paths: tuple[str, ...]) -> None:
+        for path in paths:
+            try:
+                Path(path).unlink()
+            except FileNotFoundError:
+                pass
+
+    # --- serving --------------------------------------------------------------------------------------------------
+
+    def _live_status(self, series_uid: str) -> SeriesInfo | None:
+        with self.ingestor.lock:
+            return self.assembler.info(series_uid)
+
+    def model_info(self) -> pb.ModelInfo:
+        b, backend = self.bundle, self.backend
+        return pb.ModelInfo(
+            bundle_name=b.name, bundle_version=b.version, description=b.description, backend=backend.name,
+            backend_version=str(backend.version), precision=backend.precision, research_only=b.research_only,
+            input_shape=[-1, *b.input_shape[1:]], embedding_dim=b.embedding_dim, appliance_version=__version__,
+            findings=[pb.Finding(finding_id=f.id, name=f.name, prompts=list(f.prompts), threshold=f.threshold,
+                                 rare=f.rare) for f in b.label_bank.findings])
+
+    # --- shutdown -------------------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop taking files, finish nothing new, keep everything accepted on disk for the next start."""
+        self._closing.set()
+        self.ready.clear()
+        if self.grpc is not None:
+            self.grpc.set_serving(False)
+        if self.ingest_thread is not None:
+            self.ingest_thread.stop()
+        self._prepare_queue.put(None)
+        for t in self._threads:
+            t.join(5)
+        if self.worker is not None:
+            self.worker.stop()
+        if self.grpc is not None:
+            self.grpc.stop()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+        if self.backend is not None:
+            self.backend.close()
+        if getattr(self, "store", None) is not None:
+            self.store.close()
+
+    @property
+    def grpc_address(self) -> str:
+        return self.grpc.address if self.grpc else ""
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self._metrics_server.server_port if self._metrics_server else None
+

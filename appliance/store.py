@@ -1,0 +1,344 @@
+"""SQLite persistence: series states, results, and an event log with increasing ids.
+
+WAL mode so the gRPC readers never block the pipeline's writer. A result, its series' state change and its event are
+written in one transaction, which is what makes "nothing scored twice" hold across a crash: either all three are on
+disk or none is, and recovery skips series already in a final state.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from .models import FindingScore, Scores, SeriesInfo, SeriesRole, SeriesState, StudyResult
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS series (
+    series_uid TEXT PRIMARY KEY,
+    study_uid TEXT NOT NULL,
+    key TEXT NOT NULL,
+    role TEXT NOT NULL DEFAULT 'other',
+    state TEXT NOT NULL,
+    received INTEGER NOT NULL DEFAULT 0,
+    expected INTEGER,
+    manufacturer TEXT NOT NULL DEFAULT '',
+    description TEXT NOT NULL DEFAULT '',
+    completed_by TEXT,
+    detail TEXT,
+    first_seen REAL NOT NULL,
+    last_file_at REAL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS series_study ON series(study_uid);
+CREATE INDEX IF NOT EXISTS series_state ON series(state);
+CREATE TABLE IF NOT EXISTS results (
+    id INTEGER PRIMARY KEY,
+    series_uid TEXT NOT NULL UNIQUE REFERENCES series(series_uid),
+    study_uid TEXT NOT NULL,
+    scored_at REAL NOT NULL,
+    bundle_name TEXT NOT NULL,
+    bundle_version TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    precision TEXT NOT NULL,
+    needs_review INTEGER NOT NULL,
+    review_reasons TEXT NOT NULL,
+    ood_distance REAL,
+    findings TEXT NOT NULL,
+    timings TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_study ON results(study_uid);
+CREATE INDEX IF NOT EXISTS results_time ON results(scored_at);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    series_uid TEXT NOT NULL,
+    study_uid TEXT NOT NULL
+);
+"""
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesRow:
+    series_uid: str
+    study_uid: str
+    key: str
+    role: SeriesRole
+    state: SeriesState
+    received: int
+    expected: int | None
+    manufacturer: str
+    description: str
+    completed_by: str | None
+    detail: str | None
+    first_seen: float
+    last_file_at: float | None
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: int
+    created_at: float
+    kind: str  # "scored" | "failed"
+    series_uid: str
+    study_uid: str
+
+
+class Store:
+    """One writer connection guarded by a lock; one reader connection per reading thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._new_event = threading.Condition()
+        self._writer = self._connect()
+        with self._write_lock, self._writer:
+            self._writer.executescript(_SCHEMA)
+            row = self._writer.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                self._writer.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise StoreError(f"{self.path} has schema version {row[0]}, this build expects {SCHEMA_VERSION}")
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a commit survives a process crash (kill -9); only a power cut can lose the last
+        # transactions, and then the spool still holds the images to score them again.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._write_lock:
+                self._readers.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._write_lock:
+            for conn in [self._writer, *self._readers]:
+                conn.close()
+            self._readers.clear()
+
+    # --- writes ---------------------------------------------------------------------------------------------------
+
+    def _tx(self) -> Any:
+        return _Transaction(self._writer, self._write_lock)
+
+    def series_seen(self, info: SeriesInfo) -> SeriesState | None:
+        """Record a series on its first instance; returns its state if it was already known."""
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute("SELECT state FROM series WHERE series_uid=?", (info.series_uid,)).fetchone()
+            if row is not None:
+                return SeriesState(row[0])
+            db.execute(
+                "INSERT INTO series (series_uid, study_uid, key, role, state, received, expected, manufacturer,"
+                " description, first_seen, last_file_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (info.series_uid, info.study_uid, info.key, info.role.value, SeriesState.RECEIVING.value,
+                 info.received, info.expected, info.manufacturer, info.description, now, info.last_file_at, now))
+            return None
+
+    def set_state(self, info: SeriesInfo, state: SeriesState, detail: str | None = None) -> SeriesState | None:
+        """Move a series to `state` (creating the row if needed); returns the previous state. Failures are events."""
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute("SELECT state FROM series WHERE series_uid=?", (info.series_uid,)).fetchone()
+            previous = SeriesState(row[0]) if row else None
+            if row is None:
+                db.execute(
+                    "INSERT INTO series (series_uid, study_uid, key, role, state, first_seen, updated_at)"
+                    " VALUES (?,?,?,?,?,?,?)",
+                    (info.series_uid, info.study_uid, info.key, info.role.value, state.value, now, now))
+            db.execute(
+                "UPDATE series SET state=?, role=?, received=?, expected=?, manufacturer=?, description=?,"
+                " completed_by=?, detail=?, last_file_at=?, updated_at=? WHERE series_uid=?",
+                (state.value, info.role.value, info.received, info.expected, info.manufacturer, info.description,
+                 info.completed_by, detail, info.last_file_at, now, info.series_uid))
+            if state is SeriesState.FAILED:
+                db.execute("INSERT INTO events (created_at, kind, series_uid, study_uid) VALUES (?,?,?,?)",
+                           (now, "failed", info.series_uid, info.study_uid))
+        if state is SeriesState.FAILED:
+            self._notify()
+        return previous
+
+    def forget_series(self, series_uid: str) -> None:
+        """Drop a series row that holds nothing yet (no result, no event)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM series WHERE series_uid=? AND state=? AND NOT EXISTS"
+                       " (SELECT 1 FROM events WHERE events.series_uid=series.series_uid)",
+                       (series_uid, SeriesState.RECEIVING.value))
+
+    def save_result(self, result: StudyResult) -> int | None:
+        """Store a result, mark the series scored and log the event, atomically. Returns the event id, or None if
+        this series already had a result (it is never scored twice)."""
+        info, scores = result.info, result.scores
+        now = time.time()
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM results WHERE series_uid=?", (info.series_uid,)).fetchone():
+                return None
+            exists = db.execute("SELECT 1 FROM series WHERE series_uid=?", (info.series_uid,)).fetchone()
+            if not exists:
+                db.execute(
+                    "INSERT INTO series (series_uid, study_uid, key, role, state, first_seen, updated_at)"
+                    " VALUES (?,?,?,?,?,?,?)",
+                    (info.series_uid, info.study_uid, info.key, info.role.value, SeriesState.COMPLETE.value, now,
+                     now))
+            db.execute(
+                "UPDATE series SET state=?, received=?, expected=?, completed_by=?, last_file_at=?, updated_at=?"
+                " WHERE series_uid=?",
+                (SeriesState.SCORED.value, info.received, info.expected, info.completed_by, info.last_file_at, now,
+                 info.series_uid))
+            db.execute(
+                "INSERT INTO results (series_uid, study_uid, scored_at, bundle_name, bundle_version, backend,"
+                " precision, needs_review, review_reasons, ood_distance, findings, timings)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (info.series_uid, info.study_uid, result.scored_at, result.bundle_name, result.bundle_version,
+                 result.backend, result.precision, int(scores.needs_review), json.dumps(list(scores.review_reasons)),
+                 scores.ood_distance, json.dumps([_finding_to_dict(f) for f in scores.findings]),
+                 json.dumps(result.timings_ms)))
+            cur = db.execute("INSERT INTO events (created_at, kind, series_uid, study_uid) VALUES (?,?,?,?)",
+                             (now, "scored", info.series_uid, info.study_uid))
+            event_id = int(cur.lastrowid)
+        self._notify()
+        return event_id
+
+    def _notify(self) -> None:
+        with self._new_event:
+            self._new_event.notify_all()
+
+    # --- reads ----------------------------------------------------------------------------------------------------
+
+    def wait_for_event(self, after_id: int, timeout: float) -> bool:
+        """Block until an event newer than `after_id` exists (True) or the timeout passes (False)."""
+        deadline = time.monotonic() + timeout
+        with self._new_event:
+            while self.last_event_id() <= after_id:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._new_event.wait(left)
+        return True
+
+    def last_event_id(self) -> int:
+        row = self._reader().execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()
+        return int(row[0])
+
+    def events_after(self, after_id: int, limit: int = 100) -> list[Event]:
+        rows = self._reader().execute(
+            "SELECT id, created_at, kind, series_uid, study_uid FROM events WHERE id > ? ORDER BY id LIMIT ?",
+            (after_id, limit)).fetchall()
+        return [Event(*tuple(r)) for r in rows]
+
+    def series(self, series_uid: str) -> SeriesRow | None:
+        row = self._reader().execute("SELECT * FROM series WHERE series_uid=?", (series_uid,)).fetchone()
+        return _series_row(row) if row else None
+
+    def series_in_states(self, states: tuple[SeriesState, ...]) -> list[SeriesRow]:
+        marks = ",".join("?" * len(states))
+        rows = self._reader().execute(f"SELECT * FROM series WHERE state IN ({marks}) ORDER BY first_seen",
+                                      [s.value for s in states]).fetchall()
+        return [_series_row(r) for r in rows]
+
+    def state_counts(self) -> dict[SeriesState, int]:
+        rows = self._reader().execute("SELECT state, COUNT(*) FROM series GROUP BY state").fetchall()
+        return {SeriesState(r[0]): int(r[1]) for r in rows}
+
+    def result_for_series(self, series_uid: str) -> StudyResult | None:
+        row = self._reader().execute(_RESULT_SELECT + " WHERE r.series_uid=?", (series_uid,)).fetchone()
+        return _result(row) if row else None
+
+    def results_for_study(self, study_uid: str) -> list[StudyResult]:
+        rows = self._reader().execute(_RESULT_SELECT + " WHERE r.study_uid=? ORDER BY r.id", (study_uid,)).fetchall()
+        return [_result(r) for r in rows]
+
+    def list_results(self, page_size: int, before_id: int | None = None,
+                     since: float | None = None) -> list[tuple[int, StudyResult]]:
+        """Newest first; page with `before_id` = the last id of the previous page."""
+        clauses, args = [], []
+        if before_id is not None:
+            clauses.append("r.id < ?")
+            args.append(before_id)
+        if since is not None:
+            clauses.append("r.scored_at >= ?")
+            args.append(since)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = self._reader().execute(_RESULT_SELECT + where + " ORDER BY r.id DESC LIMIT ?",
+                                      (*args, page_size)).fetchall()
+        return [(int(r["id"]), _result(r)) for r in rows]
+
+    def iter_results(self) -> Iterator[StudyResult]:
+        for row in self._reader().execute(_RESULT_SELECT + " ORDER BY r.id"):
+            yield _result(row)
+
+
+class _Transaction:
+    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:
+        self.conn, self.lock = conn, lock
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.lock.acquire()
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        try:
+            self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self.lock.release()
+
+
+_RESULT_SELECT = (
+    "SELECT r.*, s.key, s.role, s.manufacturer, s.description, s.received, s.expected, s.completed_by,"
+    " s.last_file_at FROM results r JOIN series s ON s.series_uid = r.series_uid")
+
+
+def _series_row(row: sqlite3.Row) -> SeriesRow:
+    d = dict(row)
+    d["role"] = SeriesRole(d["role"])
+    d["state"] = SeriesState(d["state"])
+    return SeriesRow(**d)
+
+
+def _finding_to_dict(f: FindingScore) -> dict[str, Any]:
+    return {"id": f.finding_id, "name": f.name, "score": f.score, "threshold": f.threshold,
+            "probability": f.probability, "positive": f.positive, "rare": f.rare,
+            "review_reasons": list(f.review_reasons)}
+
+
+def _finding_from_dict(d: dict[str, Any]) -> FindingScore:
+    return FindingScore(d["id"], d["name"], d["score"], d["threshold"], d["probability"], d["positive"], d["rare"],
+                        tuple(d["review_reasons"]))
+
+
+def _result(row: sqlite3.Row) -> StudyResult:
+    info = SeriesInfo(key=row["key"], study_uid=row["study_uid"], series_uid=row["series_uid"],
+                      role=SeriesRole(row["role"]), manufacturer=row["manufacturer"], description=row["description"],
+                      received=row["received"], expected=row["expected"], completed_by=row["completed_by"] or "",
+                      last_file_at=row["last_file_at"] or 0.0)
+    scores = Scores(findings=tuple(_finding_from_dict(d) for d in json.loads(row["findings"])),
+                    ood_distance=row["ood_distance"], review_reasons=tuple(json.loads(row["review_reasons"])))
+    return StudyResult(info=info, scores=scores, bundle_name=row["bundle_name"], bundle_version=row["bundle_version"],
+                       backend=row["backend"], precision=row["precision"], timings_ms=json.loads(row["timings"]),
+                       scored_at=row["scored_at"])

@@ -1,0 +1,49 @@
+from pathlib import Path
+
+import pytest
+
+from appliance.config import DEFAULT_BUNDLE, ConfigError, Settings, load_settings
+
+
+def test_defaults_are_the_embedded_ones():
+    s = load_settings(env={})
+    assert s == Settings()
+    assert s.engine.backend == "auto" and s.engine.bundle == DEFAULT_BUNDLE
+    assert s.grpc.host == "127.0.0.1" and s.metrics.host == "127.0.0.1"
+    assert s.paths.database == Path("scanside-data") / "scanside.db"
+
+
+def test_file_then_environment(tmp_path):
+    cfg = tmp_path / "scanside.toml"
+    cfg.write_text('[paths]\ndata_dir = "data"\n[grpc]\nport = 6000\n[engine]\nmax_batch = 2\n')
+    s = load_settings(cfg, env={"SCANSIDE_GRPC_PORT": "6001", "SCANSIDE_SCORING_OOD_CHECK": "false",
+                                "SCANSIDE_UNRELATED": "x"})
+    assert s.grpc.port == 6001  # the environment wins over the file
+    assert s.engine.max_batch == 2
+    assert s.scoring.ood_check is False
+    assert s.paths.data_dir == tmp_path / "data"  # relative to the file, not to the working directory
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[grpc]\nport = 70000\n", "grpc.port"),
+    ("[engine]\nbackend = 'cuda'\n", "engine.backend"),
+    ("[engine]\nmax_batch = 'four'\n", "engine.max_batch"),
+    ("[engine]\nmax_bacth = 4\n", "unknown setting(s) in [engine]: max_bacth"),
+    ("[enigne]\nmax_batch = 4\n", "unknown configuration section"),
+    ("[scoring]\nreview_low = 0.8\nreview_high = 0.2\n", "review_low"),
+    ("[paths]\ndata_dir = 'd'\nwatch_dir = 'd'\n", "must not contain"),
+    ("[grpc\nport=1", "not valid TOML"),
+])
+def test_bad_settings_name_what_is_wrong(tmp_path, text, message):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, env={})
+    assert message in str(info.value)
+
+
+def test_missing_file_and_bad_env():
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings("/nonexistent/scanside.toml", env={})
+    with pytest.raises(ConfigError, match="ingest.rescan_on_start"):
+        load_settings(env={"SCANSIDE_INGEST_RESCAN_ON_START": "maybe"})

@@ -1,0 +1,119 @@
+"""The fast header reader must agree with pydicom, and every kind of bad file must get its own reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
+
+from appliance.dicom import IncompleteFile, RejectedFile, read_instance
+from appliance.preprocess import load_frame
+
+from dicom_factory import mr_dataset, with_private_sequence, write
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian])
+def test_reader_agrees_with_pydicom(tmp_path, syntax):
+    ds = mr_dataset(24, 20, syntax=syntax, position=(1.5, -2.25, 3.0), trigger_time=123.5, RescaleSlope=2.0,
+                    RescaleIntercept=-5.0, CardiacNumberOfImages=25, ImagesInAcquisition=300, InstanceNumber=7)
+    path = write(ds, tmp_path / "a.dcm")
+    inst = read_instance(path)
+    ref = pydicom.dcmread(path)
+    assert inst.sop_instance_uid == ref.SOPInstanceUID
+    assert inst.series_uid == ref.SeriesInstanceUID and inst.study_uid == ref.StudyInstanceUID
+    assert inst.transfer_syntax_uid == syntax
+    assert inst.cardiac_number_of_images == 25 and inst.images_in_acquisition == 300 and inst.instance_number == 7
+    (frame,) = inst.frames
+    assert frame.position == (1.5, -2.25, 3.0)
+    assert frame.trigger_time == pytest.approx(123.5)
+    assert frame.pixel_spacing == (1.5, 1.5)
+    assert frame.pixels.rescale_slope == 2.0 and frame.pixels.rescale_intercept == -5.0
+    expected = ref.pixel_array.astype(np.float32) * 2.0 - 5.0
+    np.testing.assert_array_equal(load_frame(frame.pixels), expected)
+    assert frame.pixels.decode_with_pydicom == (syntax == ExplicitVRBigEndian)
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+def test_private_sequence_of_undefined_length_is_skipped(tmp_path, syntax):
+    ds = with_private_sequence(mr_dataset(16, 16, syntax=syntax, position=(4.0, 5.0, 6.0)))
+    path = write(ds, tmp_path / "p.dcm")
+    raw = path.read_bytes()
+    assert b"\xfe\xff\xdd\xe0" in raw  # the sequence really was written with a delimiter
+    inst = read_instance(path)
+    assert inst.frames[0].position == (4.0, 5.0, 6.0)
+    np.testing.assert_array_equal(load_frame(inst.frames[0].pixels), pydicom.dcmread(path).pixel_array)
+
+
+def test_pixel_path_points_refs_at_the_spool(tmp_path):
+    path = write(mr_dataset(), tmp_path / "a.dcm")
+    inst = read_instance(path, tmp_path / "spool" / "x.dcm")
+    assert inst.frames[0].pixels.path == str(tmp_path / "spool" / "x.dcm")
+
+
+def test_growing_file_is_incomplete_not_rejected(tmp_path):
+    path = write(mr_dataset(64, 64), tmp_path / "a.dcm")
+    data = path.read_bytes()
+    for cut in (0, 100, 140, 600, len(data) - 1):
+        path.write_bytes(data[:cut])
+        with pytest.raises(IncompleteFile):
+            read_instance(path)
+    path.write_bytes(data)
+    assert read_instance(path).frames[0].pixels.rows == 64
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda p: p.write_bytes(b"hello, this is not an image\n" * 20), "not_dicom"),
+    (lambda p: write(mr_dataset(Modality="CT"), p), "not_mr"),
+    (lambda p: write(_without(mr_dataset(), "ImagePositionPatient"), p), "missing_geometry"),
+    (lambda p: write(_without(mr_dataset(), "PixelSpacing"), p), "missing_geometry"),
+    (lambda p: write(_without(mr_dataset(), "SeriesInstanceUID"), p), "missing_identity"),
+    (lambda p: write(_without(mr_dataset(), "PixelData"), p), "no_pixel_data"),
+    (lambda p: _corrupt_vr(write(mr_dataset(), p)), "corrupt"),
+    (lambda p: _short_pixel_element(p), "corrupt"),
+])
+def test_bad_files_are_rejected_with_a_reason(tmp_path, make, reason):
+    path = tmp_path / "bad.dcm"
+    make(path)
+    with pytest.raises(RejectedFile) as info:
+        read_instance(path)
+    assert info.value.reason == reason
+
+
+def test_undecodable_transfer_syntax_is_rejected(tmp_path):
+    # JPEG 2000 with no decoder plugin installed (the appliance does not pull in pylibjpeg or GDCM).
+    ds = mr_dataset(16, 16)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.90"
+    ds.PixelData = pydicom.encaps.encapsulate([b"\x00" * 64])
+    path = write(ds, tmp_path / "j2k.dcm")
+    with pytest.raises(RejectedFile) as info:
+        read_instance(path)
+    assert info.value.reason == "unsupported_transfer_syntax"
+
+
+def test_rle_lossless_is_decoded_by_pydicom(tmp_path):
+    ds = mr_dataset(16, 16)
+    original = ds.pixel_array.copy()
+    ds.compress(RLELossless)
+    path = write(ds, tmp_path / "rle.dcm")
+    inst = read_instance(path)
+    assert inst.frames[0].pixels.decode_with_pydicom
+    np.testing.assert_array_equal(load_frame(inst.frames[0].pixels), original)
+
+
+def _without(ds, name):
+    delattr(ds, name)
+    return ds
+
+
+def _corrupt_vr(path):
+    data = bytearray(path.read_bytes())
+    at = data.index(b"\x08\x00\x60\x00")  # (0008,0060) Modality, explicit VR "CS"
+    data[at + 4 : at + 6] = b"\x01\x02"
+    path.write_bytes(bytes(data))
+
+
+def _short_pixel_element(path):
+    ds = mr_dataset(32, 32)
+    ds.PixelData = ds.PixelData[:100]
+    write(ds, path)

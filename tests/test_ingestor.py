@@ -1,0 +1,138 @@
+"""The ingest core on real files, a real SQLite store and a real quarantine folder, driven step by step."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from dicom_factory import cine_series, mr_dataset, write
+from prometheus_client import CollectorRegistry
+
+from appliance.assembly import Assembler
+from appliance.ingest import Ingestor, Quarantine
+from appliance.metrics import Metrics
+from appliance.models import SeriesState
+from appliance.store import Store
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(tmp_path, quiet=5.0, settle=2.0):
+    clock = Clock()
+    done = []
+    metrics = Metrics(CollectorRegistry())
+    store = Store(tmp_path / "db.sqlite")
+    ing = Ingestor(tmp_path / "spool", Quarantine(tmp_path / "quarantine"), store, Assembler(quiet), metrics,
+                   done.append, settle_seconds=settle, clock=clock)
+    return ing, done, clock, metrics, store
+
+
+def count(metrics, name, **labels):
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def test_series_complete_from_tags_moves_into_spool(tmp_path):
+    ing, done, _, metrics, store = make(tmp_path)
+    paths = cine_series(tmp_path / "in", slices=3, phases=4)
+    for p in paths:
+        ing.submit(str(p))
+    assert ing.run_once() == 12
+    (series,) = done
+    assert series.info.received == 12 and series.info.completed_by == "tags"
+    assert all(p.startswith(str(tmp_path / "spool")) for p in series.instance_paths)
+    assert all(f.pixels.path in series.instance_paths for f in series.frames)
+    assert not any(p.exists() for p in paths)  # taken out of the watch folder
+    assert count(metrics, "scanside_files_ingested_total") == 12
+    assert store.series(series.info.series_uid).state is SeriesState.RECEIVING
+
+
+def test_growing_file_waits_and_truncated_file_is_quarantined_after_settling(tmp_path):
+    ing, done, clock, metrics, _ = make(tmp_path, settle=2.0)
+    src = write(mr_dataset(64, 64, ImagesInAcquisition=1), tmp_path / "src.dcm")
+    data = src.read_bytes()
+    growing = tmp_path / "in" / "growing.dcm"
+    growing.parent.mkdir()
+    growing.write_bytes(data[: len(data) // 2])
+    ing.submit(str(growing))
+    ing.run_once()
+    assert done == [] and growing.exists()
+    clock.now += 1.0
+    with open(growing, "ab") as fh:  # the writer goes on: the file is taken once whole
+        fh.write(data[len(data) // 2 :])
+    ing.run_once()
+    assert len(done) == 1 and not growing.exists()
+    assert count(metrics, "scanside_files_quarantined_total", reason="truncated") == 0
+
+    stuck = tmp_path / "in" / "stuck.dcm"
+    stuck.write_bytes(data[:-10])
+    ing.submit(str(stuck))
+    ing.run_once()
+    clock.now += 1.0
+    ing.run_once()
+    assert stuck.exists()  # not yet settled
+    clock.now += 1.5
+    ing.run_once()
+    assert not stuck.exists()
+    assert count(metrics, "scanside_files_quarantined_total", reason="truncated") == 1
+    (note,) = (tmp_path / "quarantine" / "truncated").glob("*.reason.json")
+    assert json.loads(note.read_text())["reason"] == "truncated"
+
+
+def test_bad_files_are_set_aside_and_good_ones_still_flow(tmp_path):
+    ing, done, _, metrics, _ = make(tmp_path)
+    folder = tmp_path / "in"
+    good = cine_series(folder / "good", slices=3, phases=2)
+    (folder / "notes.txt").write_text("not an image" * 20)
+    write(mr_dataset(Modality="CT"), folder / "ct.dcm")
+    ds = mr_dataset()
+    del ds.ImageOrientationPatient
+    write(ds, folder / "nogeo.dcm")
+    (folder / ".partial-being-written").write_bytes(b"x")  # a writer's temporary name: not ours to touch
+    ing.rescan(folder)
+    ing.run_once()
+    assert len(done) == 1 and done[0].info.received == len(good)
+    for reason in ("not_dicom", "not_mr", "missing_geometry"):
+        assert count(metrics, "scanside_files_quarantined_total", reason=reason) == 1
+        assert len(list((tmp_path / "quarantine" / reason).glob("*.reason.json"))) == 1
+    assert (folder / ".partial-being-written").exists()
+
+
+def test_duplicates_and_late_files_are_ignored(tmp_path):
+    ing, done, _, metrics, store = make(tmp_path)
+    paths = cine_series(tmp_path / "in", slices=3, phases=2, images_in_acquisition=False)
+    copy = tmp_path / "in" / "copy.dcm"
+    shutil.copy(paths[0], copy)
+    for p in [*paths, copy]:
+        ing.submit(str(p))
+    ing.run_once()
+    assert count(metrics, "scanside_files_ignored_total", reason="duplicate") == 1
+    ing.clock.now += 10
+    ing.run_once()
+    (series,) = done
+    store.set_state(series.info, SeriesState.SKIPPED)
+    late = write(mr_dataset(series_uid=series.info.series_uid, study_uid=series.info.study_uid), tmp_path / "late.dcm")
+    ing.submit(str(late))
+    ing.run_once()
+    assert count(metrics, "scanside_files_ignored_total", reason="late_for_finished_series") == 1
+    assert len(done) == 1
+
+
+def test_spool_recovery_reassembles_after_a_restart(tmp_path):
+    ing, done, _, _, _ = make(tmp_path)
+    paths = cine_series(tmp_path / "in", slices=3, phases=2)
+    for p in paths[:4]:
+        ing.submit(str(p))
+    ing.run_once()
+    assert done == []
+    again, done2, _, _, _ = make(tmp_path)  # a new process over the same folders
+    assert again.recover_spool() == 4
+    for p in paths[4:]:
+        again.submit(str(p))
+    again.run_once()
+    assert len(done2) == 1 and done2[0].info.received == 6

@@ -1,0 +1,69 @@
+import threading
+import time
+
+import pytest
+
+from appliance.models import FindingScore, Scores, SeriesInfo, SeriesRole, SeriesState, StudyResult
+from appliance.store import Store, StoreError
+
+
+def info(n: int = 1, role=SeriesRole.CINE_SAX) -> SeriesInfo:
+    return SeriesInfo(key=f"s{n:012d}", study_uid=f"1.2.{n}", series_uid=f"1.2.{n}.1", role=role, manufacturer="A",
+                      description="cine", received=300, expected=300, completed_by="tags", last_file_at=time.time())
+
+
+def result(i: SeriesInfo) -> StudyResult:
+    f = FindingScore("lv_dilation", "LV dilation", 0.31, 0.25, 0.8, True, False, ())
+    return StudyResult(i, Scores((f,), 1.5, ("lv_dilation:near_threshold",)), "b", "1", "onnxruntime", "fp32",
+                       {"preprocess": 5.0}, time.time())
+
+
+def test_states_results_and_events_round_trip(tmp_path):
+    store = Store(tmp_path / "db.sqlite")
+    i = info()
+    assert store.series_seen(i) is None
+    assert store.series_seen(i) is SeriesState.RECEIVING
+    assert store.set_state(i, SeriesState.COMPLETE) is SeriesState.RECEIVING
+    event_id = store.save_result(result(i))
+    assert event_id == 1
+    assert store.save_result(result(i)) is None  # never scored twice
+    row = store.series(i.series_uid)
+    assert row.state is SeriesState.SCORED and row.received == 300
+    (stored,) = store.results_for_study(i.study_uid)
+    assert stored.scores.findings[0].positive and stored.scores.review_reasons == ("lv_dilation:near_threshold",)
+    assert stored.timings_ms == {"preprocess": 5.0}
+    assert [e.kind for e in store.events_after(0)] == ["scored"]
+    assert store.state_counts() == {SeriesState.SCORED: 1}
+
+
+def test_failed_series_is_an_event_and_paging_is_newest_first(tmp_path):
+    store = Store(tmp_path / "db.sqlite")
+    for n in range(1, 6):
+        store.save_result(result(info(n)))
+    store.set_state(info(9), SeriesState.FAILED, "preprocess: too few slices")
+    assert [e.kind for e in store.events_after(4)] == ["scored", "failed"]
+    first = store.list_results(2)
+    second = store.list_results(2, before_id=first[-1][0])
+    assert [r.info.study_uid for _, r in first] == ["1.2.5", "1.2.4"]
+    assert [r.info.study_uid for _, r in second] == ["1.2.3", "1.2.2"]
+    assert store.series(info(9).series_uid).detail == "preprocess: too few slices"
+
+
+def test_wait_for_event_wakes_on_a_new_result(tmp_path):
+    store = Store(tmp_path / "db.sqlite")
+    assert store.wait_for_event(0, timeout=0.05) is False
+    threading.Timer(0.1, lambda: store.save_result(result(info()))).start()
+    assert store.wait_for_event(0, timeout=5) is True
+
+
+def test_survives_reopen_and_refuses_a_future_schema(tmp_path):
+    path = tmp_path / "db.sqlite"
+    store = Store(path)
+    store.save_result(result(info()))
+    store.close()
+    again = Store(path)
+    assert again.last_event_id() == 1
+    again._writer.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    again.close()
+    with pytest.raises(StoreError, match="schema version 99"):
+        Store(path)
