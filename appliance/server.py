@@ -7,6 +7,7 @@ NOT_SERVING until the engine is loaded and warmed up, so an orchestrator never r
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from concurrent import futures
 from typing import Callable, Iterator
@@ -88,15 +89,20 @@ class ApplianceServicer(pb_grpc.ApplianceServicer):
 
     def StreamResults(self, request: pb.StreamResultsRequest, context: grpc.ServicerContext) -> Iterator:
         last = request.after_event_id
-        if last < 0:
-            last = self.store.last_event_id()
-        while context.is_active() and not self.closing.is_set():
-            events = self.store.events_after(last, limit=100)
-            for event in events:
-                yield self._event_to_pb(event)
-                last = event.id
-            if not events:
-                self.store.wait_for_event(last, timeout=STREAM_POLL_S)
+        try:
+            if last < 0:
+                last = self.store.last_event_id()
+            while context.is_active() and not self.closing.is_set():
+                events = self.store.events_after(last, limit=100)
+                for event in events:
+                    yield self._event_to_pb(event)
+                    last = event.id
+                if not events:
+                    self.store.wait_for_event(last, timeout=STREAM_POLL_S)
+        except sqlite3.ProgrammingError:
+            if not self.closing.is_set():
+                raise
+            # The appliance is shutting down and closed its store under this stream: end it cleanly.
 
     def _event_to_pb(self, event: Event) -> pb.ResultEvent:
         if event.kind == "scored":

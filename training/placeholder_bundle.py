@@ -315,11 +315,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--calibration", type=Path, help=".npy of preprocessed studies (N, T, C, H, W) to set thresholds from"
     )
+    parser.add_argument("--synthetic", type=int, default=0, metavar="N",
+                        help="calibrate on N synthetic studies (vendors A and B) made through the appliance's own "
+                             "preprocessing")
     parser.add_argument("--force", action="store_true", help="replace an existing bundle in --out")
     args = parser.parse_args(argv)
     if (args.out / "manifest.json").exists() and not args.force:
         parser.exit(1, f"error: {args.out} already holds a bundle; pass --force to replace it\n")
     calibration = np.load(args.calibration) if args.calibration else None
+    if args.synthetic:
+        from .synthetic_cohort import cohort_tensors
+
+        calibration = cohort_tensors(args.synthetic, seed=args.seed + 10_000, spec=PreprocessSpec())
     try:
         path = build_placeholder_bundle(args.out, calibration_tensors=calibration, seed=args.seed, overwrite=args.force)
     except (BundleError, ValueError) as exc:

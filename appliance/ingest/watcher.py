@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -13,6 +14,10 @@ from watchdog.observers import Observer
 from .ingestor import Ingestor
 
 log = logging.getLogger(__name__)
+
+# watchdog 7 warns when a directory created inside a recursive watch is registered twice (once from the creation
+# event, once from its own scan); the watch still works, and scanners create folders all the time.
+warnings.filterwarnings("ignore", message="Callback with id .* already exists", category=RuntimeWarning)
 
 # Events that can mean "a file has (new) content at this path". Deletions and opens carry nothing to parse.
 _CONTENT_EVENTS = frozenset({"created", "modified", "closed", "moved"})

@@ -1,0 +1,65 @@
+"""Shared fixtures: a tiny test-only engine bundle and a whole appliance on a temporary folder.
+
+The bundle is a placeholder encoder built with the `onnx` package from a fixed seed: test-only, its scores mean
+nothing. Everything else is real: watchdog on a real folder, gRPC on a free loopback port, SQLite, ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from bundle_factory import make_tiny_bundle
+from prometheus_client import CollectorRegistry
+
+from appliance.config import Settings
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    return make_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
+
+
+def e2e_settings(data_dir: Path, bundle: Path, **sections) -> Settings:
+    base = {
+        "paths": {"data_dir": str(data_dir), "watch_dir": str(data_dir / "incoming")},
+        "engine": {"bundle": str(bundle), "batch_wait_ms": 5, "intra_op_threads": 1},
+        "assembly": {"quiet_period_s": 1.0},
+        "ingest": {"settle_seconds": 0.5, "poll_interval_s": 0.05},
+        "grpc": {"port": 0},
+        "metrics": {"port": 0},
+    }
+    for name, values in sections.items():
+        base.setdefault(name, {}).update(values)
+    return Settings().replace(**base)
+
+
+@pytest.fixture
+def appliance(tmp_path, tiny_bundle):
+    from appliance.service import Appliance
+
+    started = []
+
+    def start(**sections) -> Appliance:
+        app = Appliance(e2e_settings(tmp_path / "data", tiny_bundle, **sections), registry=CollectorRegistry())
+        app.start()
+        started.append(app)
+        return app
+
+    yield start
+    for app in started:
+        app.stop()
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.05, what: str = "") -> object:
+    """Poll instead of sleeping a fixed time: returns the first truthy value, fails after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or predicate}")
+        time.sleep(interval)
