@@ -102,9 +102,9 @@ class Appliance:
         """Finish what a previous run accepted: images in the spool, series complete but not scored."""
         unfinished = {row.series_uid: row for row in
                       self.store.series_in_states((SeriesState.RECEIVING, SeriesState.COMPLETE))}
-        n = self.ingestor.recover_spool()
-        if n:
-            log.info("recovered %d image(s) from the spool", n)
+        found = self.ingestor.recover_spool()
+        if found:
+            log.info("recovered %d series from the spool", len(found))
         with self.ingestor.lock:
             pending = set(self.assembler.pending_uids())
             closed = [self.assembler.complete_now(uid, "recovered") for uid in pending
@@ -113,8 +113,8 @@ class Appliance:
             if series is not None:
                 self._on_complete(series)
         for uid, row in unfinished.items():
-            if uid in pending:
-                continue
+            if uid in found:
+                continue  # assembled again (and, if its count was reached, already queued)
             if row.state is SeriesState.RECEIVING:
                 # Its first image was recorded but never reached the spool (a crash in between): the image is
                 # still in the watch folder, and the rescan brings the series back.

@@ -210,10 +210,11 @@ class Ingestor:
 
     # --- recovery -------------------------------------------------------------------------------------------------
 
-    def recover_spool(self) -> int:
+    def recover_spool(self) -> set[str]:
         """Re-read every file left in the spool by a previous run. Files of series already finished are removed
-        (their result was committed before the crash); the rest are assembled again."""
-        n = 0
+        (their result was committed before the crash); the rest are assembled again. Returns the series UIDs
+        found."""
+        seen: set[str] = set()
         for name in sorted(os.listdir(self.spool)):
             path = str(self.spool / name)
             if not is_candidate(path):
@@ -234,8 +235,8 @@ class Ingestor:
                     os.unlink(path)
                     continue
                 outcome = self.assembler.add(inst, path, self.clock())
-            n += 1
+            seen.add(inst.series_uid)
             if outcome.complete is not None:
                 self._completed(outcome.complete)
-        return n
+        return seen
 
