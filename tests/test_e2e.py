@@ -149,7 +149,8 @@ def test_stream_resumes_from_the_last_event_without_gaps_or_repeats(appliance):
     assert {e.result.series_instance_uid for e in [first, *rest]} == {cine_uid(p) for p in plans}
 
 
-def test_metrics_are_served_without_identifiers(appliance):
+def test_metrics_and_logs_carry_no_identifiers(appliance, caplog):
+    caplog.set_level("DEBUG", logger="appliance")
     app = appliance()
     plan = small_plan(31, "B")
     SyntheticScanner(Path(app.settings.paths.incoming), [plan], pace_s=0).start()
@@ -162,3 +163,6 @@ def test_metrics_are_served_without_identifiers(appliance):
         assert name in text
     identifiers = {plan.study_uid, plan.patient_id, plan.patient_name, *(s.series_uid for s in plan.series)}
     assert not any(i in text for i in identifiers)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "scored" in logged  # the log did say what happened...
+    assert not any(i in logged for i in identifiers)  # ...without saying to whom

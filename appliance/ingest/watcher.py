@@ -19,6 +19,21 @@ log = logging.getLogger(__name__)
 # event, once from its own scan); the watch still works, and scanners create folders all the time.
 warnings.filterwarnings("ignore", message="Callback with id .* already exists", category=RuntimeWarning)
 
+# watchdog holds every inotify IN_MOVED_FROM for up to 0.5 s to pair it with its IN_MOVED_TO (gorakhargosh/watchdog
+# #390, #649), and the reader thread sleeps out that delay even when the pair arrives at once. DICOM nodes write a
+# temporary name and rename it, so each file would reach us half a second late, twice the scan-to-score budget.
+# An unpaired move is as good as a creation for us (we only need the destination path), so pairing barely matters.
+MOVE_PAIRING_DELAY_S = 0.005
+
+
+def _shorten_move_pairing() -> None:
+    try:
+        from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
+    except ImportError:  # not Linux, or a watchdog without the grouper: nothing to shorten
+        return
+    InotifyMoveEventGrouper.delay = MOVE_PAIRING_DELAY_S
+
+
 # Events that can mean "a file has (new) content at this path". Deletions and opens carry nothing to parse.
 _CONTENT_EVENTS = frozenset({"created", "modified", "closed", "moved"})
 
@@ -52,6 +67,7 @@ class IngestThread:
 
     def start(self) -> None:
         self.watch_dir.mkdir(parents=True, exist_ok=True)
+        _shorten_move_pairing()  # before the observer makes its inotify queue
         self._observer = Observer()
         self._observer.schedule(_Handler(self.ingestor), str(self.watch_dir), recursive=True)
         self._observer.daemon = True
