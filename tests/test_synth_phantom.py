@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from image_measure import flood
 import pytest
 
 from appliance.synth.background import sax_background
@@ -16,22 +17,6 @@ N = 121  # odd, so the heart centre (no offset) falls on pixel (60, 60)
 C = N // 2
 PS = 1.0
 BRIGHT = 0.575  # midway between bSSFP blood (0.9) and myocardium (0.25)
-
-
-def flood(mask: np.ndarray, seed: tuple[int, int]) -> np.ndarray:
-    """4-connected component of ``mask`` containing ``seed``."""
-    region = np.zeros_like(mask)
-    region[seed] = mask[seed]
-    while True:
-        grown = region.copy()
-        grown[1:] |= region[:-1]
-        grown[:-1] |= region[1:]
-        grown[:, 1:] |= region[:, :-1]
-        grown[:, :-1] |= region[:, 1:]
-        grown &= mask
-        if np.array_equal(grown, region):
-            return region
-        region = grown
 
 
 def lv_area_mm2(p: HeartParams, z: float, phase: float) -> float:

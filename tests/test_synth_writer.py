@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+from image_measure import flood
 import pydicom
 import pytest
 from pydicom.uid import MRImageStorage
@@ -30,22 +31,6 @@ def readable(path_or_bytes: Path | bytes) -> bool:
 
 def cine_datasets(plan):
     return [i.dataset for i in iter_instances(plan) if i.series_role == "cine_sax"]
-
-
-def flood(mask: np.ndarray, seed: tuple[int, int]) -> np.ndarray:
-    """4-connected component of ``mask`` containing ``seed``."""
-    region = np.zeros_like(mask)
-    region[seed] = mask[seed]
-    while True:
-        grown = region.copy()
-        grown[1:] |= region[:-1]
-        grown[:-1] |= region[1:]
-        grown[:, 1:] |= region[:, :-1]
-        grown[:, :-1] |= region[:, 1:]
-        grown &= mask
-        if np.array_equal(grown, region):
-            return region
-        region = grown
 
 
 def real_pixels(ds) -> np.ndarray:
