@@ -26,8 +26,13 @@ def expected_count(inst: Instance) -> int | None:
     """How many instances the series will have, if the tags say so."""
     if len(inst.frames) > 1 or inst.sop_class_uid == ENHANCED_MR:
         return 1  # an enhanced multi-frame file carries the whole series
-    if inst.images_in_acquisition and inst.images_in_acquisition > 0:
-        return inst.images_in_acquisition
+    n = inst.images_in_acquisition
+    if n and n > 0:
+        if inst.cardiac_number_of_images and n <= inst.cardiac_number_of_images:
+            # Some vendors count one breath-hold (one slice) per acquisition: then the tag does not give the
+            # series' size, and trusting it would close the series after its first slice.
+            return None
+        return n
     return None
 
 

@@ -8,6 +8,7 @@ Validation happens once, at start, and names the setting that is wrong; nothing 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 import types
@@ -131,9 +132,10 @@ def load_settings(path: str | os.PathLike[str] | None = None,
             raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
     for section, values in _env_overrides(os.environ if env is None else env).items():
         raw.setdefault(section, {}).update(values)
-    settings = _build(raw, base=Settings())
+    settings = _build(raw, base=Settings(), validate=path is None)
     if path is not None:
         settings = _resolve_relative(settings, Path(path).resolve().parent)
+        _validate(settings)  # after resolving: the folder checks compare the real paths
     return settings
 
 
@@ -155,7 +157,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
     return out
 
 
-def _build(raw: Mapping[str, Any], base: Settings) -> Settings:
+def _build(raw: Mapping[str, Any], base: Settings, validate: bool = True) -> Settings:
     sections = _sections()
     unknown = sorted(set(raw) - set(sections))
     if unknown:
@@ -174,7 +176,8 @@ def _build(raw: Mapping[str, Any], base: Settings) -> Settings:
         changes = {key: _coerce(f"{name}.{key}", hints[key], value) for key, value in values.items()}
         built[name] = dataclasses.replace(current, **changes)
     settings = Settings(**built)
-    _validate(settings)
+    if validate:
+        _validate(settings)
     return settings
 
 
@@ -202,7 +205,10 @@ def _coerce(where: str, hint: Any, value: Any) -> Any:
         if hint is float:
             if isinstance(value, bool):
                 raise ValueError(f"{value!r} is not a number")
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError(f"{value!r} is not a finite number")
+            return number
         if hint is Path:
             return Path(os.path.expanduser(str(value)))
         if hint is str:
@@ -219,9 +225,10 @@ def _validate(s: Settings) -> None:
         if not ok:
             raise ConfigError(message)
 
-    need(s.ingest.settle_seconds > 0, "ingest.settle_seconds must be > 0")
+    need(0 < s.ingest.settle_seconds <= 3600, "ingest.settle_seconds must be in (0, 3600]")
     need(0 < s.ingest.poll_interval_s <= 5, "ingest.poll_interval_s must be in (0, 5]")
-    need(s.assembly.quiet_period_s > 0, "assembly.quiet_period_s must be > 0")
+    need(0 < s.assembly.quiet_period_s <= 3600, "assembly.quiet_period_s must be in (0, 3600]")
+    need(str(s.paths.data_dir) not in ("", "."), "paths.data_dir must name a folder")
     need(s.engine.backend in ("auto", "onnxruntime", "tensorrt"),
          f"engine.backend must be auto, onnxruntime or tensorrt, not {s.engine.backend!r}")
     need(1 <= s.engine.max_batch <= 256, "engine.max_batch must be in [1, 256]")
@@ -232,11 +239,14 @@ def _validate(s: Settings) -> None:
          "scoring.review_low and review_high must satisfy 0 <= low <= high <= 1")
     for name, port in (("grpc.port", s.grpc.port), ("metrics.port", s.metrics.port)):
         need(0 <= port <= 65535, f"{name} must be in [0, 65535]")
+    need(not (s.metrics.enabled and s.grpc.port and s.grpc.port == s.metrics.port),
+         "grpc.port and metrics.port must differ")
     spool, quarantine, watch = (p.resolve() for p in (s.paths.spool, s.paths.quarantine, s.paths.incoming))
     for inner in (spool, quarantine):
         need(not inner.is_relative_to(watch),
              f"paths.watch_dir ({watch}) must not contain the data folder's {inner.name}/: the watcher would see "
              "its own files")
+        need(not watch.is_relative_to(inner), f"paths.watch_dir ({watch}) must not be inside {inner}")
     need(s.logging.level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
          "logging.level must be DEBUG, INFO, WARNING or ERROR")
 

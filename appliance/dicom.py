@@ -16,6 +16,7 @@ The fast path is cross-checked against pydicom in the tests for every synthetic 
 from __future__ import annotations
 
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,9 @@ _ITEM_END = (0xFFFE, 0xE00D)
 _SEQ_END = (0xFFFE, 0xE0DD)
 _PIXEL_DATA = (0x7FE0, 0x0010)
 _FIRST_READ = 16384
+# No MR image has tens of megabytes of header; a file that does is damaged or hostile, and reading it would cost
+# the appliance memory and time.
+MAX_HEADER_BYTES = 64 << 20
 
 
 class IncompleteFile(Exception):
@@ -93,18 +97,27 @@ class _Header:
     pixel_length: int | None
 
 
-def read_instance(path: str | os.PathLike[str], pixel_path: str | os.PathLike[str] | None = None) -> Instance:
+def read_instance(path: str | os.PathLike[str], pixel_path: str | os.PathLike[str] | None = None,
+                  settled: bool = False) -> Instance:
     """Parse one file. Raises IncompleteFile (retry later) or RejectedFile (quarantine).
 
-    `pixel_path` is where the file will lie once accepted (the spool); the PixelRefs point there.
+    `pixel_path` is where the file will lie once accepted (the spool); the PixelRefs point there. A file whose
+    bytes end before Pixel Data may still be growing, so it is IncompleteFile unless `settled` (it has stopped
+    changing), when it is judged as it is.
     """
     path = os.fspath(path)
     target = path if pixel_path is None else os.fspath(pixel_path)
     try:
-        size = os.path.getsize(path)
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            # A FIFO or device would block open() or never end; only regular files are images.
+            raise RejectedFile("not_a_file", "not a regular file")
+        size = st.st_size
         with open(path, "rb") as fh:
             head = fh.read(_FIRST_READ)
             if len(head) < 132:
+                if settled:
+                    raise RejectedFile("not_dicom", f"{len(head)} bytes: shorter than a DICOM preamble")
                 # Too short to tell: a file still being written looks exactly like this.
                 raise IncompleteFile(f"only {len(head)} bytes so far")
             if head[128:132] != b"DICM":
@@ -112,7 +125,7 @@ def read_instance(path: str | os.PathLike[str], pixel_path: str | os.PathLike[st
             meta, pos = _read_file_meta(head, fh)
             syntax = meta.get("TransferSyntaxUID", "")
             if syntax in FAST_SYNTAXES:
-                header = _fast_header(head, fh, pos, syntax)
+                header = _fast_header(head, fh, pos, syntax, settled)
             else:
                 header = None
     except (IncompleteFile, RejectedFile):
@@ -120,7 +133,8 @@ def read_instance(path: str | os.PathLike[str], pixel_path: str | os.PathLike[st
     except FileNotFoundError:
         raise
     except OSError as exc:
-        raise RejectedFile("unreadable", str(exc)) from exc
+        # strerror only: str(exc) carries the path, and folder names can be patient names.
+        raise RejectedFile("unreadable", exc.strerror or type(exc).__name__) from exc
     if header is None:
         return _read_with_pydicom(path, size, syntax, target)
     return _to_instance(path, size, header, target)
@@ -128,6 +142,8 @@ def read_instance(path: str | os.PathLike[str], pixel_path: str | os.PathLike[st
 
 def _read_more(buf: bytes, fh: Any, need: int) -> bytes:
     """Extend the header buffer so that it holds at least `need` bytes, or raise IncompleteFile at end of file."""
+    if need > MAX_HEADER_BYTES:
+        raise RejectedFile("corrupt", f"more than {MAX_HEADER_BYTES >> 20} MB of header before Pixel Data")
     while len(buf) < need:
         chunk = fh.read(max(need - len(buf), len(buf)))
         if not chunk:
@@ -160,7 +176,7 @@ def _read_file_meta(buf: bytes, fh: Any) -> tuple[dict[str, str], int]:
         pos = start + length
 
 
-def _fast_header(buf: bytes, fh: Any, pos: int, syntax: str) -> _Header:
+def _fast_header(buf: bytes, fh: Any, pos: int, syntax: str, settled: bool) -> _Header:
     explicit = syntax == EXPLICIT_LE
     values: dict[str, Any] = {}
     while True:
@@ -168,16 +184,18 @@ def _fast_header(buf: bytes, fh: Any, pos: int, syntax: str) -> _Header:
             try:
                 buf = _read_more(buf, fh, pos + 8)
             except IncompleteFile:
-                if len(buf) == pos:  # a dataset that simply ends: no pixel data at all
+                if len(buf) == pos and settled:  # a dataset that really ends here: it has no pixel data
                     return _Header(values, syntax, None, None)
-                raise
+                raise  # ends between elements: a writer may simply not have written the rest yet
         buf, tag, length, start = _element_header(buf, fh, pos, explicit)
         if tag == _PIXEL_DATA:
             if length == _UNDEFINED:
                 raise RejectedFile("corrupt", "encapsulated pixel data in an uncompressed transfer syntax")
             return _Header(values, syntax, start, length)
         if length == _UNDEFINED:
-            buf, pos = _skip_undefined(buf, fh, start, explicit)
+            # PS3.5 6.2.2: the content of a UN element of undefined length is encoded in implicit VR.
+            un = explicit and buf[pos + 4 : pos + 6] == b"UN"
+            buf, pos = _skip_undefined(buf, fh, start, explicit and not un)
             continue
         wanted = _WANTED.get(tag)
         if wanted is not None:
@@ -344,7 +362,10 @@ def _read_with_pydicom(path: str, size: int, syntax: str, target: str) -> Instan
         raise IncompleteFile(str(exc)) from exc
     except Exception as exc:  # pydicom raises many kinds for a damaged file; all mean the same here
         raise RejectedFile("corrupt", f"{type(exc).__name__}: {exc}") from exc
-    values = {name: _ds_value(ds, name) for name, _ in _WANTED.values()}
+    try:
+        values = {name: _ds_value(ds, name) for name, _ in _WANTED.values()}
+    except (ValueError, TypeError) as exc:
+        raise RejectedFile("corrupt", f"unreadable value ({type(exc).__name__})") from exc
     _require_mr(values)
     if "PixelData" not in ds:
         raise RejectedFile("no_pixel_data", "the file has no Pixel Data element")
@@ -418,6 +439,9 @@ def _enhanced_frames(ds: Any, path: str, rows: int, cols: int, dtype: str, n: in
             raise RejectedFile("missing_geometry", f"frame {index + 1} lacks position, orientation or spacing")
         trigger = group_value(item, "CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime")
         ref = PixelRef(path, -1, rows, cols, dtype, index, n, True, slope, intercept)
-        frames.append(Frame(tuple(float(x) for x in ipp), tuple(float(x) for x in iop),
-                            tuple(float(x) for x in spacing), None if trigger is None else float(trigger), ref))
+        try:
+            frames.append(Frame(tuple(float(x) for x in ipp), tuple(float(x) for x in iop),
+                                tuple(float(x) for x in spacing), None if trigger is None else float(trigger), ref))
+        except (ValueError, TypeError) as exc:
+            raise RejectedFile("corrupt", f"frame {index + 1}: unreadable geometry") from exc
     return tuple(frames)

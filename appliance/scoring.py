@@ -108,9 +108,15 @@ def fit_reference_stats(embeddings: np.ndarray, k: int = 8, quantile: float = 0.
     return ReferenceStats(mean, vt[:k], variances, residual_variance, threshold=max(threshold, 1e-12))
 
 
+def finding_scores(embeddings: np.ndarray, bank: LabelBank) -> np.ndarray:
+    """(N, F) zero-shot scores: each finding's mean cosine over its prompts. Training fits thresholds on these."""
+    # The mean cosine over unit prompt vectors is one dot product with their mean.
+    return normalise(embeddings, bank.dim) @ bank.axes.T
+
+
 def score_batch(embeddings: np.ndarray, bank: LabelBank, policy: ScoringPolicy = ScoringPolicy()) -> list[Scores]:
     x = normalise(embeddings, bank.dim)
-    scores = x @ bank.axes.T  # (N, F): mean cosine over prompts, since the prompt embeddings are unit vectors
+    scores = x @ bank.axes.T  # (N, F), as finding_scores
     thresholds = np.array([f.threshold for f in bank.findings])
     slopes = np.array([f.slope for f in bank.findings])
     intercepts = np.array([f.intercept for f in bank.findings])

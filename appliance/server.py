@@ -58,11 +58,15 @@ def status_from_live(info: SeriesInfo) -> pb.SeriesStatus:
 
 class ApplianceServicer(pb_grpc.ApplianceServicer):
     def __init__(self, store: Store, model_info: Callable[[], pb.ModelInfo],
-                 live_status: Callable[[str], SeriesInfo | None], closing: threading.Event) -> None:
+                 live_status: Callable[[str], SeriesInfo | None], closing: threading.Event,
+                 max_streams: int = 8) -> None:
         self.store = store
         self.model_info = model_info
         self.live_status = live_status
         self.closing = closing
+        # Each open stream holds a server thread; capping them keeps threads free for health checks and queries.
+        self._streams = threading.BoundedSemaphore(max_streams)
+        self.max_streams = max_streams
 
     def GetStudyResult(self, request: pb.GetStudyResultRequest, context: grpc.ServicerContext):
         if not request.study_instance_uid:
@@ -88,10 +92,25 @@ class ApplianceServicer(pb_grpc.ApplianceServicer):
                                       next_page_token=str(page[-1][0]) if more else "")
 
     def StreamResults(self, request: pb.StreamResultsRequest, context: grpc.ServicerContext) -> Iterator:
+        if not self._streams.acquire(blocking=False):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"{self.max_streams} result streams are open already; close one or poll ListResults")
+        try:
+            yield from self._stream(request, context)
+        finally:
+            self._streams.release()
+
+    def _stream(self, request: pb.StreamResultsRequest, context: grpc.ServicerContext) -> Iterator:
         last = request.after_event_id
         try:
+            newest = self.store.last_event_id()
             if last < 0:
-                last = self.store.last_event_id()
+                last = newest
+            elif last > newest:
+                # Resuming past the end means the client's id is from another database (a reset or another
+                # appliance): waiting would silently skip the events up to that id.
+                context.abort(grpc.StatusCode.OUT_OF_RANGE,
+                              f"after_event_id {last} is beyond the newest event ({newest}); resume from 0")
             while context.is_active() and not self.closing.is_set():
                 events = self.store.events_after(last, limit=100)
                 for event in events:
@@ -132,6 +151,8 @@ class GrpcServer:
     """The gRPC server with health and reflection. `port` 0 picks a free port; `bound_port` tells which."""
 
     def __init__(self, servicer: ApplianceServicer, host: str, port: int, max_workers: int = 16) -> None:
+        if servicer.max_streams > max_workers - 4:
+            raise ValueError("keep at least 4 gRPC workers free of result streams")
         self.servicer = servicer
         # Each open result stream holds a worker thread; max_workers bounds concurrent clients.
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,

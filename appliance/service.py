@@ -23,12 +23,13 @@ from .ingest import Ingestor, IngestThread, Quarantine
 from .ingest.quarantine import move_file
 from .inference import create_backend
 from .inference.worker import InferenceWorker
+from .logsafe import describe
 from .metrics import Metrics
 from .models import CompleteSeries, PreparedSeries, SeriesInfo, SeriesRole, SeriesState, StudyResult
 from .preprocess import PreprocessError, prepare
 from .scoring import ScoringPolicy
 from .server import ApplianceServicer, GrpcServer
-from .store import Store
+from .store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class Appliance:
         self.assembler = Assembler(s.assembly.quiet_period_s)
         self.ingestor = Ingestor(s.paths.spool, Quarantine(s.paths.quarantine), self.store, self.assembler,
                                  self.metrics, self._on_complete, settle_seconds=s.ingest.settle_seconds)
+        self.ingestor.on_leftover_failed = self._set_aside
         # gRPC first, NOT_SERVING, so orchestrators can watch the warm-up through health checks.
         self.grpc = GrpcServer(ApplianceServicer(self.store, self.model_info, self._live_status, self._closing),
                                s.grpc.host, s.grpc.port)
@@ -154,7 +156,7 @@ class Appliance:
                 self._fail_series(series.info, series.instance_paths, f"preprocess: {exc}")
                 continue
             except Exception as exc:  # an unexpected bug on one series must not stop the others
-                log.exception("series %s: preprocessing crashed", series.info.key)
+                log.error("series %s: preprocessing crashed: %s", series.info.key, describe(exc))
                 self._fail_series(series.info, series.instance_paths, f"preprocess: {type(exc).__name__}: {exc}")
                 continue
             while not self._closing.is_set():
@@ -179,21 +181,33 @@ class Appliance:
         self._fail_series(item.info, paths, detail)
 
     def _fail_series(self, info: SeriesInfo, paths: tuple[str, ...], detail: str) -> None:
-        """Set the series' images aside under quarantine/failed_series/<key>/ and record why."""
+        """Record why, then set the series' images aside under quarantine/failed_series/<key>/. In that order: a
+        crash part-way through the moves leaves a FAILED series whose leftovers recovery moves the same way."""
         with self._paths_lock:
             self._paths.pop(info.series_uid, None)
-        folder = Path(self.settings.paths.quarantine) / "failed_series" / info.key
-        folder.mkdir(parents=True, exist_ok=True)
-        for path in paths:
-            try:
-                move_file(Path(path), folder / Path(path).name)
-            except FileNotFoundError:
-                pass
+        try:
+            self.store.set_state(info, SeriesState.FAILED, detail)
+        except StoreError as exc:  # already finished (e.g. scored): nothing to set aside
+            log.warning("series %s: not marking failed: %s", info.key, exc)
+            return
+        folder = self._failed_folder(info.key)
         (folder / "reason.txt").write_text(detail + "\n")
-        self.store.set_state(info, SeriesState.FAILED, detail)
+        for path in paths:
+            self._set_aside(info.key, path)
         reason = detail.split(":", 1)[0]
         self.metrics.series_failed.labels(reason=reason if reason in ("preprocess", "inference") else "other").inc()
         log.warning("series %s failed: %s", info.key, detail)
+
+    def _failed_folder(self, key: str) -> Path:
+        folder = Path(self.settings.paths.quarantine) / "failed_series" / key
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def _set_aside(self, key: str, path: str) -> None:
+        try:
+            move_file(Path(path), self._failed_folder(key) / Path(path).name)
+        except FileNotFoundError:
+            pass
 
     @staticmethod
     def _remove(paths: tuple[str, ...]) -> None:

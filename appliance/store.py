@@ -161,11 +161,14 @@ class Store:
             return None
 
     def set_state(self, info: SeriesInfo, state: SeriesState, detail: str | None = None) -> SeriesState | None:
-        """Move a series to `state` (creating the row if needed); returns the previous state. Failures are events."""
+        """Move a series to `state` (creating the row if needed); returns the previous state. Failures are events.
+        A finished series never moves again (StoreError): that would be a second outcome for one series."""
         now = time.time()
         with self._tx() as db:
             row = db.execute("SELECT state FROM series WHERE series_uid=?", (info.series_uid,)).fetchone()
             previous = SeriesState(row[0]) if row else None
+            if previous is not None and previous.is_final and previous is not state:
+                raise StoreError(f"series {info.key} is {previous.value}; refusing to make it {state.value}")
             if row is None:
                 db.execute(
                     "INSERT INTO series (series_uid, study_uid, key, role, state, first_seen, updated_at)"
@@ -198,7 +201,9 @@ class Store:
         with self._tx() as db:
             if db.execute("SELECT 1 FROM results WHERE series_uid=?", (info.series_uid,)).fetchone():
                 return None
-            exists = db.execute("SELECT 1 FROM series WHERE series_uid=?", (info.series_uid,)).fetchone()
+            exists = db.execute("SELECT state FROM series WHERE series_uid=?", (info.series_uid,)).fetchone()
+            if exists and SeriesState(exists[0]).is_final:
+                return None  # failed or skipped already: one outcome per series
             if not exists:
                 db.execute(
                     "INSERT INTO series (series_uid, study_uid, key, role, state, first_seen, updated_at)"
@@ -299,12 +304,25 @@ class _Transaction:
 
     def __enter__(self) -> sqlite3.Connection:
         self.lock.acquire()
-        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")  # may time out while another process holds the database
+        except BaseException:
+            self.lock.release()
+            raise
         return self.conn
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
         try:
-            self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+            if exc_type is None:
+                try:
+                    self.conn.execute("COMMIT")
+                except BaseException:
+                    # A failed COMMIT (disk full, I/O error) leaves the transaction open; close it, or every
+                    # later BEGIN fails.
+                    self.conn.execute("ROLLBACK")
+                    raise
+            else:
+                self.conn.execute("ROLLBACK")
         finally:
             self.lock.release()
 

@@ -33,6 +33,10 @@ def test_file_then_environment(tmp_path):
     ("[scoring]\nreview_low = 0.8\nreview_high = 0.2\n", "review_low"),
     ("[paths]\ndata_dir = 'd'\nwatch_dir = 'd'\n", "must not contain"),
     ("[grpc\nport=1", "not valid TOML"),
+    ("[assembly]\nquiet_period_s = inf\n", "finite"),
+    ("[metrics]\nport = 7000\n[grpc]\nport = 7000\n", "must differ"),
+    ("[paths]\ndata_dir = 'd'\nwatch_dir = 'd/spool/in'\n", "must not be inside"),
+    ("[paths]\ndata_dir = 'data'\nwatch_dir = '.'\n", "must not contain"),  # relative to the file, not cwd
 ])
 def test_bad_settings_name_what_is_wrong(tmp_path, text, message):
     cfg = tmp_path / "bad.toml"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pydicom
 import pytest
@@ -76,8 +78,55 @@ def test_bad_files_are_rejected_with_a_reason(tmp_path, make, reason):
     path = tmp_path / "bad.dcm"
     make(path)
     with pytest.raises(RejectedFile) as info:
-        read_instance(path)
+        read_instance(path, settled=True)  # judged once it has stopped changing
     assert info.value.reason == reason
+
+
+def test_a_file_cut_between_elements_waits_until_it_settles(tmp_path):
+    """Writers flush between elements; a file that ends there is still growing, not missing its pixels."""
+    path = write(mr_dataset(16, 16), tmp_path / "a.dcm")
+    data = path.read_bytes()
+    cut = data.index(b"\x20\x00\x32\x00")  # just before ImagePositionPatient, an element boundary
+    path.write_bytes(data[:cut])
+    with pytest.raises(IncompleteFile):
+        read_instance(path)
+    with pytest.raises(RejectedFile) as info:
+        read_instance(path, settled=True)
+    assert info.value.reason == "no_pixel_data"
+
+
+def test_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe.dcm"
+    os.mkfifo(fifo)
+    with pytest.raises(RejectedFile) as info:
+        read_instance(fifo)
+    assert info.value.reason == "not_a_file"
+
+
+def test_un_sequence_of_undefined_length_is_skipped_as_implicit_vr(tmp_path):
+    """PS3.5 6.2.2: after a hop through a node that did not know a private sequence, it arrives as UN with
+    undefined length and implicit-VR content."""
+    ds = with_private_sequence(mr_dataset(16, 16, position=(7.0, 8.0, 9.0)))
+    path = write(ds, tmp_path / "un.dcm")
+    data = path.read_bytes()
+    start = data.index(b"\x29\x00\x20\x10SQ")
+    end = data.index(b"\xfe\xff\xdd\xe0\x00\x00\x00\x00", start) + 8
+    implicit_item = (b"\xfe\xff\x00\xe0\xff\xff\xff\xff"  # item, undefined length
+                     b"\x29\x00\x10\x10\x04\x00\x00\x00abcd"  # (0029,1010), implicit VR: 4-byte length
+                     b"\xfe\xff\x0d\xe0\x00\x00\x00\x00")  # item delimiter
+    un = (b"\x29\x00\x20\x10UN\x00\x00\xff\xff\xff\xff" + implicit_item * 2
+          + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00")
+    path.write_bytes(data[:start] + un + data[end:])
+    assert pydicom.dcmread(path).ImagePositionPatient == [7, 8, 9]
+    assert read_instance(path).frames[0].position == (7.0, 8.0, 9.0)
+
+
+def test_unreadable_values_on_the_pydicom_path_are_corrupt(tmp_path):
+    path = write(mr_dataset(16, 16, syntax=ExplicitVRBigEndian, InstanceNumber=98765), tmp_path / "be.dcm")
+    path.write_bytes(path.read_bytes().replace(b"98765 ", b"98765a"))  # pydicom would refuse to write it
+    with pytest.raises(RejectedFile) as info:
+        read_instance(path)
+    assert info.value.reason == "corrupt"
 
 
 def test_undecodable_transfer_syntax_is_rejected(tmp_path):

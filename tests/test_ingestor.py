@@ -136,3 +136,45 @@ def test_spool_recovery_reassembles_after_a_restart(tmp_path):
         again.submit(str(p))
     again.run_once()
     assert len(done2) == 1 and done2[0].info.received == 6
+
+
+def test_a_resent_image_of_a_series_waiting_to_be_scored_is_dropped(tmp_path):
+    ing, done, _, metrics, store = make(tmp_path)
+    paths = cine_series(tmp_path / "in", slices=3, phases=2)
+    copy = tmp_path / "resent.dcm"
+    shutil.copy(paths[0], copy)
+    for p in paths:
+        ing.submit(str(p))
+    ing.run_once()
+    (series,) = done
+    store.set_state(series.info, SeriesState.COMPLETE)  # closed, queued for scoring, not yet scored
+    ing.submit(str(copy))
+    ing.run_once()
+    ing.clock.now += 60
+    ing.run_once()
+    assert len(done) == 1  # no second, partial series under the same UID
+    assert count(metrics, "scanside_files_ignored_total", reason="late_for_finished_series") == 1
+    assert store.series(series.info.series_uid).state is SeriesState.COMPLETE
+
+
+def test_an_unexpected_reader_error_sets_the_file_aside(tmp_path, monkeypatch):
+    ing, done, _, metrics, _ = make(tmp_path)
+    path = write(mr_dataset(), tmp_path / "in" / "x.dcm")
+    import appliance.ingest.ingestor as mod
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug in the reader")
+
+    monkeypatch.setattr(mod, "read_instance", broken)
+    ing.submit(str(path))
+    ing.run_once()
+    assert count(metrics, "scanside_files_quarantined_total", reason="unreadable") == 1
+    assert not path.exists()
+
+
+def test_files_in_hidden_folders_are_left_to_their_writer(tmp_path):
+    ing, done, _, _, _ = make(tmp_path)
+    hidden = write(mr_dataset(), tmp_path / "in" / ".staging" / "x.dcm")
+    assert ing.rescan(tmp_path / "in") == 0
+    ing.submit(str(hidden), root=str(tmp_path / "in"))
+    assert ing.run_once() == 0 and hidden.exists()

@@ -102,3 +102,36 @@ def test_live_end_skips_history(served):
     event = next(stream)
     stream.cancel()
     assert event.result.study_instance_uid == "1.2.2"
+
+
+def test_resuming_past_the_newest_event_is_refused(served):
+    store, _, client, _ = served
+    store.save_result(result(info(1)))
+    stream = client.stream(after_event_id=99)
+    with pytest.raises(grpc.RpcError) as err:
+        next(stream)
+    assert err.value.code() == grpc.StatusCode.OUT_OF_RANGE
+
+
+def test_streams_are_capped_and_queries_still_answer(tmp_path):
+    store = Store(tmp_path / "db.sqlite")
+    servicer = ApplianceServicer(store, lambda: pb.ModelInfo(), lambda uid: None, threading.Event(), max_streams=2)
+    server = GrpcServer(servicer, "127.0.0.1", 0, max_workers=6)
+    server.start()
+    client = ApplianceClient(server.address, timeout_s=5)
+    try:
+        open_streams = [client.stream(after_event_id=0) for _ in range(2)]
+        store.save_result(result(info(1)))
+        for s in open_streams:
+            assert next(s).event_id == 1
+        third = client.stream(after_event_id=-1)
+        with pytest.raises(grpc.RpcError) as err:
+            next(third)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert client.health.Check(health_pb2.HealthCheckRequest(), timeout=2).status is not None
+        for s in open_streams:
+            s.cancel()
+    finally:
+        client.close()
+        server.stop(0.5)
+        store.close()

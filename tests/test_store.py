@@ -67,3 +67,30 @@ def test_survives_reopen_and_refuses_a_future_schema(tmp_path):
     again.close()
     with pytest.raises(StoreError, match="schema version 99"):
         Store(path)
+
+
+def test_a_finished_series_never_changes_outcome(tmp_path):
+    store = Store(tmp_path / "db.sqlite")
+    i = info()
+    store.save_result(result(i))
+    with pytest.raises(StoreError, match="refusing"):
+        store.set_state(i, SeriesState.FAILED, "late failure")
+    j = info(2)
+    store.set_state(j, SeriesState.FAILED, "preprocess: x")
+    assert store.save_result(result(j)) is None  # a failed series is not scored afterwards
+    assert [e.kind for e in store.events_after(0)] == ["scored", "failed"]
+
+
+def test_a_busy_database_does_not_wedge_the_writer(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "db.sqlite"
+    store = Store(path)
+    store._writer.execute("PRAGMA busy_timeout=100")
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # e.g. an operator's sqlite3 shell holding a write transaction
+    with pytest.raises(sqlite3.OperationalError):
+        store.series_seen(info(3))
+    other.execute("ROLLBACK")
+    other.close()
+    assert store.series_seen(info(3)) is None  # the lock was released: writes work again

@@ -75,3 +75,17 @@ def test_an_engine_error_fails_the_batch_and_the_worker_goes_on(worker_parts):
     worker.run_once(timeout=1)
     assert len(failed) == 1 and failed[0].startswith("inference:")
     assert len(results) == 1 and results[0].info.series_uid == "1.2.2.1"
+
+
+def test_a_nan_embedding_fails_that_series_only(worker_parts):
+    bundle, backend, store, metrics = worker_parts
+    failed, results = [], []
+    worker = InferenceWorker(backend, bundle, ScoringPolicy(), store, metrics, max_batch=4, batch_wait_ms=50,
+                             on_result=results.append, on_failure=lambda item, why: failed.append(item.info.key))
+    bad = prepared(bundle, 1)
+    bad.tensor[...] = np.nan  # what an overflowing FP16 engine hands back
+    worker.submit(bad)
+    worker.submit(prepared(bundle, 2))
+    worker.run_once(timeout=1)
+    assert failed == [bad.info.key]
+    assert [r.info.series_uid for r in results] == ["1.2.2.1"]

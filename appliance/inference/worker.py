@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..logsafe import describe
 from ..metrics import Metrics
 from ..models import PreparedSeries, StudyResult
 from ..scoring import ScoringPolicy, score_batch
@@ -71,32 +72,41 @@ class InferenceWorker:
         try:
             embeddings = self.backend.infer(np.stack([item.tensor for item in batch]))
         except Exception as exc:  # the engine failing on one batch must not stop the service
-            log.exception("inference failed for a batch of %d", len(batch))
+            log.error("inference failed for a batch of %d: %s", len(batch), describe(exc))
             for item in batch:
-                self._fail(item, f"inference: {type(exc).__name__}: {exc}")
+                self._fail(item, f"inference: {type(exc).__name__}")
             return
         infer_s = time.perf_counter() - started
         self.metrics.stage_seconds.labels(stage="inference").observe(infer_s)
+        for item, embedding in zip(batch, embeddings):
+            # One series at a time from here: a bad embedding (NaN from an overflowing engine) or a failed write
+            # fails that series, visibly, and the rest of the batch is still scored.
+            try:
+                self._finish(item, embedding, infer_s, len(batch))
+            except Exception as exc:
+                log.error("series %s: scoring or storing failed: %s", item.info.key, describe(exc))
+                self._fail(item, f"scoring: {type(exc).__name__}")
+
+    def _finish(self, item: PreparedSeries, embedding: np.ndarray, infer_s: float, batch_size: int) -> None:
         started = time.perf_counter()
-        all_scores = score_batch(embeddings, self.bundle.label_bank, self.policy)
-        score_s = (time.perf_counter() - started) / len(batch)
-        for item, scores in zip(batch, all_scores):
-            self.metrics.stage_seconds.labels(stage="scoring").observe(score_s)
-            timings = dict(item.timings_ms)
-            timings["inference"] = infer_s * 1000.0
-            timings["scoring"] = score_s * 1000.0
-            timings["batch_size"] = float(len(batch))
-            result = StudyResult(info=item.info, scores=scores, bundle_name=self.bundle.name,
-                                 bundle_version=self.bundle.version, backend=self.backend.name,
-                                 precision=self.backend.precision, timings_ms=timings, scored_at=time.time())
-            event_id = self.store.save_result(result)
-            if event_id is None:
-                log.warning("series %s already had a result; not scored twice", item.info.key)
-                continue
-            self.metrics.results.labels(needs_review=str(scores.needs_review).lower()).inc()
-            self.metrics.scan_to_score.observe(max(result.scored_at - item.info.last_file_at, 0.0))
-            if self.on_result is not None:
-                self.on_result(result)
+        (scores,) = score_batch(embedding[None], self.bundle.label_bank, self.policy)
+        score_s = time.perf_counter() - started
+        self.metrics.stage_seconds.labels(stage="scoring").observe(score_s)
+        timings = dict(item.timings_ms)
+        timings["inference"] = infer_s * 1000.0
+        timings["scoring"] = score_s * 1000.0
+        timings["batch_size"] = float(batch_size)
+        result = StudyResult(info=item.info, scores=scores, bundle_name=self.bundle.name,
+                             bundle_version=self.bundle.version, backend=self.backend.name,
+                             precision=self.backend.precision, timings_ms=timings, scored_at=time.time())
+        event_id = self.store.save_result(result)
+        if event_id is None:
+            log.warning("series %s already had a result; not scored twice", item.info.key)
+            return
+        self.metrics.results.labels(needs_review=str(scores.needs_review).lower()).inc()
+        self.metrics.scan_to_score.observe(max(result.scored_at - item.info.last_file_at, 0.0))
+        if self.on_result is not None:
+            self.on_result(result)
 
     def _fail(self, item: PreparedSeries, detail: str) -> None:
         if self.on_failure is not None:
@@ -112,8 +122,8 @@ class InferenceWorker:
         while not self._stop.is_set():
             try:
                 self.run_once(timeout=0.2)
-            except Exception:
-                log.exception("inference step failed")
+            except Exception as exc:
+                log.error("inference step failed: %s", describe(exc))
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()

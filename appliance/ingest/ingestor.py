@@ -20,7 +20,8 @@ from typing import Callable
 from ..assembly import Assembler, series_key
 from ..dicom import IncompleteFile, RejectedFile, read_instance
 from ..metrics import Metrics
-from ..models import CompleteSeries, Instance, SeriesInfo, SeriesRole
+from ..logsafe import describe
+from ..models import CompleteSeries, Instance, SeriesInfo, SeriesRole, SeriesState
 from ..store import Store
 from .quarantine import Quarantine, move_file
 
@@ -31,9 +32,16 @@ _TEMP_PREFIXES = (".",)
 _TEMP_SUFFIXES = (".tmp", ".part", ".partial", "~", ".reason.json")
 
 
-def is_candidate(path: str) -> bool:
+def is_candidate(path: str, root: str | None = None) -> bool:
+    """Not a writer's temporary file: no dot-name (for the file, or any folder below `root`), no temp suffix."""
     name = os.path.basename(path)
-    return bool(name) and not name.startswith(_TEMP_PREFIXES) and not name.endswith(_TEMP_SUFFIXES)
+    if not name or name.startswith(_TEMP_PREFIXES) or name.endswith(_TEMP_SUFFIXES):
+        return False
+    if root is not None:
+        rel = os.path.relpath(path, root)
+        if any(part.startswith(_TEMP_PREFIXES) for part in rel.split(os.sep)[:-1]):
+            return False  # inside a hidden folder some writers fill before moving it into place
+    return True
 
 
 @dataclass
@@ -55,6 +63,7 @@ class Ingestor:
         self.assembler = assembler
         self.metrics = metrics
         self.on_complete = on_complete
+        self.on_leftover_failed: Callable[[str, str], None] = lambda key, path: os.unlink(path)
         self.settle_seconds = settle_seconds
         self.clock = clock
         self._queue: queue.SimpleQueue[tuple[str, float]] = queue.SimpleQueue()
@@ -67,9 +76,9 @@ class Ingestor:
 
     # --- input ----------------------------------------------------------------------------------------------------
 
-    def submit(self, path: str, seen_at: float | None = None) -> None:
+    def submit(self, path: str, seen_at: float | None = None, root: str | None = None) -> None:
         """Queue a path for a parse attempt; thread-safe, and a path already waiting is not queued twice."""
-        if not is_candidate(path):
+        if not is_candidate(path, root):
             return
         with self._queued_lock:
             if path in self._queued:
@@ -80,7 +89,8 @@ class Ingestor:
     def rescan(self, folder: Path) -> int:
         """Queue every file already in `folder` (start-up: files that arrived while the service was down)."""
         n = 0
-        for dirpath, _dirs, files in os.walk(folder):
+        for dirpath, dirs, files in os.walk(folder):
+            dirs[:] = [d for d in dirs if not d.startswith(_TEMP_PREFIXES)]
             for name in sorted(files):
                 self.submit(os.path.join(dirpath, name))
                 n += 1
@@ -134,7 +144,7 @@ class Ingestor:
         spool_path = self.spool / f"{self._prefix}-{next(self._names):08d}.dcm"
         started = time.perf_counter()
         try:
-            inst = read_instance(path, spool_path)
+            inst = read_instance(path, spool_path, settled=final)
         except FileNotFoundError:
             self._growing.pop(path, None)
             return
@@ -144,6 +154,11 @@ class Ingestor:
         except RejectedFile as exc:
             self._growing.pop(path, None)
             self._reject(path, exc.reason, exc.detail)
+            return
+        except Exception as exc:  # a reader bug on one odd file must not stop ingest or loop on every restart
+            self._growing.pop(path, None)
+            log.error("unexpected %s while reading a file; setting it aside", type(exc).__name__)
+            self._reject(path, "unreadable", f"unexpected {type(exc).__name__} in the reader")
             return
         finally:
             self.metrics.stage_seconds.labels(stage="parse").observe(time.perf_counter() - started)
@@ -175,13 +190,17 @@ class Ingestor:
                 return
             if not known:
                 prior = self.store.series_seen(self._first_info(inst, seen_at))
-                if prior is not None and prior.is_final:
+                if prior is not None and prior is not SeriesState.RECEIVING:
+                    # Closed already (complete and waiting to be scored, or finished): a re-sent or late image
+                    # must not open a second, partial series under the same UID.
                     self._drop(path, "late_for_finished_series")
                     return
             if os.path.abspath(path) != os.path.abspath(spool_path):
                 try:
                     move_file(Path(path), spool_path)
                 except FileNotFoundError:
+                    if not known:
+                        self.store.forget_series(inst.series_uid)
                     return
             outcome = self.assembler.add(inst, str(spool_path), seen_at)
         self.metrics.files_ingested.inc()
@@ -205,8 +224,8 @@ class Ingestor:
     def _completed(self, series: CompleteSeries) -> None:
         try:
             self.on_complete(series)
-        except Exception:  # a failing consumer must not stop ingest; the series stays in the spool for recovery
-            log.exception("series %s: completion handler failed", series.info.key)
+        except Exception as exc:  # a failing consumer must not stop ingest; the series stays in the spool
+            log.error("series %s: completion handler failed: %s", series.info.key, describe(exc))
 
     # --- recovery -------------------------------------------------------------------------------------------------
 
@@ -221,12 +240,18 @@ class Ingestor:
                 os.unlink(path)
                 continue
             try:
-                inst = read_instance(path)
+                inst = read_instance(path, settled=True)
             except (IncompleteFile, RejectedFile) as exc:
                 reason = exc.reason if isinstance(exc, RejectedFile) else "truncated"
                 self._reject(path, reason, f"in the spool at start-up: {exc}")
                 continue
+            except Exception as exc:
+                self._reject(path, "unreadable", f"in the spool at start-up: unexpected {type(exc).__name__}")
+                continue
             row = self.store.series(inst.series_uid)
+            if row is not None and row.state is SeriesState.FAILED:
+                self.on_leftover_failed(row.key, path)  # set aside with the rest of its series, not deleted
+                continue
             if row is not None and row.state.is_final:
                 os.unlink(path)
                 continue

@@ -33,19 +33,26 @@ class Quarantine:
         tmp = dest.with_name(dest.name + ".reason.json.tmp")
         tmp.write_text(json.dumps(note, indent=2))
         os.replace(tmp, dest.with_name(dest.name + ".reason.json"))
-        # The file name may carry identifiers (it came from outside); log the reason only.
-        log.warning("quarantined a file: %s (%s)", reason, detail)
+        # The name and the detail may carry identifiers (they came from outside): the log gets the reason only,
+        # the detail stays in the .reason.json beside the file.
+        log.warning("quarantined a file: %s", reason)
         return dest
 
 
 def move_file(src: Path, dest: Path) -> None:
-    """Rename, or copy and unlink across filesystems."""
+    """Rename; across filesystems, copy to a temporary name, fsync, rename, then unlink the source, so the
+    destination is never a partial file."""
     try:
         os.replace(src, dest)
     except OSError as exc:
-        if exc.errno != errno.EXDEV:  # another filesystem: fall back to copy + unlink
+        if exc.errno != errno.EXDEV:
             raise
-        shutil.copy2(src, dest)
+        tmp = dest.with_name("." + dest.name + ".tmp")
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+            fout.flush()
+            os.fsync(fout.fileno())
+        os.replace(tmp, dest)
         os.unlink(src)
 
 

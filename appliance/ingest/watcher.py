@@ -11,6 +11,7 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from ..logsafe import describe
 from .ingestor import Ingestor
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,9 @@ _CONTENT_EVENTS = frozenset({"created", "modified", "closed", "moved"})
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, ingestor: Ingestor) -> None:
+    def __init__(self, ingestor: Ingestor, root: str) -> None:
         self.ingestor = ingestor
+        self.root = root
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.is_directory or event.event_type not in _CONTENT_EVENTS:
@@ -48,7 +50,7 @@ class _Handler(FileSystemEventHandler):
         path = event.dest_path if event.event_type == "moved" else event.src_path
         if isinstance(path, bytes):
             path = path.decode(errors="surrogateescape")
-        self.ingestor.submit(path)
+        self.ingestor.submit(path, root=self.root)
 
 
 class IngestThread:
@@ -69,7 +71,7 @@ class IngestThread:
         self.watch_dir.mkdir(parents=True, exist_ok=True)
         _shorten_move_pairing()  # before the observer makes its inotify queue
         self._observer = Observer()
-        self._observer.schedule(_Handler(self.ingestor), str(self.watch_dir), recursive=True)
+        self._observer.schedule(_Handler(self.ingestor, str(self.watch_dir)), str(self.watch_dir), recursive=True)
         self._observer.daemon = True
         self._observer.start()  # before the rescan, so a file landing in between is seen by one or the other
         if self.rescan_on_start:
@@ -83,8 +85,8 @@ class IngestThread:
         while not self._stop.is_set():
             try:
                 self.ingestor.run_once(timeout=self.poll_interval_s)
-            except Exception:  # one bad step must not end ingest; the file involved is retried or set aside
-                log.exception("ingest step failed")
+            except Exception as exc:  # one bad step must not end ingest; the file involved is retried or set aside
+                log.error("ingest step failed: %s", describe(exc))
                 time.sleep(self.poll_interval_s)
 
     def stop(self, timeout: float = 5.0) -> None:
