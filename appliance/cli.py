@@ -10,6 +10,7 @@ import threading
 
 from . import RESEARCH_NOTICE, __version__
 from .bundle import BundleError
+from .inference import BackendError
 from .config import ConfigError, Settings, load_settings
 
 
@@ -79,6 +80,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+def cmd_prompts(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import prompts
+
+    bundle = Path(args.bundle) if args.bundle else _settings(args).engine.bundle
+    if args.action == "list":
+        print(prompts.describe(bundle))
+        return 0
+    if args.action == "add":
+        result = prompts.add_prompt(bundle, args.finding, args.prompt, name=args.name, prevalence=args.prevalence,
+                                    rare=args.rare)
+    else:
+        result = prompts.remove(bundle, args.finding, args.prompt)
+    print(result.message)
+    if result.unknown_words:
+        print(f"warning: the text encoder never saw these words in training: {', '.join(result.unknown_words)}; "
+              "they are read as unknown", file=sys.stderr)
+    print("restart the appliance to score with the edited label bank")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scanside", description=f"ScanSide {__version__}. {RESEARCH_NOTICE}")
     parser.add_argument("--version", action="version", version=f"scanside {__version__}")
@@ -103,6 +126,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--after", type=int, default=0, help="with --follow: resume after this event id")
     p.set_defaults(func=cmd_results)
 
+    p = sub.add_parser("prompts", help="list, add or remove zero-shot prompts and findings in the label bank")
+    p.add_argument("--config", help="TOML configuration file (its engine.bundle is edited)")
+    p.add_argument("--bundle", help="bundle folder to edit instead of the configured one")
+    actions = p.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="findings, prompts and thresholds")
+    a = actions.add_parser("add", help="add a prompt to a finding, or a new finding with its first prompt")
+    a.add_argument("finding", help="finding id, e.g. lv_dilation or a new one such as lv_thrombus")
+    a.add_argument("prompt", help='the prompt text, e.g. "there is a left ventricular thrombus"')
+    a.add_argument("--name", help="display name of a new finding")
+    a.add_argument("--prevalence", type=float,
+                   help="share of studies expected to have the finding (required for a new finding)")
+    a.add_argument("--rare", action="store_true", help="positive results always need review")
+    r = actions.add_parser("remove", help="remove one prompt, or a whole finding")
+    r.add_argument("finding")
+    r.add_argument("prompt", nargs="?")
+    p.set_defaults(func=cmd_prompts)
+
     p = sub.add_parser("bench", help="measure scan-to-score, ingest rate and memory; print the numbers")
     p.add_argument("--quick", action="store_true", help="fewer repetitions (for a smoke run)")
     p.add_argument("--out", help="also write the results as Markdown to this file")
@@ -119,4 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BundleError as exc:
         print(f"scanside: engine bundle refused: {exc}", file=sys.stderr)
+        return 2
+    except BackendError as exc:
+        print(f"scanside: inference backend refused: {exc}", file=sys.stderr)
         return 2

@@ -49,3 +49,18 @@ __all__ = [
     "write_instance",
     "write_study",
 ]
+
+# Training-side helpers (labels and report text for CLIP-style training; fast tensors without DICOM files).
+from appliance.synth.arrays import cine_frames, cine_geometry, study_tensor  # noqa: E402
+from appliance.synth.reports import LABELS as STUDY_LABELS  # noqa: E402
+from appliance.synth.reports import impression, study_labels, study_measurements  # noqa: E402
+
+__all__ += [
+    "STUDY_LABELS",
+    "cine_frames",
+    "cine_geometry",
+    "impression",
+    "study_labels",
+    "study_measurements",
+    "study_tensor",
+]

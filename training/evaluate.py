@@ -1,0 +1,160 @@
+"""The evaluation report: zero-shot AUROC and accuracy per finding for teacher and student on the internal test
+split and on the held-out vendor, retrieval recall, size, FLOPs, CPU latency, and the out-of-distribution check."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from appliance.bundle import LabelBank
+from appliance.scoring import finding_scores, ood_distances, normalise
+
+from .evalmath import auroc, recall_at_k
+from .models import VideoEncoder, count_parameters
+
+
+@dataclass
+class SplitResult:
+    auroc: dict[str, float]
+    accuracy: dict[str, float]
+    positives: dict[str, int]
+    n: int
+
+
+@dataclass
+class Evaluation:
+    splits: dict[str, dict[str, SplitResult]] = field(default_factory=dict)  # model -> split -> result
+    retrieval: dict[str, dict[int, float]] = field(default_factory=dict)  # model -> k -> recall
+    ood_rate: dict[str, float] = field(default_factory=dict)  # split -> fraction flagged (student bank)
+    size: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> params / MFLOPs
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    export_cosine: dict[str, float] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def evaluate_split(embeddings: np.ndarray, labels: np.ndarray, bank: LabelBank) -> SplitResult:
+    scores = finding_scores(embeddings, bank)
+    out = SplitResult({}, {}, {}, len(labels))
+    for j, f in enumerate(bank.findings):
+        out.auroc[f.id] = auroc(scores[:, j], labels[:, j])
+        out.accuracy[f.id] = float(((scores[:, j] >= f.threshold) == labels[:, j]).mean())
+        out.positives[f.id] = int(labels[:, j].sum())
+    return out
+
+
+def ood_rate(embeddings: np.ndarray, bank: LabelBank) -> float:
+    distances = ood_distances(normalise(embeddings, bank.dim), bank.reference)
+    return float((distances > bank.reference.threshold).mean())
+
+
+def retrieval(image: np.ndarray, text: np.ndarray) -> dict[int, float]:
+    return recall_at_k(image, text, (1, 5, 10))
+
+
+def macs_per_study(model: VideoEncoder, sample_shape: tuple[int, ...]) -> float:
+    """Multiply-accumulates of one study through the encoder, counted from the conv and linear layers it runs."""
+    total = 0
+
+    def conv_hook(module: torch.nn.Conv2d | torch.nn.Conv1d, inputs: Any, output: torch.Tensor) -> None:
+        nonlocal total
+        kernel = int(np.prod(module.kernel_size)) * module.in_channels // module.groups
+        total += int(output.numel()) * kernel
+
+    def linear_hook(module: torch.nn.Linear, inputs: Any, output: torch.Tensor) -> None:
+        nonlocal total
+        total += int(output.numel()) * module.in_features
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv1d)):
+            handles.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, torch.nn.Linear):
+            handles.append(m.register_forward_hook(linear_hook))
+    with torch.no_grad():
+        model.eval()
+        model(torch.zeros((1, *sample_shape)))
+    for h in handles:
+        h.remove()
+    return float(total)
+
+
+def size_of(model: VideoEncoder, sample_shape: tuple[int, ...]) -> dict[str, float]:
+    macs = macs_per_study(model, sample_shape)
+    return {"parameters": float(count_parameters(model)), "mflops": 2 * macs / 1e6}
+
+
+def cpu_latency_ms(model: VideoEncoder, onnx_bytes: bytes, sample: np.ndarray, repeats: int = 30) -> dict[str, float]:
+    """Median wall time of one study (batch 1) in ONNX Runtime and in PyTorch eager, same threads."""
+    x = np.asarray(sample[None], dtype=np.float32)
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    timings: dict[str, list[float]] = {"onnxruntime": [], "pytorch_eager": []}
+    xt = torch.from_numpy(x)
+    model.eval()
+    for _ in range(3):  # warm-up
+        session.run(None, {name: x})
+        with torch.no_grad():
+            model(xt)
+    for _ in range(repeats):
+        t = time.perf_counter()
+        session.run(None, {name: x})
+        timings["onnxruntime"].append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        with torch.no_grad():
+            model(xt)
+        timings["pytorch_eager"].append((time.perf_counter() - t) * 1000)
+    return {k: statistics.median(v) for k, v in timings.items()}
+
+
+def to_markdown(ev: Evaluation, finding_names: dict[str, str], header: str) -> str:
+    lines = [header, ""]
+    for split, title in (("test", "Internal test split (vendors A and B)"),
+                         ("external", "Held-out vendor C (\"the other hospital\")")):
+        if not all(split in ev.splits.get(m, {}) for m in ("teacher", "student")):
+            continue
+        t, s = ev.splits["teacher"][split], ev.splits["student"][split]
+        lines += [f"### {title}: {s.n} studies", "",
+                  "| finding | positives | AUROC teacher | AUROC student | student - teacher | "
+                  "accuracy teacher | accuracy student |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for fid, name in finding_names.items():
+            delta = s.auroc[fid] - t.auroc[fid]
+            lines.append(f"| {name} | {s.positives[fid]} | {t.auroc[fid]:.3f} | {s.auroc[fid]:.3f} | "
+                         f"{delta:+.3f} | {t.accuracy[fid]:.3f} | {s.accuracy[fid]:.3f} |")
+        lines.append("")
+    if ev.retrieval:
+        lines += ["### Retrieval: study -> its own report among the internal test reports", "",
+                  "| model | recall@1 | recall@5 | recall@10 |", "|---|---:|---:|---:|"]
+        for model, r in ev.retrieval.items():
+            lines.append(f"| {model} | {r[1]:.3f} | {r[5]:.3f} | {r[10]:.3f} |")
+        lines.append("")
+    if ev.size:
+        lines += ["### Size and speed (one study, batch 1, this machine's CPU)", "",
+                  "| model | parameters | MFLOPs per study |", "|---|---:|---:|"]
+        for model, sz in ev.size.items():
+            lines.append(f"| {model} | {sz['parameters']:,.0f} | {sz['mflops']:.0f} |")
+        lines.append("")
+        for what, ms in ev.latency_ms.items():
+            lines.append(f"- student CPU latency, {what}: {ms:.2f} ms")
+        for what, cos in ev.export_cosine.items():
+            lines.append(f"- ONNX Runtime vs PyTorch, {what}: min cosine {cos:.6f}")
+        lines.append("")
+    if ev.ood_rate:
+        lines += ["### Out-of-distribution check (student bundle's reference statistics)", "",
+                  "| split | flagged |", "|---|---:|"]
+        for split, rate in ev.ood_rate.items():
+            lines.append(f"| {split} | {100 * rate:.1f} % |")
+        lines.append("")
+    if ev.timings_s:
+        lines += ["### Build time on this machine", "", "| step | seconds |", "|---|---:|"]
+        lines += [f"| {step} | {sec:.0f} |" for step, sec in ev.timings_s.items()]
+        lines.append("")
+    lines += [f"- {n}" for n in ev.notes]
+    return "\n".join(lines) + "\n"
