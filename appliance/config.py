@@ -73,6 +73,9 @@ class EngineConfig:
     batch_wait_ms: float = 10.0  # how long the worker waits for more ready series to fill a batch
     queue_size: int = 16  # prepared series waiting for the engine; producers block when full
     intra_op_threads: int = 0  # ONNX Runtime threads; 0 = its default (all cores)
+    plan_dir: Path | None = None  # TensorRT plans, besides the bundle folder (which is always searched)
+    trt_max_batch: int = 0  # refuse plans whose profile takes fewer series than this; 0 = max_batch
+    fallback_to_onnxruntime: bool = True  # backend "tensorrt" without a usable plan runs ONNX Runtime, and says so
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ class MetricsConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 9108  # 0 picks a free port (tests)
+    gpu_stats: str = "auto"  # auto | nvml | tegrastats | jtop | off: where GPU memory/utilisation/temperature come from
 
 
 @dataclass(frozen=True)
@@ -235,6 +239,9 @@ def _validate(s: Settings) -> None:
     need(0 <= s.engine.batch_wait_ms <= 10_000, "engine.batch_wait_ms must be in [0, 10000]")
     need(s.engine.queue_size >= 1, "engine.queue_size must be >= 1")
     need(s.engine.intra_op_threads >= 0, "engine.intra_op_threads must be >= 0")
+    need(0 <= s.engine.trt_max_batch <= 256, "engine.trt_max_batch must be in [0, 256]")
+    need(s.metrics.gpu_stats in ("auto", "nvml", "tegrastats", "jtop", "off"),
+         "metrics.gpu_stats must be auto, nvml, tegrastats, jtop or off")
     need(0 <= s.scoring.review_low <= s.scoring.review_high <= 1,
          "scoring.review_low and review_high must satisfy 0 <= low <= high <= 1")
     for name, port in (("grpc.port", s.grpc.port), ("metrics.port", s.metrics.port)):
@@ -257,6 +264,6 @@ def _resolve_relative(s: Settings, base: Path) -> Settings:
         return p if p is None or p.is_absolute() else base / p
 
     paths = dataclasses.replace(s.paths, data_dir=fix(s.paths.data_dir), watch_dir=fix(s.paths.watch_dir))
-    engine = s.engine if s.engine.bundle == DEFAULT_BUNDLE else dataclasses.replace(s.engine,
-                                                                                   bundle=fix(s.engine.bundle))
+    engine = dataclasses.replace(s.engine, plan_dir=fix(s.engine.plan_dir),
+                                 bundle=s.engine.bundle if s.engine.bundle == DEFAULT_BUNDLE else fix(s.engine.bundle))
     return dataclasses.replace(s, paths=paths, engine=engine)

@@ -77,3 +77,70 @@ class _SeriesByState(Collector):
         for state in SeriesState:
             family.add_metric([state.value], counts.get(state, 0))
         yield family
+
+
+# === GPU and TensorRT engine (appended for the TensorRT backend) ====================================================
+#
+# Separate from `Metrics` so that a CPU-only appliance exports none of these families. The service creates a
+# `GpuMetrics` on the same injected registry when it runs the TensorRT backend (or fell back from it), sets the
+# engine info once, and hands it a GPU statistics sampler (appliance.gpu_stats) that is read at scrape time, so the
+# gauges can never be staler than one sampler interval. Labels stay closed sets: no label carries an identifier.
+
+
+class GpuMetrics:
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+        ns = "scanside"
+        self.engine = Info("engine_build", "The TensorRT plan in use: file, TensorRT version, GPU, compute "
+                           "capability, precision, typing, build time, encoder hash.", namespace=ns,
+                           registry=registry)
+        self.fallback = Gauge("backend_fallback", "1 when TensorRT was configured but could not be used and the "
+                              "appliance runs ONNX Runtime instead (the reason is in the log and GetModelInfo).",
+                              namespace=ns, registry=registry)
+        self._collector: _GpuStatsCollector | None = None
+
+    def set_engine(self, info: Mapping[str, str]) -> None:
+        self.engine.info({str(k): str(v) for k, v in info.items()})
+
+    def watch_gpu(self, sample: Callable[[], object], source: str) -> None:
+        """Export scanside_gpu_* from `sample()` (an appliance.gpu_stats.GpuSample or None) at scrape time;
+        `source` is the sampler's kind (nvml, tegrastats, jtop) and labels scanside_gpu_stats_up."""
+        if self._collector is None:
+            self._collector = _GpuStatsCollector(sample, source)
+            self.registry.register(self._collector)
+        else:
+            self._collector.sample, self._collector.source = sample, source
+
+
+class _GpuStatsCollector(Collector):
+    def __init__(self, sample: Callable[[], object], source: str) -> None:
+        self.sample = sample
+        self.source = source
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            s = self.sample()
+        except Exception:  # a failing sampler must not break the scrape of every other metric
+            s = None
+        up = GaugeMetricFamily("scanside_gpu_stats_up", "1 when the last GPU statistics sample succeeded.",
+                               labels=["source"])
+        up.add_metric([self.source], 0 if s is None else 1)
+        yield up
+        if s is None:
+            return
+        memory_kind = "shared" if getattr(s, "memory_shared", False) else "dedicated"
+        for name, doc, value, labels in (
+            ("scanside_gpu_memory_used_bytes", "GPU memory in use (on a Jetson: RAM shared by CPU and GPU).",
+             getattr(s, "memory_used_bytes", None), {"memory": memory_kind}),
+            ("scanside_gpu_memory_total_bytes", "GPU memory in total (on a Jetson: RAM shared by CPU and GPU).",
+             getattr(s, "memory_total_bytes", None), {"memory": memory_kind}),
+            ("scanside_gpu_utilization_ratio", "GPU busy fraction over the last sampling interval, 0..1.",
+             getattr(s, "utilization", None), {}),
+            ("scanside_gpu_temperature_celsius", "GPU temperature (Jetson boards without a GPU sensor: junction).",
+             getattr(s, "temperature_c", None), {}),
+        ):
+            if value is None:
+                continue
+            family = GaugeMetricFamily(name, doc, labels=list(labels))
+            family.add_metric(list(labels.values()), float(value))
+            yield family

@@ -24,7 +24,8 @@ from .ingest.quarantine import move_file
 from .inference import create_backend
 from .inference.worker import InferenceWorker
 from .logsafe import describe
-from .metrics import Metrics
+from .gpu_stats import open_sampler
+from .metrics import GpuMetrics, Metrics
 from .models import CompleteSeries, PreparedSeries, SeriesInfo, SeriesRole, SeriesState, StudyResult
 from .preprocess import PreprocessError, prepare
 from .scoring import ScoringPolicy
@@ -51,6 +52,7 @@ class Appliance:
         self.grpc: GrpcServer | None = None
         self.worker: InferenceWorker | None = None
         self.ingest_thread: IngestThread | None = None
+        self._gpu_sampler = None
 
     # --- start-up -------------------------------------------------------------------------------------------------
 
@@ -62,7 +64,10 @@ class Appliance:
         self.metrics.watch_series_states(self.store.state_counts)
         self.bundle = load_bundle(s.engine.bundle)
         self.backend = create_backend(s.engine.backend, self.bundle, intra_op_threads=s.engine.intra_op_threads,
-                                      max_batch=s.engine.max_batch)
+                                      max_batch=s.engine.max_batch, plan_dir=s.engine.plan_dir,
+                                      trt_max_batch=s.engine.trt_max_batch,
+                                      fallback_to_onnxruntime=s.engine.fallback_to_onnxruntime)
+        self._watch_gpu()
         self.assembler = Assembler(s.assembly.quiet_period_s)
         self.ingestor = Ingestor(s.paths.spool, Quarantine(s.paths.quarantine), self.store, self.assembler,
                                  self.metrics, self._on_complete, settle_seconds=s.ingest.settle_seconds)
@@ -99,6 +104,22 @@ class Appliance:
         self.metrics.ready.set(1)
         self.grpc.set_serving(True)
         log.info("ready: gRPC on %s, watching %s", self.grpc.address, s.paths.incoming)
+
+    def _watch_gpu(self) -> None:
+        """GPU metrics exist only where TensorRT runs or was asked for (and fell back): a CPU box shows none."""
+        s = self.settings
+        fallback = getattr(self.backend, "fallback_reason", None)
+        if self.backend.name != "tensorrt" and s.engine.backend != "tensorrt":
+            return
+        gpu = GpuMetrics(self.registry)
+        gpu.fallback.set(1 if fallback else 0)
+        if fallback:
+            log.warning("TensorRT not used, running ONNX Runtime: %s", fallback)
+        if self.backend.name == "tensorrt":
+            gpu.set_engine(getattr(self.backend, "engine_info", {}))
+            self._gpu_sampler = open_sampler(s.metrics.gpu_stats)
+            if self._gpu_sampler is not None:
+                gpu.watch_gpu(self._gpu_sampler.sample, self._gpu_sampler.source)
 
     def _recover(self) -> None:
         """Finish what a previous run accepted: images in the spool, series complete but not scored."""
@@ -229,6 +250,7 @@ class Appliance:
             bundle_name=b.name, bundle_version=b.version, description=b.description, backend=backend.name,
             backend_version=str(backend.version), precision=backend.precision, research_only=b.research_only,
             input_shape=[-1, *b.input_shape[1:]], embedding_dim=b.embedding_dim, appliance_version=__version__,
+            backend_note=getattr(backend, "fallback_reason", None) or "",
             findings=[pb.Finding(finding_id=f.id, name=f.name, prompts=list(f.prompts), threshold=f.threshold,
                                  rare=f.rare) for f in b.label_bank.findings])
 
@@ -252,6 +274,8 @@ class Appliance:
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
+        if self._gpu_sampler is not None:
+            self._gpu_sampler.close()  # ends tegrastats on a Jetson
         if self.backend is not None:
             self.backend.close()
         if getattr(self, "store", None) is not None:

@@ -36,7 +36,7 @@ PROM_RULES = DEPLOY / "prometheus" / "scanside-alerts.yml"
 # defaults are relative paths meant for a checkout or a demo.
 PRODUCTION_PATHS = {
     "paths": {"data_dir": Path("/var/lib/scanside"), "watch_dir": Path("/data/scanner-out")},
-    "engine": {"bundle": Path("/opt/scanside/engines/placeholder-v0")},
+    "engine": {"bundle": Path("/opt/scanside/engines/reference-v1"), "plan_dir": Path("/var/lib/scanside/plans")},
 }
 
 # Sample-name suffixes that the text exposition adds to a family's name.

@@ -166,3 +166,28 @@ def test_metrics_and_logs_carry_no_identifiers(appliance, caplog):
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "scored" in logged  # the log did say what happened...
     assert not any(i in logged for i in identifiers)  # ...without saying to whom
+
+
+def test_tensorrt_without_a_gpu_falls_back_visibly_or_refuses(appliance, tmp_path, tiny_bundle):
+    """This machine has no GPU and no TensorRT: the fallback path is real here, not simulated."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed: the fallback path is not what runs")
+    app = appliance(engine={"backend": "tensorrt", "fallback_to_onnxruntime": True})
+    with ApplianceClient(app.grpc_address) as client:
+        info = client.model_info()
+    assert info.backend == "onnxruntime" and "TensorRT" in info.backend_note
+    assert app.registry.get_sample_value("scanside_backend_fallback") == 1
+
+    from appliance.inference import BackendError
+    from appliance.service import Appliance
+    from conftest import e2e_settings
+    from prometheus_client import CollectorRegistry
+
+    strict = Appliance(e2e_settings(tmp_path / "strict", tiny_bundle,
+                                    engine={"backend": "tensorrt", "fallback_to_onnxruntime": False}),
+                       registry=CollectorRegistry())
+    with pytest.raises(BackendError, match="TensorRT"):
+        strict.start()
+    strict.stop()

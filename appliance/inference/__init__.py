@@ -1,25 +1,106 @@
-"""Inference backends behind one protocol, chosen by name from configuration."""
+"""Inference backends behind one protocol, chosen by name from configuration.
+
+- "onnxruntime": ONNX Runtime on the CPU (FP32), the reference every other backend is compared against.
+- "tensorrt":    a TensorRT plan built on this GPU by build_engine.py (FP16). If it cannot be used (no TensorRT, no
+                 GPU, no matching or a corrupted plan), start-up fails with the reason, or, with
+                 fallback_to_onnxruntime, logs the reason and runs ONNX Runtime instead.
+- "auto":        TensorRT when TensorRT, a GPU and a matching plan are all present; otherwise ONNX Runtime, with the
+                 reason logged. On a machine without TensorRT this costs one import lookup.
+
+A backend that stands in for the one asked for carries the reason in `fallback_reason` (None otherwise), so the
+service can log it, export it as a metric and show it in GetModelInfo.
+"""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
 from appliance.bundle import Bundle
 from appliance.inference.backend import BackendError, InferenceBackend
 from appliance.inference.onnxruntime_backend import OnnxRuntimeBackend
 
+log = logging.getLogger(__name__)
+
 BACKEND_KINDS = ("auto", "onnxruntime", "tensorrt")
 
 
-def create_backend(kind: str, bundle: Bundle, **opts: Any) -> InferenceBackend:
-    """Build the backend `kind` for `bundle`; `opts` go to its constructor (e.g. max_batch, intra_op_threads)."""
+def _plan_dirs(bundle: Bundle, plan_dir: str | Path | None) -> list[Path]:
+    # A configured plan folder (e.g. a writable volume) first, then the bundle's own folder.
+    dirs = [Path(plan_dir)] if plan_dir else []
+    if bundle.root not in dirs:
+        dirs.append(bundle.root)
+    return dirs
+
+
+def create_backend(kind: str, bundle: Bundle, *, max_batch: int = 8, intra_op_threads: int = 0,
+                   plan_dir: str | Path | None = None, trt_max_batch: int = 0,
+                   fallback_to_onnxruntime: bool = False, device: int = 0) -> InferenceBackend:
+    """Build the backend `kind` for `bundle`.
+
+    max_batch: series per inference call (both backends split larger batches themselves).
+    intra_op_threads: ONNX Runtime threads (0: its default).
+    plan_dir: where TensorRT plans live besides the bundle folder.
+    trt_max_batch: refuse TensorRT plans whose profile accepts fewer than this (0: max_batch).
+    fallback_to_onnxruntime: for kind "tensorrt", run ONNX Runtime (and say why) instead of failing.
+    """
     k = kind.strip().lower()
-    if k in ("auto", "onnxruntime"):
-        # "auto" will prefer TensorRT once it exists and a GPU is present; ONNX Runtime is the only backend now.
-        return OnnxRuntimeBackend(bundle, **opts)
-    if k == "tensorrt":
-        raise BackendError("the TensorRT backend is not available in this build yet; use 'onnxruntime' or 'auto'")
-    raise BackendError(f"unknown inference backend {kind!r}; choose one of {', '.join(BACKEND_KINDS)}")
+    if k not in BACKEND_KINDS:
+        raise BackendError(f"unknown inference backend {kind!r}; choose one of {', '.join(BACKEND_KINDS)}")
+
+    def onnxruntime(reason: str | None) -> OnnxRuntimeBackend:
+        backend = OnnxRuntimeBackend(bundle, intra_op_threads=intra_op_threads, max_batch=max_batch)
+        backend.fallback_reason = reason  # type: ignore[attr-defined]
+        return backend
+
+    if k == "onnxruntime":
+        return onnxruntime(None)
+
+    from appliance.inference import tensorrt_backend as trt_backend  # imports TensorRT lazily, only on use
+
+    if k == "auto" and not trt_backend.tensorrt_installed():
+        log.info("backend auto: ONNX Runtime (TensorRT is not installed)")
+        return onnxruntime(None)
+
+    needed = trt_max_batch if trt_max_batch and trt_max_batch > 0 else max_batch
+    try:
+        backend = trt_backend.TensorRTBackend(bundle, plan_dirs=_plan_dirs(bundle, plan_dir), max_batch=max_batch,
+                                              min_max_batch=needed, device=device)
+    except BackendError as exc:
+        if k == "auto":
+            log.warning("backend auto: ONNX Runtime, because TensorRT cannot be used: %s", exc)
+            return onnxruntime(f"auto: {_first_line(exc)}")
+        if fallback_to_onnxruntime:
+            log.error("backend tensorrt refused, falling back to ONNX Runtime (engine.fallback_to_onnxruntime): %s",
+                      exc)
+            return onnxruntime(_first_line(exc))
+        raise
+    backend.fallback_reason = None  # type: ignore[attr-defined]
+    return backend
 
 
-__all__ = ["BACKEND_KINDS", "BackendError", "InferenceBackend", "OnnxRuntimeBackend", "create_backend"]
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def describe_backend(backend: Any) -> dict[str, str]:
+    """Labels for an info metric / log line: name, precision, version, and for TensorRT the plan it runs."""
+    out = {"backend": str(getattr(backend, "name", "?")), "precision": str(getattr(backend, "precision", "?")),
+           "version": str(getattr(backend, "version", "?")),
+           "fallback_reason": str(getattr(backend, "fallback_reason", None) or "")}
+    out.update({k: str(v) for k, v in (getattr(backend, "engine_info", None) or {}).items()})
+    return out
+
+
+__all__ = ["BACKEND_KINDS", "BackendError", "InferenceBackend", "OnnxRuntimeBackend", "create_backend",
+           "describe_backend"]
+
+
+def __getattr__(name: str) -> Any:  # lazy: `from appliance.inference import TensorRTBackend` without importing TRT
+    if name == "TensorRTBackend":
+        from appliance.inference.tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend
+    raise AttributeError(name)
+

@@ -178,7 +178,7 @@ class Finding(_message.Message):
     def __init__(self, finding_id: _Optional[str] = ..., name: _Optional[str] = ..., prompts: _Optional[_Iterable[str]] = ..., threshold: _Optional[float] = ..., rare: _Optional[bool] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("bundle_name", "bundle_version", "description", "backend", "backend_version", "precision", "research_only", "input_shape", "embedding_dim", "findings", "appliance_version")
+    __slots__ = ("bundle_name", "bundle_version", "description", "backend", "backend_version", "precision", "research_only", "input_shape", "embedding_dim", "findings", "appliance_version", "backend_note")
     BUNDLE_NAME_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_VERSION_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -190,6 +190,7 @@ class ModelInfo(_message.Message):
     EMBEDDING_DIM_FIELD_NUMBER: _ClassVar[int]
     FINDINGS_FIELD_NUMBER: _ClassVar[int]
     APPLIANCE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_NOTE_FIELD_NUMBER: _ClassVar[int]
     bundle_name: str
     bundle_version: str
     description: str
@@ -201,4 +202,5 @@ class ModelInfo(_message.Message):
     embedding_dim: int
     findings: _containers.RepeatedCompositeFieldContainer[Finding]
     appliance_version: str
-    def __init__(self, bundle_name: _Optional[str] = ..., bundle_version: _Optional[str] = ..., description: _Optional[str] = ..., backend: _Optional[str] = ..., backend_version: _Optional[str] = ..., precision: _Optional[str] = ..., research_only: _Optional[bool] = ..., input_shape: _Optional[_Iterable[int]] = ..., embedding_dim: _Optional[int] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., appliance_version: _Optional[str] = ...) -> None: ...
+    backend_note: str
+    def __init__(self, bundle_name: _Optional[str] = ..., bundle_version: _Optional[str] = ..., description: _Optional[str] = ..., backend: _Optional[str] = ..., backend_version: _Optional[str] = ..., precision: _Optional[str] = ..., research_only: _Optional[bool] = ..., input_shape: _Optional[_Iterable[int]] = ..., embedding_dim: _Optional[int] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., appliance_version: _Optional[str] = ..., backend_note: _Optional[str] = ...) -> None: ...
