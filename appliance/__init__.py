@@ -1,7 +1,7 @@
 """ScanSide: a scanner-side zero-shot inference appliance for cine cardiac MRI.
 
-Research software. The bundled model is a synthetic reference model trained (or, for the placeholder, not trained)
-on synthetic phantoms: not for clinical use.
+Research software. The bundled model is a synthetic reference model trained on synthetic phantoms and generated
+report text: not for clinical use.
 """
 
 __version__ = "0.1.0"

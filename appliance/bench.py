@@ -219,7 +219,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.out:
         lines = [f"Measured {time.strftime('%Y-%m-%d')} by `scanside bench` (ScanSide {__version__}) on "
                  f"{platform.machine()}, {os.cpu_count()} CPU(s), Python {platform.python_version()}, "
-                 "bundle engines/placeholder-v0 on ONNX Runtime (CPU).", "",
+                 f"bundle {DEFAULT_BUNDLE.relative_to(DEFAULT_BUNDLE.parents[1])} on ONNX Runtime (CPU).", "",
                  "| measure | value | target |", "|---|---:|---|"]
         lines += [f"| {name.strip()} | {value} | {target} |" for name, value, target in numbers.rows]
         Path(args.out).write_text("\n".join(lines) + "\n")

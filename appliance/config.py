@@ -23,7 +23,7 @@ else:  # Python 3.10 (JetPack 6)
     import tomli as tomllib
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_BUNDLE = PROJECT_ROOT / "engines" / "placeholder-v0"
+DEFAULT_BUNDLE = PROJECT_ROOT / "engines" / "reference-v1"
 ENV_PREFIX = "SCANSIDE_"
 
 

@@ -1,0 +1,82 @@
+"""The committed reference bundle, used the way the appliance uses it: synthetic studies written as DICOM files,
+read, assembled, preprocessed, encoded in ONNX Runtime and scored, land on the right side of the thresholds.
+Also: prompts edited on the appliance with the bundle's own text encoder."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from appliance.assembly import Assembler
+from appliance.bundle import load_bundle
+from appliance.config import DEFAULT_BUNDLE
+from appliance.dicom import read_instance
+from appliance.inference import create_backend
+from appliance.models import SeriesRole
+from appliance.preprocess import prepare
+from appliance.prompts import add_prompt, describe, remove
+from appliance.scoring import ScoringPolicy, score_batch
+from appliance.synth import plan_study, write_study
+
+REFERENCE = Path(__file__).resolve().parent.parent / "engines" / "reference-v1"
+
+# (condition, severity, vendor, findings that must be positive, findings that must be negative)
+CASES = [
+    ("normal", 0.0, "A", (), ("lv_dilation", "lv_systolic_dysfunction", "lv_hypertrophy", "pericardial_effusion")),
+    ("dcm", 0.9, "B", ("lv_dilation", "lv_systolic_dysfunction"), ("lv_hypertrophy", "hcm")),
+    ("hcm", 0.9, "A", ("lv_hypertrophy", "hcm"), ("lv_dilation", "lv_systolic_dysfunction")),
+    ("effusion", 0.9, "B", ("pericardial_effusion",), ("lv_dilation", "lv_systolic_dysfunction")),
+]
+
+
+def test_the_demo_uses_the_reference_bundle():
+    assert DEFAULT_BUNDLE == REFERENCE
+    bundle = load_bundle(REFERENCE)
+    assert bundle.research_only and bundle.text_encoder is not None
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    bundle = load_bundle(REFERENCE)
+    backend = create_backend("onnxruntime", bundle, intra_op_threads=1)
+    tensors = []
+    for k, (condition, severity, vendor, _, _) in enumerate(CASES):
+        folder = tmp_path_factory.mktemp(f"study{k}")
+        files = write_study(plan_study(seed=4242 + k, vendor=vendor, condition=condition, severity=severity), folder)
+        asm = Assembler(quiet_period_s=1.0)
+        done = [o.complete for f in files if (o := asm.add(read_instance(f), str(f), 0.0)).complete]
+        (cine,) = [s for s in done if s.info.role is SeriesRole.CINE_SAX]
+        tensors.append(prepare(cine, bundle.preprocess).tensor)
+    return score_batch(backend.infer(np.stack(tensors)), bundle.label_bank, ScoringPolicy())
+
+
+@pytest.mark.parametrize("case", range(len(CASES)), ids=[c[0] for c in CASES])
+def test_generated_studies_land_on_the_right_side(scored, case):
+    _, _, _, positive, negative = CASES[case]
+    by_id = {f.finding_id: f for f in scored[case].findings}
+    for fid in positive:
+        assert by_id[fid].positive, f"{fid}: score {by_id[fid].score:.4f} < threshold {by_id[fid].threshold:.4f}"
+    for fid in negative:
+        assert not by_id[fid].positive, f"{fid}: score {by_id[fid].score:.4f} >= {by_id[fid].threshold:.4f}"
+
+
+def test_prompts_can_be_added_and_removed_without_retraining(tmp_path):
+    bundle_dir = tmp_path / "bundle"
+    shutil.copytree(REFERENCE, bundle_dir)
+    edit = add_prompt(bundle_dir, "lv_dilation", "the left ventricular cavity is large")
+    assert len(edit.bundle.label_bank.finding("lv_dilation").prompts) == 4
+    edit = add_prompt(bundle_dir, "severe_lv_dilation", "severely dilated left ventricle", prevalence=0.05)
+    new = edit.bundle.label_bank.finding("severe_lv_dilation")
+    assert new.prompts == ("severely dilated left ventricle",) and np.isfinite(new.threshold)
+    assert "severe_lv_dilation" in describe(bundle_dir)
+    reloaded = load_bundle(bundle_dir)  # hashes and manifest stayed consistent
+    scores = score_batch(np.ones((1, reloaded.embedding_dim), np.float32), reloaded.label_bank, ScoringPolicy())
+    assert "severe_lv_dilation" in {f.finding_id for f in scores[0].findings}
+    remove(bundle_dir, "severe_lv_dilation")
+    remove(bundle_dir, "lv_dilation", "the left ventricular cavity is large")
+    after, original = load_bundle(bundle_dir).label_bank, load_bundle(REFERENCE).label_bank
+    assert [f.id for f in after.findings] == [f.id for f in original.findings]
+    assert after.finding("lv_dilation").prompts == original.finding("lv_dilation").prompts
