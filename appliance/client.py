@@ -73,7 +73,7 @@ class ResultsTable:
 
     HEADER = f"{'time':8}  {'series':13}  {'vendor':10}  {'latency':>8}  {'review':6}  positive findings"
 
-    def __init__(self, out: TextIO, width: int = 120) -> None:
+    def __init__(self, out: TextIO, width: int = 220) -> None:
         self.out = out
         self.width = width
         self.rows = 0

@@ -46,14 +46,16 @@ def run_demo(settings: Settings, studies: int = 4, seed: int = 7, pace_s: float 
         expected = len(plans)  # one cine short-axis series per synthetic study
         out.write(f"{len(scanners)} synthetic scanner(s) writing {expected} studies "
                   f"({', '.join(f'vendor {p.vendor}: {p.condition}' for p in plans)})\n\n")
-        return _watch(appliance.grpc_address, scanners, expected, timeout_s, out)
+        truth = {p.study_uid: f"{p.condition} (vendor {p.vendor})" for p in plans}
+        return _watch(appliance.grpc_address, scanners, expected, timeout_s, out, truth)
     finally:
         appliance.stop()
         if tmp is not None and not keep:
             tmp.cleanup()
 
 
-def _watch(address: str, scanners: list[SyntheticScanner], expected: int, timeout_s: float, out: TextIO) -> int:
+def _watch(address: str, scanners: list[SyntheticScanner], expected: int, timeout_s: float, out: TextIO,
+           truth: dict[str, str]) -> int:
     with ApplianceClient(address) as client:
         client.wait_until_serving()
         table = ResultsTable(out)
@@ -69,6 +71,8 @@ def _watch(address: str, scanners: list[SyntheticScanner], expected: int, timeou
             for event in stream:
                 table.add(event)
                 if event.HasField("result"):
+                    # The synthetic scanner knows what it drew; a real appliance never does.
+                    out.write(f"{'':10}synthetic truth: {truth.get(event.result.study_instance_uid, '?')}\n")
                     latencies.append(event.result.timings.scan_to_score_ms)
                     review += event.result.needs_review
                 else:
