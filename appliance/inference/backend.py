@@ -27,3 +27,11 @@ class InferenceBackend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def as_batch(batch: np.ndarray, sample_shape: tuple[int, ...]) -> np.ndarray:
+    """The batch as contiguous float32 (N, *sample_shape), or BackendError saying what shape it has instead."""
+    x = np.ascontiguousarray(batch, dtype=np.float32)
+    if x.ndim != 1 + len(sample_shape) or x.shape[1:] != tuple(sample_shape):
+        raise BackendError(f"batch must be (N, {', '.join(map(str, sample_shape))}), got {np.shape(batch)}")
+    return x

@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime as ort
 
 from appliance.bundle import Bundle
-from appliance.inference.backend import BackendError
+from appliance.inference.backend import BackendError, as_batch
 
 
 class OnnxRuntimeBackend:
@@ -82,9 +82,7 @@ class OnnxRuntimeBackend:
         session = self._session
         if session is None:
             raise BackendError("backend is closed")
-        x = np.ascontiguousarray(batch, dtype=np.float32)
-        if x.ndim != 5 or x.shape[1:] != self._sample_shape:
-            raise BackendError(f"batch must be (N, {', '.join(map(str, self._sample_shape))}), got {np.shape(batch)}")
+        x = as_batch(batch, self._sample_shape)
         n = x.shape[0]
         if n == 0:
             return np.empty((0, self._dim), dtype=np.float32)

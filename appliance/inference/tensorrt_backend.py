@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from appliance.bundle import Bundle
-from appliance.inference.backend import BackendError
+from appliance.inference.backend import BackendError, as_batch
 from appliance.inference.cuda_memory import (
     CudaApi,
     CudaError,
@@ -331,9 +331,7 @@ class TensorRTBackend:
     def infer(self, batch: np.ndarray) -> np.ndarray:
         if self._closed:
             raise BackendError("backend is closed")
-        x = np.ascontiguousarray(batch, dtype=np.float32)
-        if x.ndim != 5 or x.shape[1:] != self._sample_shape:
-            raise BackendError(f"batch must be (N, {', '.join(map(str, self._sample_shape))}), got {np.shape(batch)}")
+        x = as_batch(batch, self._sample_shape)
         n = x.shape[0]
         if n == 0:
             return np.empty((0, self._dim), dtype=np.float32)
