@@ -397,7 +397,10 @@ def build_serialized(trt: Any, caps: Any, logger: Any, onnx_bytes: bytes, bundle
     if cache_path is not None:
         cache_info["path"] = str(cache_path)
         loaded = cache_path.read_bytes() if cache_path.is_file() else b""
-        cache = config.create_timing_cache(loaded)
+        try:
+            cache = config.create_timing_cache(loaded)
+        except (RuntimeError, TypeError):  # a damaged cache file: whether TensorRT raises or returns None
+            cache = None
         if cache is None or not config.set_timing_cache(cache, False):
             print(f"warning: timing cache {cache_path} is unusable (other TensorRT build or GPU?); starting afresh",
                   file=sys.stderr)

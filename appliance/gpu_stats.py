@@ -148,6 +148,10 @@ class NvmlSampler(GpuSampler):
             pynvml.nvmlShutdown()
             raise
         self._open = True
+        if self.sample() is None:
+            # NVML can start on a Jetson and then answer nothing; fail here so the next source is tried.
+            self.close()
+            raise RuntimeError("NVML started but reports no memory or utilisation for this GPU")
 
     def sample(self) -> GpuSample | None:
         if not self._open:

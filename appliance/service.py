@@ -81,10 +81,6 @@ class Appliance:
         self.metrics.model.info({"bundle": self.bundle.name, "bundle_version": self.bundle.version,
                                  "backend": self.backend.name, "backend_version": str(self.backend.version),
                                  "precision": self.backend.precision, "appliance_version": __version__})
-        started = time.perf_counter()
-        self.backend.warm_up()
-        log.info("engine %s %s on %s (%s) warmed up in %.0f ms", self.bundle.name, self.bundle.version,
-                 self.backend.name, self.backend.precision, (time.perf_counter() - started) * 1000)
         self.worker = InferenceWorker(self.backend, self.bundle,
                                       ScoringPolicy(review_band=(s.scoring.review_low, s.scoring.review_high),
                                                     flag_rare_positive=s.scoring.flag_rare_positive,
@@ -92,7 +88,9 @@ class Appliance:
                                       self.store, self.metrics, max_batch=s.engine.max_batch,
                                       batch_wait_ms=s.engine.batch_wait_ms, queue_size=s.engine.queue_size,
                                       on_result=self._on_result, on_failure=self._on_inference_failure)
-        self.worker.start()
+        self.worker.start()  # warms the engine up on its own thread; ready only after that
+        log.info("engine %s %s on %s (%s) ready", self.bundle.name, self.bundle.version, self.backend.name,
+                 self.backend.precision)
         prep = threading.Thread(target=self._prepare_loop, name="scanside-prepare", daemon=True)
         prep.start()
         self._threads.append(prep)
@@ -267,8 +265,7 @@ class Appliance:
         self._prepare_queue.put(None)
         for t in self._threads:
             t.join(5)
-        if self.worker is not None:
-            self.worker.stop()
+        worker_done = self.worker.stop() if self.worker is not None else True
         if self.grpc is not None:
             self.grpc.stop()
         if self._metrics_server is not None:
@@ -276,8 +273,10 @@ class Appliance:
             self._metrics_server.server_close()
         if self._gpu_sampler is not None:
             self._gpu_sampler.close()  # ends tegrastats on a Jetson
-        if self.backend is not None:
-            self.backend.close()
+        if self.backend is not None and worker_done:
+            self.backend.close()  # never under a batch still running: its buffers would be freed beneath it
+        elif self.backend is not None:
+            log.warning("inference still running at shutdown; leaving the engine to the process exit")
         if getattr(self, "store", None) is not None:
             self.store.close()
 

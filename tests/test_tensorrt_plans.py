@@ -168,6 +168,7 @@ def test_the_matching_plan_is_selected(tmp_path: Path, bundle) -> None:
     (ORIN, {"input_name": "frames"}, {}, "I/O names"),
     (ORIN, {}, {"verification": None}, "not verified against ONNX Runtime FP32"),
     (ORIN, {}, {"verification": {"passed": False}}, "not verified"),
+    (ORIN, {}, {"profile": Profile.for_batches("study", (8, 3, 48, 48), 2, 4, 4)}, "the appliance needs batch 1"),
 ])
 def test_mismatched_plans_are_refused_with_the_reason(tmp_path: Path, bundle, target, needs_change, sidecar_change,
                                                       reason) -> None:
@@ -309,3 +310,4 @@ def test_no_gpu_statistics_source_here_is_not_an_error() -> None:
     if sampler is not None:  # a GPU host: NVML or tegrastats works
         sampler.close()
         pytest.skip(f"this machine has GPU statistics ({sampler.source})")
+

@@ -169,6 +169,10 @@ class Profile:
         return self.max_shape[0]
 
     @property
+    def min_batch(self) -> int:
+        return self.min_shape[0]
+
+    @property
     def sample_shape(self) -> tuple[int, ...]:
         return self.max_shape[1:]
 
@@ -407,6 +411,9 @@ def mismatches(info: PlanInfo, target: GpuTarget, needs: Requirements) -> list[s
                        f"{list(needs.sample_shape)}")
     if info.embedding_dim != needs.embedding_dim:
         reasons.append(f"embedding dim {info.embedding_dim} differs from the bundle's {needs.embedding_dim}")
+    if info.profile.min_batch != 1:
+        # The worker sends whatever is ready, often one series, and the backend does not pad up to a minimum.
+        reasons.append(f"profile's smallest batch is {info.profile.min_batch}; the appliance needs batch 1")
     if info.profile.max_batch < needs.min_max_batch:
         reasons.append(f"profile accepts batches up to {info.profile.max_batch}, the configuration needs "
                        f"{needs.min_max_batch}")

@@ -114,18 +114,39 @@ class InferenceWorker:
 
     # --- thread ---------------------------------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, warm_up_timeout_s: float = 600.0) -> None:
+        """Start the thread and return once it has warmed the engine up: the warm-up runs on the thread that
+        will run inference, because a TensorRT backend keeps one execution context (and its GPU memory) per
+        thread. Raises whatever the warm-up raised."""
+        self._warmed = threading.Event()
+        self._warm_error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="scanside-inference", daemon=True)
         self._thread.start()
+        if not self._warmed.wait(warm_up_timeout_s):
+            raise TimeoutError(f"engine warm-up did not finish in {warm_up_timeout_s:g} s")
+        if self._warm_error is not None:
+            raise self._warm_error
 
     def _run(self) -> None:
+        try:
+            started = time.perf_counter()
+            self.backend.warm_up()
+            log.info("engine warmed up in %.0f ms", (time.perf_counter() - started) * 1000)
+        except BaseException as exc:
+            self._warm_error = exc
+            return
+        finally:
+            self._warmed.set()
         while not self._stop.is_set():
             try:
                 self.run_once(timeout=0.2)
             except Exception as exc:
                 log.error("inference step failed: %s", describe(exc))
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop taking batches; True once the thread has finished (only then may the engine be closed)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
