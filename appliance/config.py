@@ -101,6 +101,18 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class DicomConfig:
+    enabled: bool = False  # the C-STORE receiver; the watch folder works without it
+    ae_title: str = "SCANSIDE"
+    host: str = "127.0.0.1"  # loopback unless configured: scanners and routers are named explicitly
+    port: int = 11112
+    allowed_calling_aets: tuple[str, ...] = ()  # empty: any calling AE title is accepted
+    tls_cert: Path | None = None  # DICOM TLS (secure transport profile): certificate chain and key
+    tls_key: Path | None = None
+    tls_ca: Path | None = None  # when set, callers must present a certificate signed by this CA
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
 
@@ -114,6 +126,7 @@ class Settings:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     grpc: GrpcConfig = field(default_factory=GrpcConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    dicom: DicomConfig = field(default_factory=DicomConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def replace(self, **sections: Mapping[str, Any]) -> "Settings":
@@ -215,6 +228,11 @@ def _coerce(where: str, hint: Any, value: Any) -> Any:
             return number
         if hint is Path:
             return Path(os.path.expanduser(str(value)))
+        if typing.get_origin(hint) is tuple:  # a TOML array, or a comma-separated environment value
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+                raise ValueError(f"{value!r} is not a list of strings")
+            return tuple(i.strip() for i in items if i.strip())
         if hint is str:
             if not isinstance(value, str):
                 raise ValueError(f"{value!r} is not a string")
@@ -248,6 +266,12 @@ def _validate(s: Settings) -> None:
         need(0 <= port <= 65535, f"{name} must be in [0, 65535]")
     need(not (s.metrics.enabled and s.grpc.port and s.grpc.port == s.metrics.port),
          "grpc.port and metrics.port must differ")
+    need(0 <= s.dicom.port <= 65535, "dicom.port must be in [0, 65535]")
+    need(1 <= len(s.dicom.ae_title) <= 16 and s.dicom.ae_title.strip() == s.dicom.ae_title,
+         "dicom.ae_title must be 1-16 characters without leading or trailing spaces")
+    need(all(1 <= len(a) <= 16 for a in s.dicom.allowed_calling_aets),
+         "dicom.allowed_calling_aets: each AE title must be 1-16 characters")
+    need((s.dicom.tls_cert is None) == (s.dicom.tls_key is None), "dicom.tls_cert and dicom.tls_key go together")
     spool, quarantine, watch = (p.resolve() for p in (s.paths.spool, s.paths.quarantine, s.paths.incoming))
     for inner in (spool, quarantine):
         need(not inner.is_relative_to(watch),
@@ -266,4 +290,6 @@ def _resolve_relative(s: Settings, base: Path) -> Settings:
     paths = dataclasses.replace(s.paths, data_dir=fix(s.paths.data_dir), watch_dir=fix(s.paths.watch_dir))
     engine = dataclasses.replace(s.engine, plan_dir=fix(s.engine.plan_dir),
                                  bundle=s.engine.bundle if s.engine.bundle == DEFAULT_BUNDLE else fix(s.engine.bundle))
-    return dataclasses.replace(s, paths=paths, engine=engine)
+    dicom = dataclasses.replace(s.dicom, tls_cert=fix(s.dicom.tls_cert), tls_key=fix(s.dicom.tls_key),
+                                tls_ca=fix(s.dicom.tls_ca))
+    return dataclasses.replace(s, paths=paths, engine=engine, dicom=dicom)

@@ -50,6 +50,16 @@ class Metrics:
                                     registry=registry, buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32))
         self.results = Counter("results", "Series scored, by whether a human must look.", ["needs_review"],
                                namespace=ns, registry=registry)
+        self.dicom_associations = Counter("dicom_associations", "DICOM associations accepted by the receiver.",
+                                          namespace=ns, registry=registry)
+        self.dicom_instances = Counter("dicom_instances_received", "Instances received over C-STORE and spooled.",
+                                       namespace=ns, registry=registry)
+        self.dicom_bytes = Counter("dicom_received_bytes", "Bytes of instances received over C-STORE.",
+                                   namespace=ns, registry=registry)
+        self.dicom_rejections = Counter("dicom_rejections", "Associations and C-STOREs refused, by reason.",
+                                        ["reason"], namespace=ns, registry=registry)
+        for reason in ("association", "sop_class", "out_of_resources"):
+            self.dicom_rejections.labels(reason=reason)
         self.ready = Gauge("ready", "1 once the engine is loaded and warmed up.", namespace=ns, registry=registry)
         self.model = Info("model", "The engine bundle and backend in use.", namespace=ns, registry=registry)
         for stage in STAGES:

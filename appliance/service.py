@@ -21,6 +21,7 @@ from .bundle import Bundle, load_bundle
 from .config import Settings
 from .ingest import Ingestor, IngestThread, Quarantine
 from .ingest.quarantine import move_file
+from .ingest.receiver import DicomReceiver, ReceiverSettings
 from .inference import create_backend
 from .inference.worker import InferenceWorker
 from .logsafe import describe
@@ -53,6 +54,7 @@ class Appliance:
         self.worker: InferenceWorker | None = None
         self.ingest_thread: IngestThread | None = None
         self._gpu_sampler = None
+        self.receiver: DicomReceiver | None = None
 
     # --- start-up -------------------------------------------------------------------------------------------------
 
@@ -98,6 +100,12 @@ class Appliance:
         self.ingest_thread = IngestThread(self.ingestor, s.paths.incoming, s.ingest.poll_interval_s,
                                           s.ingest.rescan_on_start)
         self.ingest_thread.start()
+        if s.dicom.enabled:
+            d = s.dicom
+            self.receiver = DicomReceiver(ReceiverSettings(d.ae_title, d.host, d.port, d.allowed_calling_aets,
+                                                           d.tls_cert, d.tls_key, d.tls_ca),
+                                          s.paths.incoming, self.metrics)
+            self.receiver.start()
         self.ready.set()
         self.metrics.ready.set(1)
         self.grpc.set_serving(True)
@@ -260,6 +268,8 @@ class Appliance:
         self.ready.clear()
         if self.grpc is not None:
             self.grpc.set_serving(False)
+        if self.receiver is not None:
+            self.receiver.stop()  # first: nothing new is accepted while the rest winds down
         if self.ingest_thread is not None:
             self.ingest_thread.stop()
         self._prepare_queue.put(None)

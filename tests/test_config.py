@@ -37,6 +37,8 @@ def test_file_then_environment(tmp_path):
     ("[metrics]\nport = 7000\n[grpc]\nport = 7000\n", "must differ"),
     ("[paths]\ndata_dir = 'd'\nwatch_dir = 'd/spool/in'\n", "must not be inside"),
     ("[paths]\ndata_dir = 'data'\nwatch_dir = '.'\n", "must not contain"),  # relative to the file, not cwd
+    ("[dicom]\nae_title = 'A_TITLE_LONGER_THAN_16'\n", "dicom.ae_title"),
+    ("[dicom]\nallowed_calling_aets = 'MRI1'\ntls_cert = 'c.pem'\n", "go together"),
 ])
 def test_bad_settings_name_what_is_wrong(tmp_path, text, message):
     cfg = tmp_path / "bad.toml"
@@ -44,6 +46,13 @@ def test_bad_settings_name_what_is_wrong(tmp_path, text, message):
     with pytest.raises(ConfigError) as info:
         load_settings(cfg, env={})
     assert message in str(info.value)
+
+
+def test_lists_from_toml_arrays_and_comma_separated_environment(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[dicom]\nallowed_calling_aets = ["MRI1", "ROUTER"]\n')
+    assert load_settings(cfg, env={}).dicom.allowed_calling_aets == ("MRI1", "ROUTER")
+    assert load_settings(env={"SCANSIDE_DICOM_ALLOWED_CALLING_AETS": "A, B"}).dicom.allowed_calling_aets == ("A", "B")
 
 
 def test_missing_file_and_bad_env():
