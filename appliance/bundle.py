@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from appliance.jsonfile import read_json
 from appliance.preprocess import PreprocessError, PreprocessSpec
 
 FORMAT = "scanside-bundle"
@@ -322,17 +323,7 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     where = f"bundle {root}"
     if not root.is_dir():
         raise BundleError(f"{where}: not a directory")
-    manifest_path = root / MANIFEST
-    try:
-        text = manifest_path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BundleError(f"{where}: {MANIFEST} is missing") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{where}: cannot read {MANIFEST}: {exc}") from exc
-    try:
-        manifest = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"{where}: {MANIFEST} is not valid JSON: {exc}") from exc
+    manifest = read_json(root / MANIFEST, BundleError, f"{where}: {MANIFEST}")
     if not isinstance(manifest, dict):
         raise BundleError(f"{where}: {MANIFEST} must be a JSON object")
     if manifest.get("format") != FORMAT:

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance.jsonfile import read_json
+
 PLAN_FORMAT = "scanside-trt-plan"
 PLAN_FORMAT_VERSIONS = (1,)
 PLAN_SUFFIX = ".plan"
@@ -332,16 +334,7 @@ def utc_now() -> str:
 
 def read_sidecar(path: Path) -> PlanInfo:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PlanError(f"sidecar {path} is missing") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PlanError(f"sidecar {path} cannot be read: {exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PlanError(f"sidecar {path} is not valid JSON: {exc}") from None
+    data = read_json(path, PlanError, f"sidecar {path}")
     return PlanInfo.from_dict(data, where=f"sidecar {path.name}")
 
 
