@@ -82,3 +82,19 @@ def test_an_unwritable_spool_answers_out_of_resources(appliance, tmp_path):
     path = write(mr_dataset(16, 16), tmp_path / "mr.dcm")
     run(STORESCU, "-aec", "SCANSIDE", "127.0.0.1", str(port), str(path))
     assert app.registry.get_sample_value("scanside_dicom_rejections_total", {"reason": "out_of_resources"}) == 1
+
+
+@needs_dcmtk
+def test_dicom_tls_echo_with_a_verified_server_certificate(appliance, tmp_path):
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+    app, port = receiver_app(appliance, tls_cert=str(cert), tls_key=str(key))
+    # echoscu verifies the server against the certificate it is given (+cf), over TLS (+tla: no client cert).
+    ok = run(ECHOSCU, "+tla", "+cf", str(cert), "-aec", "SCANSIDE", "127.0.0.1", str(port))
+    assert ok.returncode == 0, ok.stderr
+    plain = run(ECHOSCU, "-aec", "SCANSIDE", "127.0.0.1", str(port))  # no TLS: the server does not answer it
+    assert plain.returncode != 0
