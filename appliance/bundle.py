@@ -19,7 +19,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -27,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from appliance.jsonfile import read_json
+from appliance.fileio import read_json, write_bytes_atomic
 from appliance.preprocess import PreprocessError, PreprocessSpec
 
 FORMAT = "scanside-bundle"
@@ -511,7 +510,7 @@ def write_bundle(
     if overwrite:
         (root / MANIFEST).unlink(missing_ok=True)
     for rel, data in contents.items():
-        _atomic_write(root / rel, data)
+        write_bytes_atomic(root / rel, data)
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSIONS[-1],
@@ -534,7 +533,7 @@ def write_bundle(
         "text_encoder": dict(text_encoder) if text_encoder is not None else None,
         "files": {rel: hashlib.sha256(data).hexdigest() for rel, data in sorted(contents.items())},
     }
-    _atomic_write(root / MANIFEST, _manifest_bytes(manifest))
+    write_bytes_atomic(root / MANIFEST, _manifest_bytes(manifest))
     return root
 
 
@@ -559,8 +558,8 @@ def save_label_bank(bundle: Bundle, bank: LabelBank) -> Bundle:
         raise BundleError(f"bundle {bundle.root}: {MANIFEST} no longer lists its label bank")
     data = bank.to_json().encode("utf-8")
     manifest["files"][rel] = hashlib.sha256(data).hexdigest()
-    _atomic_write(bundle.root / rel, data)
-    _atomic_write(manifest_path, _manifest_bytes(manifest))
+    write_bytes_atomic(bundle.root / rel, data)
+    write_bytes_atomic(manifest_path, _manifest_bytes(manifest))
     return load_bundle(bundle.root)
 
 
@@ -568,16 +567,3 @@ def _manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
     return (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the service may run as another user than the builder
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -80,7 +80,8 @@ def _watch(address: str, scanners: list[SyntheticScanner], expected: int, timeou
                 if len(latencies) + failed >= expected:
                     break
         except Exception as exc:  # grpc.RpcError on cancel (timeout)
-            out.write(f"\nstream ended: {getattr(exc, 'code', lambda: exc)()}\n")
+            reason = exc.code() if hasattr(exc, "code") else exc
+            out.write(f"\nstream ended: {reason}\n")
         finally:
             timer.cancel()
             stream.cancel()

@@ -15,7 +15,6 @@ import pydicom
 from dicom_factory import cine_series, mr_dataset, write
 from grpc_health.v1 import health_pb2
 
-from appliance.api import pb
 from appliance.client import ApplianceClient
 from appliance.synth import SyntheticScanner, plan_study
 

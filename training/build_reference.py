@@ -30,7 +30,7 @@ from .cohort import CohortSpec, build_cohort
 from .evaluate import Evaluation, cpu_latency_ms, evaluate_split, ood_rate, retrieval, size_of, to_markdown
 from .export import export_text, export_video, onnx_cosine
 from .label_bank_fit import fit_bank, provisional_bank, select_prompts
-from .models import STUDENT, TEACHER, TextConfig, TextEncoder, VideoEncoder
+from .models import STUDENT, TEACHER, TextEncoder, VideoEncoder
 from .prompts import FINDINGS
 from .train import TrainConfig, distill_student, embed_images, embed_texts, train_teacher
 

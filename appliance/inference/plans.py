@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appliance.jsonfile import read_json
+from appliance.fileio import read_json, write_bytes_atomic, write_json_atomic
 
 PLAN_FORMAT = "scanside-trt-plan"
 PLAN_FORMAT_VERSIONS = (1,)
@@ -336,25 +334,6 @@ def read_sidecar(path: Path) -> PlanInfo:
     path = Path(path)
     data = read_json(path, PlanError, f"sidecar {path}")
     return PlanInfo.from_dict(data, where=f"sidecar {path.name}")
-
-
-def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    write_bytes_atomic(Path(path), (json.dumps(data, indent=2) + "\n").encode("utf-8"))
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)  # the service may run as another user than the builder
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --- matching -----------------------------------------------------------------------------------------------------

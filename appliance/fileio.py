@@ -1,0 +1,44 @@
+"""Files shared with people and other programs: JSON read with errors that say which file and what is wrong, and
+writes that are atomic (a reader sees the old file or the new one, never half of one)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+
+def read_json(path: Path, error: type[Exception], what: str) -> Any:
+    """The parsed content of `path`; `error(...)` naming `what` if it is missing, unreadable or not JSON."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{what} is missing") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{what} cannot be read: {exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{what} is not valid JSON: {exc}") from None
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the service may run as another user than the builder
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    write_bytes_atomic(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
