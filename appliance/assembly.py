@@ -76,6 +76,7 @@ class _Pending:
     frames: list[Frame] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     sops: set[str] = field(default_factory=set)
+    refs: list[tuple[str, str]] = field(default_factory=list)
     image_types: set[str] = field(default_factory=set)
 
 
@@ -106,6 +107,7 @@ class Assembler:
         elif inst.sop_instance_uid in pending.sops:
             return AddOutcome(False, True, None)
         pending.sops.add(inst.sop_instance_uid)
+        pending.refs.append((inst.sop_class_uid, inst.sop_instance_uid))
         pending.frames.extend(inst.frames)
         pending.paths.append(path)
         pending.image_types.update(inst.image_type)
@@ -153,4 +155,4 @@ class Assembler:
         p = self._series.pop(series_uid)
         role = classify(p.frames, p.image_types)
         return CompleteSeries(info=self._info(p, role, completed_by), frames=tuple(p.frames),
-                              instance_paths=tuple(p.paths))
+                              instance_paths=tuple(p.paths), instances=tuple(p.refs))

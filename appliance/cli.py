@@ -1,4 +1,4 @@
-"""`scanside serve | demo | results | bench`."""
+"""`scanside serve | demo | results | exports | prompts | bench`."""
 
 from __future__ import annotations
 
@@ -102,6 +102,39 @@ def cmd_prompts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_exports(args: argparse.Namespace) -> int:
+    import time
+
+    from .models import ExportState
+    from .store import Store
+
+    database = _settings(args).paths.database
+    if not database.exists():
+        print(f"scanside exports: no appliance database at {database} (see paths.data_dir)", file=sys.stderr)
+        return 2
+    store = Store(database)
+    try:
+        if args.action == "retry":
+            if not args.ids and not args.all_failed:
+                print("scanside exports retry: name export ids, or --all-failed", file=sys.stderr)
+                return 2
+            count = store.retry_exports(tuple(args.ids))
+            print(f"{count} failed export(s) queued again; a running appliance takes them within seconds")
+            return 0
+        state = ExportState(args.state) if args.state else None
+        items = store.exports(state=state, limit=args.limit)
+        print(f"{'id':>6}  {'series':<14} {'to':<7}{'state':<10}{'tries':>5}  {'last change':<19}  last error")
+        for e in items:
+            changed = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.updated_at))
+            print(f"{e.id:>6}  {e.key:<14} {e.destination:<7}{e.state.value:<10}{e.attempts:>5}  {changed}  "
+                  f"{e.last_error or ''}")
+        counts = store.export_counts()
+        print("total: " + (", ".join(f"{d} {s.value} {n}" for (d, s), n in sorted(counts.items())) or "none"))
+        return 0
+    finally:
+        store.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scanside", description=f"ScanSide {__version__}. {RESEARCH_NOTICE}")
     parser.add_argument("--version", action="version", version=f"scanside {__version__}")
@@ -125,6 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", "-f", action="store_true", help="keep streaming new results")
     p.add_argument("--after", type=int, default=0, help="with --follow: resume after this event id")
     p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("exports", help="the queue of SRs going back to PACS: list it, or queue failed ones again")
+    p.add_argument("--config", help="TOML configuration file (its paths.data_dir holds the database)")
+    actions = p.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("list", help="newest first")
+    a.add_argument("--state", choices=["pending", "delivered", "failed"])
+    a.add_argument("--limit", type=int, default=50)
+    a = actions.add_parser("retry", help="queue failed exports again with a fresh count of tries")
+    a.add_argument("ids", nargs="*", type=int, help="export ids (from `scanside exports list`)")
+    a.add_argument("--all-failed", action="store_true", help="every failed export")
+    p.set_defaults(func=cmd_exports)
 
     p = sub.add_parser("prompts", help="list, add or remove zero-shot prompts and findings in the label bank")
     p.add_argument("--config", help="TOML configuration file (its engine.bundle is edited)")

@@ -113,6 +113,33 @@ class DicomConfig:
 
 
 @dataclass(frozen=True)
+class ExportConfig:
+    """Results back to PACS: one DICOM Comprehensive SR per scored series, sent over C-STORE and/or written to a
+    folder. Off unless a destination is named. When on, the database keeps each scored series' patient and study
+    attributes (copied into its SR), so protect it like the PACS itself."""
+
+    pacs_ae_title: str = ""  # the PACS' AE title (called AE); empty: nothing is sent
+    pacs_host: str = "127.0.0.1"
+    pacs_port: int = 104
+    folder: Path | None = None  # also (or only) write each SR here as <SOP Instance UID>.dcm
+    max_attempts: int = 8  # tries per destination before the item is marked failed (shown by `scanside exports`)
+    retry_initial_s: float = 30.0  # wait after the first failed try; doubles after each further one
+    retry_max_s: float = 900.0  # the wait never grows beyond this
+    timeout_s: float = 30.0  # association, DIMSE and network timeouts of one try
+    series_number: int = 9901  # Series Number of the SR series; high, so PACS lists it after the images
+    institution_name: str = ""  # written into the SR when set
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.pacs_ae_title) or self.folder is not None
+
+    @property
+    def destinations(self) -> tuple[str, ...]:
+        return tuple(name for name, on in (("pacs", bool(self.pacs_ae_title)), ("folder", self.folder is not None))
+                     if on)
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
 
@@ -127,6 +154,7 @@ class Settings:
     grpc: GrpcConfig = field(default_factory=GrpcConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     dicom: DicomConfig = field(default_factory=DicomConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def replace(self, **sections: Mapping[str, Any]) -> "Settings":
@@ -272,12 +300,25 @@ def _validate(s: Settings) -> None:
     need(all(1 <= len(a) <= 16 for a in s.dicom.allowed_calling_aets),
          "dicom.allowed_calling_aets: each AE title must be 1-16 characters")
     need((s.dicom.tls_cert is None) == (s.dicom.tls_key is None), "dicom.tls_cert and dicom.tls_key go together")
+    e = s.export
+    need(len(e.pacs_ae_title) <= 16 and e.pacs_ae_title.strip() == e.pacs_ae_title,
+         "export.pacs_ae_title must be at most 16 characters without leading or trailing spaces")
+    need(1 <= e.pacs_port <= 65535, "export.pacs_port must be in [1, 65535]")
+    need(1 <= e.max_attempts <= 1000, "export.max_attempts must be in [1, 1000]")
+    need(0 < e.retry_initial_s <= e.retry_max_s <= 86_400,
+         "export.retry_initial_s and retry_max_s must satisfy 0 < initial <= max <= 86400")
+    need(0 < e.timeout_s <= 600, "export.timeout_s must be in (0, 600]")
+    need(1 <= e.series_number <= 2**31 - 1, "export.series_number must be a positive integer")
+    need(len(e.institution_name) <= 64, "export.institution_name must be at most 64 characters")
     spool, quarantine, watch = (p.resolve() for p in (s.paths.spool, s.paths.quarantine, s.paths.incoming))
     for inner in (spool, quarantine):
         need(not inner.is_relative_to(watch),
              f"paths.watch_dir ({watch}) must not contain the data folder's {inner.name}/: the watcher would see "
              "its own files")
         need(not watch.is_relative_to(inner), f"paths.watch_dir ({watch}) must not be inside {inner}")
+    if s.export.folder is not None:
+        need(not s.export.folder.resolve().is_relative_to(watch),
+             f"export.folder must not be inside the watch folder ({watch}): the appliance would ingest its own SRs")
     need(s.logging.level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
          "logging.level must be DEBUG, INFO, WARNING or ERROR")
 
@@ -292,4 +333,5 @@ def _resolve_relative(s: Settings, base: Path) -> Settings:
                                  bundle=s.engine.bundle if s.engine.bundle == DEFAULT_BUNDLE else fix(s.engine.bundle))
     dicom = dataclasses.replace(s.dicom, tls_cert=fix(s.dicom.tls_cert), tls_key=fix(s.dicom.tls_key),
                                 tls_ca=fix(s.dicom.tls_ca))
-    return dataclasses.replace(s, paths=paths, engine=engine, dicom=dicom)
+    export = dataclasses.replace(s.export, folder=fix(s.export.folder))
+    return dataclasses.replace(s, paths=paths, engine=engine, dicom=dicom, export=export)

@@ -12,12 +12,15 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .models import SeriesState
+from .models import ExportState, SeriesState
 
-STAGES = ("parse", "preprocess", "inference", "scoring")
+STAGES = ("parse", "preprocess", "inference", "scoring", "source")
 
 # Latency buckets: sub-millisecond parsing up to multi-second waits.
 _STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Result to SR delivered: seconds when the PACS is up, up to hours across an outage.
+_EXPORT_DELAY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
+EXPORT_DESTINATIONS = ("pacs", "folder")
 # Scan-to-score: the target is 0.3 s when tags give the count; quiet-period series take seconds.
 _SCAN_TO_SCORE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 7.5, 10.0, 30.0, 60.0, 120.0)
 
@@ -60,6 +63,11 @@ class Metrics:
                                         ["reason"], namespace=ns, registry=registry)
         for reason in ("association", "sop_class", "out_of_resources"):
             self.dicom_rejections.labels(reason=reason)
+        self.exports = Counter("sr_export_tries", "Tries to deliver an SR, by destination and what followed: "
+                               "delivered, retry (queued again) or failed (no tries left).",
+                               ["destination", "outcome"], namespace=ns, registry=registry)
+        self.export_delay = Histogram("sr_export_delay_seconds", "From a result stored to its SR delivered.",
+                                      ["destination"], namespace=ns, registry=registry, buckets=_EXPORT_DELAY_BUCKETS)
         self.ready = Gauge("ready", "1 once the engine is loaded and warmed up.", namespace=ns, registry=registry)
         self.model = Info("model", "The engine bundle and backend in use.", namespace=ns, registry=registry)
         for stage in STAGES:
@@ -67,6 +75,7 @@ class Metrics:
         for flag in ("true", "false"):
             self.results.labels(needs_review=flag)
         self._series_collector: _SeriesByState | None = None
+        self._export_collector: _ExportsByState | None = None
 
     def watch_series_states(self, counts: Callable[[], Mapping[SeriesState, int]]) -> None:
         """Export `scanside_series{state}` from the store at scrape time, so the gauge can never drift from it."""
@@ -75,6 +84,32 @@ class Metrics:
             self.registry.register(self._series_collector)
         else:
             self._series_collector.counts = counts
+
+
+    def watch_exports(self, counts: Callable[[], Mapping[tuple[str, ExportState], int]]) -> None:
+        """Export `scanside_sr_exports{destination,state}` (the queue) from the store at scrape time."""
+        for destination in EXPORT_DESTINATIONS:
+            for outcome in ("delivered", "retry", "failed"):
+                self.exports.labels(destination=destination, outcome=outcome)
+        if self._export_collector is None:
+            self._export_collector = _ExportsByState(counts)
+            self.registry.register(self._export_collector)
+        else:
+            self._export_collector.counts = counts
+
+
+class _ExportsByState(Collector):
+    def __init__(self, counts: Callable[[], Mapping[tuple[str, ExportState], int]]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("scanside_sr_exports", "SRs in the export queue, by destination and state.",
+                                   labels=["destination", "state"])
+        counts = self.counts()
+        for destination in EXPORT_DESTINATIONS:
+            for state in ExportState:
+                family.add_metric([destination, state.value], counts.get((destination, state), 0))
+        yield family
 
 
 class _SeriesByState(Collector):

@@ -27,6 +27,14 @@ class SeriesState(str, enum.Enum):
         return self in (SeriesState.SCORED, SeriesState.SKIPPED, SeriesState.FAILED, SeriesState.QUARANTINED)
 
 
+class ExportState(str, enum.Enum):
+    """An SR on its way to one destination (PACS or folder)."""
+
+    PENDING = "pending"  # waiting for its next try
+    DELIVERED = "delivered"
+    FAILED = "failed"  # the last allowed try failed, or the SR could not be built; `scanside exports retry` re-queues
+
+
 class SeriesRole(str, enum.Enum):
     CINE_SAX = "cine_sax"
     CINE_LAX = "cine_lax"
@@ -115,6 +123,7 @@ class CompleteSeries:
     info: SeriesInfo
     frames: tuple[Frame, ...]
     instance_paths: tuple[str, ...]
+    instances: tuple[tuple[str, str], ...] = ()  # (SOP class UID, SOP instance UID), in arrival order
 
 
 @dataclass(frozen=True, slots=True)

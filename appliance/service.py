@@ -19,6 +19,10 @@ from .api import pb
 from .assembly import Assembler
 from .bundle import Bundle, load_bundle
 from .config import Settings
+from .export.outbox import Exporter, RetryPolicy
+from .export.pacs import PacsPeer
+from .export.source import SourceError, capture_source
+from .export.sr import SrSettings
 from .ingest import Ingestor, IngestThread, Quarantine
 from .ingest.quarantine import move_file
 from .ingest.receiver import DicomReceiver, ReceiverSettings
@@ -55,6 +59,7 @@ class Appliance:
         self.ingest_thread: IngestThread | None = None
         self._gpu_sampler = None
         self.receiver: DicomReceiver | None = None
+        self.exporter: Exporter | None = None
 
     # --- start-up -------------------------------------------------------------------------------------------------
 
@@ -62,7 +67,7 @@ class Appliance:
         s = self.settings
         for folder in (s.paths.data_dir, s.paths.spool, s.paths.quarantine, s.paths.incoming):
             Path(folder).mkdir(parents=True, exist_ok=True)
-        self.store = Store(s.paths.database)
+        self.store = Store(s.paths.database, export_destinations=s.export.destinations)
         self.metrics.watch_series_states(self.store.state_counts)
         self.bundle = load_bundle(s.engine.bundle)
         self.backend = create_backend(s.engine.backend, self.bundle, intra_op_threads=s.engine.intra_op_threads,
@@ -97,6 +102,9 @@ class Appliance:
         prep.start()
         self._threads.append(prep)
         self._recover()
+        if s.export.enabled:
+            self.exporter = self._make_exporter()
+            self.exporter.start()  # picks up whatever a previous run left queued
         self.ingest_thread = IngestThread(self.ingestor, s.paths.incoming, s.ingest.poll_interval_s,
                                           s.ingest.rescan_on_start)
         self.ingest_thread.start()
@@ -110,6 +118,14 @@ class Appliance:
         self.metrics.ready.set(1)
         self.grpc.set_serving(True)
         log.info("ready: gRPC on %s, watching %s", self.grpc.address, s.paths.incoming)
+
+    def _make_exporter(self) -> Exporter:
+        e = self.settings.export
+        pacs = (PacsPeer(e.pacs_ae_title, e.pacs_host, e.pacs_port, calling_ae_title=self.settings.dicom.ae_title,
+                         timeout_s=e.timeout_s) if e.pacs_ae_title else None)
+        return Exporter(self.store, self.metrics, RetryPolicy(e.max_attempts, e.retry_initial_s, e.retry_max_s),
+                        SrSettings(series_number=e.series_number, institution_name=e.institution_name),
+                        pacs=pacs, folder=e.folder)
 
     def _watch_gpu(self) -> None:
         """GPU metrics exist only where TensorRT runs or was asked for (and fell back): a CPU box shows none."""
@@ -164,11 +180,24 @@ class Appliance:
                      info.received, info.role.value)
             return
         self.store.set_state(info, SeriesState.COMPLETE)
+        if self.settings.export.enabled:
+            self._keep_source(series)
         with self._paths_lock:
             self._paths[info.series_uid] = series.instance_paths
         log.info("series %s complete (%s, %d images): queued for scoring", info.key, info.completed_by,
                  info.received)
         self._prepare_queue.put(series)
+
+    def _keep_source(self, series: CompleteSeries) -> None:
+        """The SR copies patient and study identity from the images, which leave the spool once scored."""
+        try:
+            started = time.perf_counter()
+            source = capture_source(series.instance_paths[0], series.instances)
+            self.store.save_source(series.info.series_uid, source.header, source.instances_json())
+            self.metrics.stage_seconds.labels(stage="source").observe(time.perf_counter() - started)
+        except (SourceError, IndexError, StoreError) as exc:
+            # Scoring goes on; the series' SR export will fail visibly, naming the missing source.
+            log.warning("series %s: source header not kept for its SR: %s", series.info.key, describe(exc))
 
     def _prepare_loop(self) -> None:
         while True:
@@ -263,7 +292,9 @@ class Appliance:
     # --- shutdown -------------------------------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop taking files, finish nothing new, keep everything accepted on disk for the next start."""
+        """Stop taking files, finish nothing new, keep everything accepted on disk for the next start. Once."""
+        if self._closing.is_set():
+            return
         self._closing.set()
         self.ready.clear()
         if self.grpc is not None:
@@ -273,6 +304,8 @@ class Appliance:
         if self.ingest_thread is not None:
             self.ingest_thread.stop()
         self._prepare_queue.put(None)
+        if self.exporter is not None:
+            self.exporter.stop()  # after the try in progress; the rest stays queued in the database
         for t in self._threads:
             t.join(5)
         worker_done = self.worker.stop() if self.worker is not None else True

@@ -2,7 +2,8 @@
 
 WAL mode so the gRPC readers never block the pipeline's writer. A result, its series' state change and its event are
 written in one transaction, which is what makes "nothing scored twice" hold across a crash: either all three are on
-disk or none is, and recovery skips series already in a final state.
+disk or none is, and recovery skips series already in a final state. When results go back to PACS, the same
+transaction queues one export per destination, so a scored series cannot lose its SR to a crash either.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .models import FindingScore, Scores, SeriesInfo, SeriesRole, SeriesState, StudyResult
+from .models import ExportState, FindingScore, Scores, SeriesInfo, SeriesRole, SeriesState, StudyResult
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 2 added sources, reports and exports; tables are only ever added, so older files upgrade in place.
+_UPGRADABLE = (1,)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -56,6 +59,36 @@ CREATE TABLE IF NOT EXISTS results (
 );
 CREATE INDEX IF NOT EXISTS results_study ON results(study_uid);
 CREATE INDEX IF NOT EXISTS results_time ON results(scored_at);
+-- The header of one source instance (patient and study modules, no pixels) and the series' instance references,
+-- kept for its SR: the images themselves leave the spool once scored.
+CREATE TABLE IF NOT EXISTS sources (
+    series_uid TEXT PRIMARY KEY REFERENCES series(series_uid),
+    header BLOB NOT NULL,
+    instances TEXT NOT NULL,
+    captured_at REAL NOT NULL
+);
+-- Built once and kept, so every try (and every destination) sends the same SOP instance. Once every destination has
+-- it, the document and the series' source are dropped (the patient data they carry is in PACS now); the SR's UID
+-- stays, linking the result to the SR in PACS.
+CREATE TABLE IF NOT EXISTS reports (
+    series_uid TEXT PRIMARY KEY REFERENCES series(series_uid),
+    sop_instance_uid TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL,
+    document BLOB
+);
+CREATE TABLE IF NOT EXISTS exports (
+    id INTEGER PRIMARY KEY,
+    series_uid TEXT NOT NULL REFERENCES series(series_uid),
+    destination TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    UNIQUE (series_uid, destination)
+);
+CREATE INDEX IF NOT EXISTS exports_due ON exports(state, next_attempt_at);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     created_at REAL NOT NULL,
@@ -89,6 +122,27 @@ class SeriesRow:
 
 
 @dataclass(frozen=True, slots=True)
+class ExportItem:
+    id: int
+    series_uid: str
+    study_uid: str
+    key: str  # the series' log-safe key
+    destination: str  # "pacs" | "folder"
+    state: ExportState
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReport:
+    sop_instance_uid: str
+    document: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     id: int
     created_at: float
@@ -100,8 +154,9 @@ class Event:
 class Store:
     """One writer connection guarded by a lock; one reader connection per reading thread."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, export_destinations: tuple[str, ...] = ()) -> None:
         self.path = Path(path)
+        self.export_destinations = tuple(export_destinations)  # queued with every result saved
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._write_lock = threading.Lock()
         self._local = threading.local()
@@ -113,6 +168,8 @@ class Store:
             row = self._writer.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
                 self._writer.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) in _UPGRADABLE:
+                self._writer.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
             elif int(row[0]) != SCHEMA_VERSION:
                 raise StoreError(f"{self.path} has schema version {row[0]}, this build expects {SCHEMA_VERSION}")
 
@@ -223,11 +280,63 @@ class Store:
                  result.backend, result.precision, int(scores.needs_review), json.dumps(list(scores.review_reasons)),
                  scores.ood_distance, json.dumps([_finding_to_dict(f) for f in scores.findings]),
                  json.dumps(result.timings_ms)))
+            for destination in self.export_destinations:
+                db.execute("INSERT OR IGNORE INTO exports (series_uid, destination, state, next_attempt_at, created_at,"
+                           " updated_at) VALUES (?,?,?,?,?,?)",
+                           (info.series_uid, destination, ExportState.PENDING.value, now, now, now))
             cur = db.execute("INSERT INTO events (created_at, kind, series_uid, study_uid) VALUES (?,?,?,?)",
                              (now, "scored", info.series_uid, info.study_uid))
             event_id = int(cur.lastrowid)
         self._notify()
         return event_id
+
+    def save_source(self, series_uid: str, header: bytes, instances_json: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO sources (series_uid, header, instances, captured_at) VALUES (?,?,?,?)",
+                       (series_uid, header, instances_json, time.time()))
+
+    def save_report(self, series_uid: str, sop_instance_uid: str, document: bytes) -> StoredReport:
+        """Keep a built SR; if one was kept already (a race, or a rebuild after a crash), that one wins."""
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO reports (series_uid, sop_instance_uid, created_at, document)"
+                       " VALUES (?,?,?,?)", (series_uid, sop_instance_uid, time.time(), document))
+            row = db.execute("SELECT sop_instance_uid, document FROM reports WHERE series_uid=?",
+                             (series_uid,)).fetchone()
+        return StoredReport(row[0], bytes(row[1]))
+
+    def record_export_try(self, export_id: int, delivered: bool, error: str | None,
+                          next_attempt_at: float | None) -> ExportState:
+        """Count one try. `next_attempt_at` None on a failure means no further try: the item is failed."""
+        state = (ExportState.DELIVERED if delivered else
+                 ExportState.PENDING if next_attempt_at is not None else ExportState.FAILED)
+        now = time.time()
+        with self._tx() as db:
+            db.execute("UPDATE exports SET state=?, attempts=attempts+1, next_attempt_at=?, last_error=?,"
+                       " updated_at=? WHERE id=?",
+                       (state.value, next_attempt_at if next_attempt_at is not None else now, error, now, export_id))
+            if state is ExportState.DELIVERED:
+                (series_uid,) = db.execute("SELECT series_uid FROM exports WHERE id=?", (export_id,)).fetchone()
+                waiting = db.execute("SELECT 1 FROM exports WHERE series_uid=? AND state!=?",
+                                     (series_uid, ExportState.DELIVERED.value)).fetchone()
+                if waiting is None:  # delivered everywhere: keep no patient data longer than needed
+                    db.execute("DELETE FROM sources WHERE series_uid=?", (series_uid,))
+                    db.execute("UPDATE reports SET document=NULL WHERE series_uid=?", (series_uid,))
+        return state
+
+    def retry_exports(self, ids: tuple[int, ...] = (), state: ExportState = ExportState.FAILED) -> int:
+        """Queue failed exports again (all of them, or those with the given ids) with a fresh count of tries."""
+        now = time.time()
+        where, args = "state=?", [state.value]
+        if ids:
+            where += f" AND id IN ({','.join('?' * len(ids))})"
+            args += list(ids)
+        with self._tx() as db:
+            cur = db.execute(f"UPDATE exports SET state=?, attempts=0, next_attempt_at=?, updated_at=? WHERE {where}",
+                             (ExportState.PENDING.value, now, now, *args))
+            count = cur.rowcount
+        if count:
+            self._notify()
+        return count
 
     def _notify(self) -> None:
         with self._new_event:
@@ -298,6 +407,53 @@ class Store:
             yield _result(row)
 
 
+    def source(self, series_uid: str) -> tuple[bytes, str] | None:
+        row = self._reader().execute("SELECT header, instances FROM sources WHERE series_uid=?",
+                                     (series_uid,)).fetchone()
+        return (bytes(row[0]), row[1]) if row else None
+
+    def report(self, series_uid: str) -> StoredReport | None:
+        """The kept SR, or None if none was built yet or it was dropped after delivery (see sr_uid)."""
+        row = self._reader().execute("SELECT sop_instance_uid, document FROM reports WHERE series_uid=?",
+                                     (series_uid,)).fetchone()
+        return StoredReport(row[0], bytes(row[1])) if row and row[1] is not None else None
+
+    def sr_uid(self, series_uid: str) -> str | None:
+        """The SOP Instance UID of the series' SR, kept after the document itself is dropped."""
+        row = self._reader().execute("SELECT sop_instance_uid FROM reports WHERE series_uid=?",
+                                     (series_uid,)).fetchone()
+        return row[0] if row else None
+
+    def due_exports(self, now: float, limit: int = 32) -> list[ExportItem]:
+        rows = self._reader().execute(
+            _EXPORT_SELECT + " WHERE e.state=? AND e.next_attempt_at<=? ORDER BY e.next_attempt_at, e.id LIMIT ?",
+            (ExportState.PENDING.value, now, limit)).fetchall()
+        return [_export(r) for r in rows]
+
+    def next_export_due(self) -> float | None:
+        row = self._reader().execute("SELECT MIN(next_attempt_at) FROM exports WHERE state=?",
+                                     (ExportState.PENDING.value,)).fetchone()
+        return row[0]
+
+    def exports(self, state: ExportState | None = None, series_uid: str | None = None,
+                limit: int = 1000) -> list[ExportItem]:
+        clauses, args = [], []
+        if state is not None:
+            clauses.append("e.state=?")
+            args.append(state.value)
+        if series_uid is not None:
+            clauses.append("e.series_uid=?")
+            args.append(series_uid)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = self._reader().execute(_EXPORT_SELECT + where + " ORDER BY e.id DESC LIMIT ?",
+                                      (*args, limit)).fetchall()
+        return [_export(r) for r in rows]
+
+    def export_counts(self) -> dict[tuple[str, ExportState], int]:
+        rows = self._reader().execute("SELECT destination, state, COUNT(*) FROM exports GROUP BY destination, state")
+        return {(r[0], ExportState(r[1])): int(r[2]) for r in rows}
+
+
 class _Transaction:
     def __init__(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:
         self.conn, self.lock = conn, lock
@@ -330,6 +486,17 @@ class _Transaction:
 _RESULT_SELECT = (
     "SELECT r.*, s.key, s.role, s.manufacturer, s.description, s.received, s.expected, s.completed_by,"
     " s.last_file_at FROM results r JOIN series s ON s.series_uid = r.series_uid")
+
+
+_EXPORT_SELECT = (
+    "SELECT e.id, e.series_uid, s.study_uid, s.key, e.destination, e.state, e.attempts, e.next_attempt_at,"
+    " e.last_error, e.created_at, e.updated_at FROM exports e JOIN series s ON s.series_uid = e.series_uid")
+
+
+def _export(row: sqlite3.Row) -> ExportItem:
+    d = dict(row)
+    d["state"] = ExportState(d["state"])
+    return ExportItem(**d)
 
 
 def _series_row(row: sqlite3.Row) -> SeriesRow:

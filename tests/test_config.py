@@ -39,6 +39,10 @@ def test_file_then_environment(tmp_path):
     ("[paths]\ndata_dir = 'data'\nwatch_dir = '.'\n", "must not contain"),  # relative to the file, not cwd
     ("[dicom]\nae_title = 'A_TITLE_LONGER_THAN_16'\n", "dicom.ae_title"),
     ("[dicom]\nallowed_calling_aets = 'MRI1'\ntls_cert = 'c.pem'\n", "go together"),
+    ("[export]\nfolder = 'data/incoming/sr'\n[paths]\ndata_dir = 'data'\n", "export.folder must not be inside"),
+    ("[export]\nretry_initial_s = 60\nretry_max_s = 10\n", "retry_initial_s"),
+    ("[export]\nmax_attempts = 0\n", "export.max_attempts"),
+    ("[export]\npacs_ae_title = 'A_PACS_TITLE_TOO_LONG'\n", "export.pacs_ae_title"),
 ])
 def test_bad_settings_name_what_is_wrong(tmp_path, text, message):
     cfg = tmp_path / "bad.toml"

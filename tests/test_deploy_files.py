@@ -53,6 +53,7 @@ def _registered_names() -> tuple[set[str], set[str]]:
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     metrics.watch_series_states(lambda: {})  # scanside_series exists only once a store is attached
+    metrics.watch_exports(lambda: {})  # scanside_sr_exports only where [export] is configured
     series: set[str] = set()
     families: set[str] = set()
     for family in registry.collect():
@@ -142,7 +143,7 @@ def test_alert_rules_use_only_registered_metric_names():
     assert not mentioned, f"{PROM_RULES.name} mentions metrics that do not exist: {mentioned}"
     # The signals the rules exist for. If this file loses one of them, a whole failure mode has no alert.
     for name in ("scanside_ready", "scanside_files_quarantined_total", "scanside_scan_to_score_seconds_bucket",
-                 "scanside_inference_queue_depth", "scanside_series_failed_total"):
+                 "scanside_inference_queue_depth", "scanside_series_failed_total", "scanside_sr_exports"):
         assert name in used, f"no alert rule uses {name}"
 
 
@@ -150,7 +151,8 @@ def test_alert_rules_have_the_expected_alerts():
     alerts = re.findall(r"(?m)^\s*- alert:\s*(\S+)\s*$", _rules_text())
     assert len(alerts) == len(set(alerts))
     assert {"ScanSideDown", "ScanSideNotReady", "ScanSideQuarantineRising", "ScanSideScanToScoreSlow",
-            "ScanSideInferenceQueueHigh", "ScanSideSeriesFailed"} <= set(alerts)
+            "ScanSideInferenceQueueHigh", "ScanSideSeriesFailed", "ScanSideSrExportFailed",
+            "ScanSideSrExportBacklog"} <= set(alerts)
 
 
 def test_scrape_target_is_the_default_metrics_endpoint():
@@ -226,6 +228,15 @@ tests:
         values: '0x30'
       - series: 'scanside_ready{{job="scanside",instance="fast"}}'
         values: '0 1x29'
+      # The PACS is down for the whole window on "slow"; "fast" delivers each SR within a minute.
+      - series: 'scanside_sr_exports{{job="scanside",instance="slow",destination="pacs",state="pending"}}'
+        values: '3x40'
+      - series: 'scanside_sr_exports{{job="scanside",instance="fast",destination="pacs",state="pending"}}'
+        values: '1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0'
+      - series: 'scanside_sr_exports{{job="scanside",instance="slow",destination="pacs",state="failed"}}'
+        values: '0x10 2x30'
+      - series: 'scanside_sr_exports{{job="scanside",instance="fast",destination="pacs",state="failed"}}'
+        values: '0x40'
     alert_rule_test:
       - eval_time: 20m
         alertname: ScanSideScanToScoreSlow
@@ -239,6 +250,14 @@ tests:
         alertname: ScanSideQuarantineRising
         exp_alerts:
           - exp_labels: {{severity: warning, instance: slow, reason: truncated}}
+      - eval_time: 35m
+        alertname: ScanSideSrExportBacklog
+        exp_alerts:
+          - exp_labels: {{severity: warning, job: scanside, instance: slow, destination: pacs, state: pending}}
+      - eval_time: 12m
+        alertname: ScanSideSrExportFailed
+        exp_alerts:
+          - exp_labels: {{severity: warning, job: scanside, instance: slow, destination: pacs, state: failed}}
       - eval_time: 5m
         alertname: ScanSideNotReady
         exp_alerts:

@@ -130,11 +130,12 @@ def test_unreadable_values_on_the_pydicom_path_are_corrupt(tmp_path):
 
 
 def test_undecodable_transfer_syntax_is_rejected(tmp_path):
-    # JPEG 2000 with no decoder plugin installed (the appliance does not pull in pylibjpeg or GDCM).
+    # MPEG-2 video: no pydicom decoder exists for it. (JPEG and JPEG 2000 decode through Pillow, which highdicom
+    # brings along.)
     ds = mr_dataset(16, 16)
-    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.90"
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"
     ds.PixelData = pydicom.encaps.encapsulate([b"\x00" * 64])
-    path = write(ds, tmp_path / "j2k.dcm")
+    path = write(ds, tmp_path / "mpeg2.dcm")
     with pytest.raises(RejectedFile) as info:
         read_instance(path)
     assert info.value.reason == "unsupported_transfer_syntax"

@@ -105,11 +105,11 @@ def test_every_kind_of_bad_file_is_set_aside_while_good_series_are_scored(applia
     del ds.PixelSpacing
     write(ds, bad / "nogeometry.dcm")
     ds = mr_dataset(16, 16)
-    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.90"  # JPEG 2000: no decoder installed
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG-2 video: pydicom has no decoder for it
     import pydicom.encaps
 
     ds.PixelData = pydicom.encaps.encapsulate([b"\x00" * 64])
-    write(ds, bad / "j2k.dcm")
+    write(ds, bad / "mpeg2.dcm")
     whole = write(mr_dataset(64, 64), tmp_path / "whole.dcm").read_bytes()
     (bad / "truncated.dcm").write_bytes(whole[: len(whole) // 2])  # a writer that died half way
     broken = bytearray(whole)

@@ -1,0 +1,162 @@
+"""The thread that works the persistent export queue (the `exports` table).
+
+Each scored series has one row per destination, queued in the transaction that stored its result. The thread takes
+due rows, builds the SR once (kept in `reports`, so every try sends the same SOP instance), delivers it, and counts
+the try: delivered; pending again after a backoff that doubles up to a ceiling; or failed after the last allowed
+try. Nothing is kept in memory that the database does not also hold, so a restart simply carries on. A PACS that
+refuses the association uses up tries like any other failure and ends failed, never in an endless loop.
+
+Delivery is at least once: a crash between a PACS' answer and the commit sends the same SR again, which a PACS
+stores once (same SOP Instance UID).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..fileio import write_bytes_atomic
+from ..logsafe import describe
+from ..metrics import Metrics
+from ..models import ExportState
+from ..store import ExportItem, Store, StoredReport
+from .pacs import PacsPeer, SendOutcome, send_documents
+from .source import SourceError, SourceStudy
+from .sr import SrSettings, build_sr
+
+log = logging.getLogger(__name__)
+
+BATCH = 32  # SRs sent over one association
+MAX_IDLE_WAIT_S = 2.0  # re-read the queue at least this often: `scanside exports retry` runs in another process
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int
+    initial_s: float
+    max_s: float
+
+    def next_attempt_at(self, attempts_so_far: int, now: float) -> float | None:
+        """When to try again after the `attempts_so_far`-th failed try; None when that was the last one."""
+        if attempts_so_far >= self.max_attempts:
+            return None
+        return now + min(self.initial_s * 2 ** (attempts_so_far - 1), self.max_s)
+
+
+class BuildError(RuntimeError):
+    """The SR cannot be built; trying again would not change that."""
+
+
+class Exporter:
+    def __init__(self, store: Store, metrics: Metrics, policy: RetryPolicy, sr_settings: SrSettings,
+                 pacs: PacsPeer | None = None, folder: Path | None = None,
+                 send: Callable[[PacsPeer, list[bytes]], list[SendOutcome]] = send_documents) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.policy = policy
+        self.sr_settings = sr_settings
+        self.pacs = pacs
+        self.folder = Path(folder) if folder is not None else None
+        self._send = send
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        self.metrics.watch_exports(self.store.export_counts)
+        self._thread = threading.Thread(target=self._run, name="scanside-export", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the try in progress (bounded by the PACS timeouts); what is left stays queued on disk."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        seen = self.store.last_event_id()
+        while not self._stop.is_set():
+            try:
+                worked = self.run_once()
+            except Exception as exc:  # a database hiccup must not end deliveries for good
+                log.error("export loop: %s", describe(exc))
+                worked = False
+            if worked:
+                continue
+            due = self.store.next_export_due()
+            wait = MAX_IDLE_WAIT_S if due is None else min(max(due - time.time(), 0.0), MAX_IDLE_WAIT_S)
+            if self.store.wait_for_event(seen, wait):  # a new result queues new exports
+                seen = self.store.last_event_id()
+
+    def run_once(self, now: float | None = None) -> bool:
+        """Try every due export once; True if there were any."""
+        items = self.store.due_exports(time.time() if now is None else now, limit=BATCH)
+        if not items:
+            return False
+        ready: list[tuple[ExportItem, StoredReport]] = []
+        for item in items:
+            try:
+                ready.append((item, self._report(item)))
+            except BuildError as exc:
+                self._finish(item, SendOutcome(False, str(exc)), final=True)
+        pacs = [(item, report) for item, report in ready if item.destination == "pacs"]
+        if pacs:
+            if self.pacs is None:
+                for item, _ in pacs:
+                    self._finish(item, SendOutcome(False, "no PACS is configured (export.pacs_ae_title)"))
+            else:
+                for (item, _), outcome in zip(pacs, self._send(self.pacs, [r.document for _, r in pacs])):
+                    self._finish(item, outcome)
+        for item, report in ready:
+            if item.destination == "folder":
+                self._finish(item, self._write(report))
+            elif item.destination != "pacs":
+                self._finish(item, SendOutcome(False, f"unknown destination {item.destination!r}"), final=True)
+        return True
+
+    def _report(self, item: ExportItem) -> StoredReport:
+        report = self.store.report(item.series_uid)
+        if report is not None:
+            return report
+        result = self.store.result_for_series(item.series_uid)
+        row = self.store.source(item.series_uid)
+        if result is None:
+            raise BuildError("the series has no stored result")
+        if row is None:
+            raise BuildError("no source header was captured for this series, so its SR would have no patient identity")
+        try:
+            doc = build_sr(result, SourceStudy.from_row(*row), self.sr_settings)
+        except (SourceError, ValueError, TypeError, AttributeError) as exc:
+            raise BuildError(f"the SR could not be built ({type(exc).__name__} from the SR builder)") from None
+        return self.store.save_report(item.series_uid, doc.sop_instance_uid, doc.data)
+
+    def _write(self, report: StoredReport) -> SendOutcome:
+        try:
+            write_bytes_atomic(self.folder / f"{report.sop_instance_uid}.dcm", report.document)
+        except (OSError, TypeError) as exc:
+            return SendOutcome(False, f"could not write the SR file: {describe(exc)}")
+        return SendOutcome(True)
+
+    def _finish(self, item: ExportItem, outcome: SendOutcome, final: bool = False) -> None:
+        attempts = item.attempts + 1
+        now = time.time()
+        retry_at = None if (outcome.delivered or final) else self.policy.next_attempt_at(attempts, now)
+        state = self.store.record_export_try(item.id, outcome.delivered, outcome.detail or None, retry_at)
+        self.metrics.exports.labels(destination=item.destination, outcome=(
+            "delivered" if state is ExportState.DELIVERED else "retry" if state is ExportState.PENDING else "failed"
+        )).inc()
+        if state is ExportState.DELIVERED:
+            self.metrics.export_delay.labels(destination=item.destination).observe(max(now - item.created_at, 0.0))
+            log.info("series %s: SR delivered to %s (try %d)%s", item.key, item.destination, attempts,
+                     f": {outcome.detail}" if outcome.detail else "")
+        elif state is ExportState.PENDING:
+            log.warning("series %s: SR to %s, try %d of %d failed (%s); next try in %.1f s", item.key,
+                        item.destination, attempts, self.policy.max_attempts, outcome.detail, retry_at - now)
+        else:
+            log.error("series %s: SR to %s FAILED after %d tries: %s (`scanside exports retry` queues it again)",
+                      item.key, item.destination, attempts, outcome.detail)

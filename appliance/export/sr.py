@@ -1,0 +1,170 @@
+"""One scored series as a DICOM Comprehensive SR (highdicom), filed in the source study.
+
+Content tree (codes in brackets; 99SCANSIDE is this project's private coding scheme, declared in the document's
+Coding Scheme Identification Sequence):
+
+    CONTAINER  [99SCANSIDE report] "Research zero-shot cine CMR screen - not for diagnostic use"
+      HAS OBS CONTEXT  device observer: the appliance (TID 1002/1004)
+      CONTAINS TEXT     [DCM 121106 Comment]  the research-use statement, in words
+      CONTAINS TEXT     [DCM 111001 Algorithm Name] / [DCM 111003 Algorithm Version]  the model bundle
+      CONTAINS TEXT     [99SCANSIDE backend]  inference backend, version and precision
+      CONTAINS UIDREF   [DCM 112002 Series Instance UID]  the scored source series
+      CONTAINS CODE     [99SCANSIDE needs-review]  SCT Yes / No, with one TEXT per study-level reason
+      CONTAINS NUM      [99SCANSIDE ood-distance]  when the bundle has reference statistics
+      CONTAINS CONTAINER [99SCANSIDE finding-result], one per finding:
+          CODE [DCM 121071 Finding] = the finding (99SCANSIDE code = finding id, meaning = its name)
+          CODE [99SCANSIDE decision] = SCT Present / Absent
+          NUM  similarity score, threshold, calibrated probability (UCUM "1": no units)
+          TEXT [99SCANSIDE review-reason], one per reason
+
+Every image of the source series is listed in the Current Requested Procedure Evidence Sequence. The document is
+UNVERIFIED and PRELIMINARY: no person has signed it, and it never claims to be a final report.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import socket
+from dataclasses import dataclass
+
+import highdicom as hd
+from highdicom.coding_schemes import CodingSchemeIdentificationItem
+from highdicom.sr import (CodeContentItem, CodedConcept, ComprehensiveSR, ContainerContentItem,
+                          DeviceObserverIdentifyingAttributes, NumContentItem, ObservationContext, ObserverContext,
+                          RelationshipTypeValues, TextContentItem, UIDRefContentItem)
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
+
+from .. import __version__
+from ..models import StudyResult
+from .source import SourceStudy
+
+# highdicom logs source UIDs at INFO, and a patient's name when it looks malformed: neither may reach our logs.
+logging.getLogger("highdicom").setLevel(logging.ERROR)
+
+SCHEME = "99SCANSIDE"
+RESEARCH_STATEMENT = ("RESEARCH USE ONLY - NOT FOR DIAGNOSTIC USE. Zero-shot scores from ScanSide, research software; "
+                      "not a medical device, not reviewed by a physician.")
+TITLE = CodedConcept("report", SCHEME, "Research zero-shot cine CMR screen - not for diagnostic use")
+SERIES_DESCRIPTION = "ScanSide research SR - not for diagnostic use"  # LO: at most 64 characters
+COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
+
+_BACKEND = CodedConcept("backend", SCHEME, "Inference backend")
+_NEEDS_REVIEW = CodedConcept("needs-review", SCHEME, "Needs human review")
+_REVIEW_REASON = CodedConcept("review-reason", SCHEME, "Review reason")
+_OOD = CodedConcept("ood-distance", SCHEME, "Distance from the reference data")
+_FINDING_RESULT = CodedConcept("finding-result", SCHEME, "Zero-shot finding result")
+_DECISION = CodedConcept("decision", SCHEME, "Zero-shot decision")
+_SCORE = CodedConcept("similarity", SCHEME, "Prompt similarity score")
+_THRESHOLD = CodedConcept("threshold", SCHEME, "Decision threshold")
+_PROBABILITY = CodedConcept("probability", SCHEME, "Calibrated probability")
+_RARE = CodedConcept("rare", SCHEME, "Rare phenotype")
+
+
+@dataclass(frozen=True, slots=True)
+class SrSettings:
+    series_number: int = 9901
+    institution_name: str = ""
+    device_uid: str = ""  # Device Observer UID; default: stable per host
+
+
+@dataclass(frozen=True, slots=True)
+class SrDocument:
+    sop_instance_uid: str
+    data: bytes  # Part 10 file, Explicit VR Little Endian
+
+
+def device_uid() -> str:
+    """A UID for this appliance that stays the same across restarts (hashed from the host name)."""
+    return generate_uid(entropy_srcs=["scanside-appliance", socket.gethostname()])
+
+
+# Type 2 in the source's Patient and General Study modules, read unconditionally by highdicom. A source without one
+# gets it empty (unknown), which is what Type 2 allows; nothing is made up.
+_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID", "StudyDate",
+          "StudyTime", "ReferringPhysicianName")
+
+
+def build_sr(result: StudyResult, source: SourceStudy, settings: SrSettings = SrSettings()) -> SrDocument:
+    header = source.dataset()
+    for keyword in _TYPE2:
+        if keyword not in header:
+            setattr(header, keyword, None)
+    evidence = [header, *_evidence(header, source.instances)]
+    sop_uid = hd.UID()
+    sr = ComprehensiveSR(
+        evidence=evidence,
+        content=_content(result, settings),
+        series_instance_uid=hd.UID(),
+        series_number=settings.series_number,
+        sop_instance_uid=sop_uid,
+        instance_number=1,
+        manufacturer="ScanSide (research software)",
+        manufacturer_model_name=f"{result.bundle_name} {result.bundle_version}"[:64],
+        software_versions=f"scanside {__version__}",
+        series_description=SERIES_DESCRIPTION,
+        institution_name=settings.institution_name or None,
+        is_complete=True,
+        is_final=False,
+        is_verified=False,
+        coding_schemes=[CodingSchemeIdentificationItem(
+            designator=SCHEME, name="ScanSide local codes", responsible_organization="ScanSide project")],
+    )
+    buf = io.BytesIO()
+    sr.save_as(buf, enforce_file_format=True)
+    return SrDocument(str(sop_uid), buf.getvalue())
+
+
+def _evidence(header: Dataset, instances: tuple[tuple[str, str], ...]) -> list[Dataset]:
+    """Reference-only datasets for the series' other images (highdicom reads only their UIDs)."""
+    out = []
+    for sop_class, sop_instance in instances:
+        if sop_instance == header.SOPInstanceUID:
+            continue
+        ds = Dataset()
+        ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop_instance
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = header.StudyInstanceUID, header.SeriesInstanceUID
+        out.append(ds)
+    return out
+
+
+def _content(result: StudyResult, settings: SrSettings) -> ContainerContentItem:
+    contains = RelationshipTypeValues.CONTAINS
+    scores = result.scores
+    root = ContainerContentItem(name=TITLE)
+    items: list = list(ObservationContext(observer_device_context=ObserverContext(
+        observer_type=codes.cid270.Device,
+        observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
+            uid=settings.device_uid or device_uid(), name="ScanSide", manufacturer_name="ScanSide project",
+            model_name=result.bundle_name[:64]))))
+    items += [
+        TextContentItem(codes.DCM.Comment, RESEARCH_STATEMENT, relationship_type=contains),
+        TextContentItem(codes.DCM.AlgorithmName, result.bundle_name, relationship_type=contains),
+        TextContentItem(codes.DCM.AlgorithmVersion, result.bundle_version, relationship_type=contains),
+        TextContentItem(_BACKEND, f"{result.backend} ({result.precision})", relationship_type=contains),
+        UIDRefContentItem(codes.DCM.SeriesInstanceUID, result.info.series_uid, relationship_type=contains),
+        CodeContentItem(_NEEDS_REVIEW, codes.SCT.Yes if scores.needs_review else codes.SCT.No,
+                        relationship_type=contains),
+    ]
+    items += [TextContentItem(_REVIEW_REASON, reason, relationship_type=contains) for reason in scores.review_reasons]
+    if scores.ood_distance is not None:
+        items.append(NumContentItem(_OOD, float(scores.ood_distance), codes.UCUM.NoUnits, relationship_type=contains))
+    for f in scores.findings:
+        box = ContainerContentItem(name=_FINDING_RESULT, relationship_type=contains)
+        parts = [
+            CodeContentItem(codes.DCM.Finding, CodedConcept(f.finding_id, SCHEME, f.name), relationship_type=contains),
+            CodeContentItem(_DECISION, codes.SCT.Present if f.positive else codes.SCT.Absent,
+                            relationship_type=contains),
+            NumContentItem(_SCORE, float(f.score), codes.UCUM.NoUnits, relationship_type=contains),
+            NumContentItem(_THRESHOLD, float(f.threshold), codes.UCUM.NoUnits, relationship_type=contains),
+            NumContentItem(_PROBABILITY, float(f.probability), codes.UCUM.NoUnits, relationship_type=contains),
+        ]
+        if f.rare:
+            parts.append(CodeContentItem(_RARE, codes.SCT.Yes, relationship_type=contains))
+        parts += [TextContentItem(_REVIEW_REASON, r, relationship_type=contains) for r in f.review_reasons]
+        box.ContentSequence = hd.sr.ContentSequence(parts)
+        items.append(box)
+    root.ContentSequence = hd.sr.ContentSequence(items)
+    return root

@@ -1,0 +1,177 @@
+"""Results back to PACS with a real Orthanc (Debian package `orthanc`) on loopback ports: the whole appliance scores a
+synthetic study and its SR is read back through Orthanc's REST API and parsed by dcmtk's dsrdump."""
+
+from __future__ import annotations
+
+import io
+import logging
+import subprocess
+from pathlib import Path
+
+import pydicom
+import pytest
+from conftest import wait_for
+from orthanc_peer import OrthancPeer, free_port, orthanc_binary
+
+from appliance.models import ExportState
+from appliance.synth import SyntheticScanner, plan_study
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(orthanc_binary() is None,
+                                 reason="Orthanc (Debian package orthanc) is not installed; .ci/run installs it")]
+
+DSRDUMP = Path("/usr/bin/dsrdump")
+ORTHANC_AET = "PACS"
+
+
+@pytest.fixture
+def orthanc(tmp_path):
+    peers: list[OrthancPeer] = []
+
+    def make(**kwargs) -> OrthancPeer:
+        peer = OrthancPeer(tmp_path / f"orthanc{len(peers)}", aet=ORTHANC_AET, **kwargs)
+        peers.append(peer)
+        return peer
+
+    yield make
+    for peer in peers:
+        peer.kill()
+
+
+def export_to(peer: OrthancPeer, **overrides) -> dict:
+    return {"pacs_ae_title": peer.aet, "pacs_host": "127.0.0.1", "pacs_port": peer.dicom_port,
+            "retry_initial_s": 0.2, "retry_max_s": 0.5, "timeout_s": 5, **overrides}
+
+
+def send_study(app, seed: int):
+    plan = plan_study(seed=seed, vendor="A", n_slices=8, n_phases=20, matrix=(128, 128))
+    SyntheticScanner(Path(app.settings.paths.incoming) / f"scan{seed}", [plan], pace_s=0).start()
+    (cine,) = [s for s in plan.series if s.role == "cine_sax"]
+    return plan, cine
+
+
+def exports_of(app, series_uid: str):
+    return app.store.exports(series_uid=series_uid)
+
+
+def test_the_sr_of_a_scored_study_arrives_in_orthanc_and_says_what_was_scored(appliance, orthanc, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    pacs = orthanc()
+    pacs.start()
+    app = appliance(export=export_to(pacs, folder=str(tmp_path / "sr-out"), institution_name="Test Hospital"))
+    plan, cine = send_study(app, seed=41)
+    wait_for(lambda: pacs.instances(), timeout=60, what="the SR in Orthanc")
+
+    (instance,) = pacs.instances()
+    sr = pydicom.dcmread(io.BytesIO(pacs.instance_file(instance)))
+    assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR
+    assert sr.Modality == "SR" and sr.VerificationFlag == "UNVERIFIED" and sr.PreliminaryFlag == "PRELIMINARY"
+    assert "not for diagnostic use" in sr.SeriesDescription
+    # Identity copied from the source images, not invented.
+    assert (str(sr.PatientName), sr.PatientID, sr.PatientBirthDate, sr.PatientSex) == \
+        (plan.patient_name, plan.patient_id, plan.patient_birth_date, plan.patient_sex)
+    assert (sr.StudyInstanceUID, sr.AccessionNumber) == (plan.study_uid, plan.accession_number)
+    assert sr.SeriesInstanceUID != cine.series_uid and sr.InstitutionName == "Test Hospital"
+    # The evidence is every image of the scored series.
+    (study_ref,) = sr.CurrentRequestedProcedureEvidenceSequence
+    (series_ref,) = study_ref.ReferencedSeriesSequence
+    assert series_ref.SeriesInstanceUID == cine.series_uid
+    assert len(series_ref.ReferencedSOPSequence) == cine.n_images
+
+    stored = app.store.result_for_series(cine.series_uid)
+    content = _flatten(sr.ContentSequence)
+    assert any(v.startswith("RESEARCH USE ONLY - NOT FOR DIAGNOSTIC USE") for _, v in content)
+    assert ("Algorithm Name", stored.bundle_name) in content
+    assert ("Algorithm Version", stored.bundle_version) in content
+    assert ("Inference backend", f"{stored.backend} ({stored.precision})") in content
+    assert ("Series Instance UID", cine.series_uid) in content
+    assert ("Needs human review", "Yes" if stored.scores.needs_review else "No") in content
+    findings = [item for item in sr.ContentSequence if item.ValueType == "CONTAINER"]
+    assert len(findings) == len(stored.scores.findings)
+    for box, expected in zip(findings, stored.scores.findings):
+        values = dict(_flatten(box.ContentSequence, deep=False))
+        assert values["Finding"] == expected.name
+        assert values["Zero-shot decision"] == ("Present" if expected.positive else "Absent")
+        assert float(values["Prompt similarity score"]) == pytest.approx(expected.score, abs=1e-6)
+        assert float(values["Decision threshold"]) == pytest.approx(expected.threshold, abs=1e-6)
+        reasons = [v for k, v in _flatten(box.ContentSequence, deep=False) if k == "Review reason"]
+        assert reasons == list(expected.review_reasons)
+
+    # dcmtk parses the document Orthanc kept.
+    path = tmp_path / "from-orthanc.dcm"
+    path.write_bytes(pacs.instance_file(instance))
+    dump = subprocess.run([str(DSRDUMP), str(path)], capture_output=True, text=True, timeout=60)
+    assert dump.returncode == 0, dump.stderr
+    assert "Comprehensive SR Document" in dump.stdout and "not for diagnostic use" in dump.stdout
+    assert "Zero-shot decision" in dump.stdout and dump.stderr.strip() == ""
+
+    # The same SR (same SOP instance) was also written to the folder; both exports are delivered.
+    wait_for(lambda: all(e.state is ExportState.DELIVERED for e in exports_of(app, cine.series_uid)),
+             what="both exports delivered")
+    (written,) = (tmp_path / "sr-out").glob("*.dcm")
+    assert written.name == f"{sr.SOPInstanceUID}.dcm"
+    assert app.store.sr_uid(cine.series_uid) == sr.SOPInstanceUID
+    assert app.store.source(cine.series_uid) is None  # no patient data kept once delivered everywhere
+    assert app.registry.get_sample_value("scanside_sr_export_tries_total",
+                                         {"destination": "pacs", "outcome": "delivered"}) == 1
+    assert app.registry.get_sample_value("scanside_sr_exports", {"destination": "pacs", "state": "delivered"}) == 1
+    logged = caplog.text
+    for identifier in (plan.patient_name, plan.patient_id, plan.accession_number, plan.study_uid, cine.series_uid):
+        assert identifier not in logged
+
+
+def test_with_the_pacs_down_results_queue_and_arrive_after_a_restart_of_both(appliance, orthanc, tmp_path):
+    pacs = orthanc()  # configured but not started: nothing listens on its port yet
+    settings = export_to(pacs, max_attempts=1000)
+    app = appliance(export=settings)
+    _, first = send_study(app, seed=42)
+    wait_for(lambda: [e for e in exports_of(app, first.series_uid) if e.attempts >= 2], timeout=60,
+             what="failed tries while the PACS is down")
+    (item,) = exports_of(app, first.series_uid)
+    assert item.state is ExportState.PENDING and "did not answer" in item.last_error
+    app.stop()  # the appliance restarts with its SR still queued...
+
+    pacs.start()
+    app2 = appliance(export=settings)  # ...same data folder
+    _, second = send_study(app2, seed=43)
+    wait_for(lambda: all([e.state for e in exports_of(app2, c.series_uid)] == [ExportState.DELIVERED]
+                         for c in (first, second)), timeout=60, what="both SRs delivered")
+    assert len(pacs.instances()) == 2
+    referenced = {pydicom.dcmread(io.BytesIO(pacs.instance_file(i))).CurrentRequestedProcedureEvidenceSequence[0]
+                  .ReferencedSeriesSequence[0].SeriesInstanceUID for i in pacs.instances()}
+    assert referenced == {first.series_uid, second.series_uid}
+
+
+def test_a_pacs_that_refuses_our_ae_leaves_the_sr_failed_after_the_configured_tries(appliance, orthanc):
+    pacs = orthanc(accept_unknown_aets=False, known_aets={"SOMEONE": ("127.0.0.1", free_port())})
+    pacs.start()
+    app = appliance(export=export_to(pacs, max_attempts=3))
+    _, cine = send_study(app, seed=44)
+    wait_for(lambda: [e for e in exports_of(app, cine.series_uid) if e.state is ExportState.FAILED], timeout=60,
+             what="the export to end failed")
+    (item,) = exports_of(app, cine.series_uid)
+    assert item.attempts == 3
+    assert "rejected (permanent: calling AE title not recognised)" in item.last_error
+    assert pacs.instances() == []
+    reg = app.registry
+    assert reg.get_sample_value("scanside_sr_export_tries_total", {"destination": "pacs", "outcome": "retry"}) == 2
+    assert reg.get_sample_value("scanside_sr_export_tries_total", {"destination": "pacs", "outcome": "failed"}) == 1
+    assert reg.get_sample_value("scanside_sr_exports", {"destination": "pacs", "state": "failed"}) == 1
+
+
+def _flatten(sequence, deep: bool = True) -> list[tuple[str, str]]:
+    """(concept name meaning, value as text) for each content item: TEXT, CODE (meaning), NUM, UIDREF."""
+    out = []
+    for item in sequence:
+        name = item.ConceptNameCodeSequence[0].CodeMeaning
+        if item.ValueType == "TEXT":
+            out.append((name, item.TextValue))
+        elif item.ValueType == "CODE":
+            out.append((name, item.ConceptCodeSequence[0].CodeMeaning))
+        elif item.ValueType == "NUM":
+            out.append((name, str(item.MeasuredValueSequence[0].NumericValue)))
+        elif item.ValueType == "UIDREF":
+            out.append((name, item.UID))
+        if deep and "ContentSequence" in item and item.ValueType == "CONTAINER":
+            out.extend(_flatten(item.ContentSequence))
+    return out

@@ -1,0 +1,220 @@
+"""The SR document and the export queue without a network: real synthetic images, a real SQLite store, a real folder.
+(The PACS side, with a real Orthanc, is in test_pacs_export.py.)"""
+
+from __future__ import annotations
+
+import io
+import logging
+import subprocess
+import time
+from pathlib import Path
+
+import highdicom as hd
+import pydicom
+import pytest
+from dicom_factory import mr_dataset, write
+from prometheus_client import CollectorRegistry
+
+from appliance.cli import main as cli
+from appliance.export.outbox import Exporter, RetryPolicy
+from appliance.export.source import SourceError, capture_source
+from appliance.export.sr import SrSettings, build_sr
+from appliance.metrics import Metrics
+from appliance.models import ExportState, FindingScore, Scores, SeriesInfo, SeriesRole, SeriesState, StudyResult
+from appliance.store import Store
+from appliance.synth import plan_study, write_study
+
+DSRDUMP = Path("/usr/bin/dsrdump")
+
+
+@pytest.fixture(scope="module")
+def cine_files(tmp_path_factory):
+    plan = plan_study(seed=9, vendor="B", n_slices=4, n_phases=6, matrix=(64, 64))
+    files = write_study(plan, tmp_path_factory.mktemp("study"))
+    (cine,) = [s for s in plan.series if s.role == "cine_sax"]
+    headers = [(f, pydicom.dcmread(f, stop_before_pixels=True)) for f in files]
+    mine = [(f, h) for f, h in headers if h.SeriesInstanceUID == cine.series_uid]
+    refs = tuple((str(h.SOPClassUID), str(h.SOPInstanceUID)) for _, h in mine)
+    return plan, cine, [f for f, _ in mine], refs
+
+
+def scored(series_uid: str, study_uid: str, review: tuple[str, ...] = ("ood",)) -> StudyResult:
+    info = SeriesInfo(key="s000000000042", study_uid=study_uid, series_uid=series_uid, role=SeriesRole.CINE_SAX,
+                      manufacturer="B", description="cine", received=24, expected=24, completed_by="tags",
+                      last_file_at=time.time())
+    findings = (FindingScore("lv_dilation", "LV dilation", 0.31, 0.25, 0.8, True, False, ("near_threshold",)),
+                FindingScore("amyloidosis", "Cardiac amyloidosis", 0.05, 0.2, 0.02, False, True, ()))
+    return StudyResult(info, Scores(findings, 3.5, review), "reference", "1", "onnxruntime", "fp32", {}, time.time())
+
+
+def test_the_sr_copies_identity_from_the_images_and_lists_every_image_as_evidence(cine_files):
+    plan, cine, files, refs = cine_files
+    source = capture_source(files[0], refs)
+    header = source.dataset()
+    assert "PixelData" not in header and not any(e.tag.is_private for e in header)
+    doc = build_sr(scored(cine.series_uid, plan.study_uid), source, SrSettings(series_number=77))
+    sr = hd.sr.ComprehensiveSR.from_dataset(pydicom.dcmread(io.BytesIO(doc.data)))
+    assert sr.SOPInstanceUID == doc.sop_instance_uid and sr.SeriesNumber == 77
+    assert (str(sr.PatientName), sr.PatientID, sr.PatientSex, sr.AccessionNumber, sr.StudyInstanceUID) == \
+        (plan.patient_name, plan.patient_id, plan.patient_sex, plan.accession_number, plan.study_uid)
+    evidence = sr.get_evidence()
+    assert {(e[1], e[2]) for e in evidence} == {(cine.series_uid, uid) for _, uid in refs}
+    assert len(evidence) == len(refs) == cine.n_images
+    assert sr.CodingSchemeIdentificationSequence[0].CodingSchemeDesignator == "99SCANSIDE"
+
+
+def test_a_source_without_type2_attributes_gives_them_empty_never_invented(tmp_path):
+    path = write(mr_dataset(), tmp_path / "bare.dcm")  # no AccessionNumber, dates, sex, birth date
+    ds = pydicom.dcmread(path)
+    source = capture_source(path, ((str(ds.SOPClassUID), str(ds.SOPInstanceUID)),))
+    sr = pydicom.dcmread(io.BytesIO(build_sr(scored(ds.SeriesInstanceUID, ds.StudyInstanceUID), source).data))
+    assert sr.PatientID == "UNIT0001"
+    for keyword in ("AccessionNumber", "PatientBirthDate", "PatientSex", "StudyDate"):
+        assert keyword in sr and not sr[keyword].value
+
+
+def test_a_file_that_is_not_dicom_gives_a_source_error(tmp_path):
+    (tmp_path / "x.dcm").write_bytes(b"not dicom at all")
+    with pytest.raises(SourceError):
+        capture_source(tmp_path / "x.dcm", ())
+
+
+@pytest.mark.skipif(not DSRDUMP.exists(), reason="dcmtk (Debian package) is not installed; .ci/run installs it")
+def test_dcmtk_parses_the_document_without_complaint(cine_files, tmp_path):
+    plan, cine, files, refs = cine_files
+    path = tmp_path / "sr.dcm"
+    path.write_bytes(build_sr(scored(cine.series_uid, plan.study_uid), capture_source(files[0], refs)).data)
+    dump = subprocess.run([str(DSRDUMP), str(path)], capture_output=True, text=True, timeout=60)
+    assert dump.returncode == 0 and dump.stderr.strip() == "", dump.stderr
+    assert 'Finding")=(lv_dilation,99SCANSIDE,"LV dilation")' in dump.stdout
+    assert 'Review reason")="near_threshold"' in dump.stdout
+
+
+def test_building_an_sr_logs_no_patient_identity(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    name = "not a valid^^^^^^^^ person name"  # highdicom warns about such names, quoting them
+    path = write(mr_dataset(PatientName=name), tmp_path / "odd.dcm")
+    ds = pydicom.dcmread(path)
+    build_sr(scored(ds.SeriesInstanceUID, ds.StudyInstanceUID),
+             capture_source(path, ((str(ds.SOPClassUID), str(ds.SOPInstanceUID)),)))
+    assert "not a valid" not in caplog.text and "UNIT0001" not in caplog.text
+    assert ds.SOPInstanceUID not in caplog.text
+
+
+# --- the queue ------------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def queued(tmp_path, cine_files):
+    """A store holding one scored series with its source, queued for the folder destination."""
+    plan, cine, files, refs = cine_files
+    store = Store(tmp_path / "scanside.db", export_destinations=("folder",))  # where paths.data_dir=tmp_path has it
+    result = scored(cine.series_uid, plan.study_uid)
+    store.set_state(result.info, SeriesState.COMPLETE)
+    source = capture_source(files[0], refs)
+    store.save_source(cine.series_uid, source.header, source.instances_json())
+    store.save_result(result)
+    yield store, cine.series_uid
+    store.close()
+
+
+def exporter(store: Store, folder: Path, attempts: int = 3) -> tuple[Exporter, CollectorRegistry]:
+    registry = CollectorRegistry()
+    exp = Exporter(store, Metrics(registry), RetryPolicy(attempts, 10.0, 25.0), SrSettings(), folder=folder)
+    exp.metrics.watch_exports(store.export_counts)
+    return exp, registry
+
+
+def write_config(data_dir: Path) -> Path:
+    config = data_dir / "scanside.toml"
+    config.write_text(f"[paths]\ndata_dir = '{data_dir}'\n")
+    return config
+
+
+def test_retry_policy_doubles_up_to_its_ceiling_then_stops():
+    policy = RetryPolicy(max_attempts=5, initial_s=10, max_s=25)
+    assert [policy.next_attempt_at(n, 0.0) for n in range(1, 6)] == [10, 20, 25, 25, None]
+
+
+def test_the_sr_lands_in_the_folder_once(queued, tmp_path):
+    store, series_uid = queued
+    exp, registry = exporter(store, tmp_path / "out")
+    exp.folder.mkdir()
+    assert exp.run_once() is True
+    assert exp.run_once() is False  # nothing left to do
+    (item,) = store.exports(series_uid=series_uid)
+    assert item.state is ExportState.DELIVERED and item.attempts == 1
+    (written,) = (tmp_path / "out").iterdir()
+    assert written.name == f"{store.sr_uid(series_uid)}.dcm"
+    assert pydicom.dcmread(written).Modality == "SR"
+    # Delivered everywhere: the patient data kept for the SR goes, the SR's UID stays.
+    assert store.source(series_uid) is None and store.report(series_uid) is None
+    assert registry.get_sample_value("scanside_sr_exports", {"destination": "folder", "state": "delivered"}) == 1
+
+
+def test_failed_tries_back_off_keep_the_same_document_and_end_failed(queued, tmp_path):
+    store, series_uid = queued
+    blocker = tmp_path / "out"
+    blocker.write_text("a file where the folder should be")  # every write fails
+    exp, registry = exporter(store, blocker, attempts=3)
+    t0 = time.time()
+    exp.run_once()
+    (item,) = store.exports(series_uid=series_uid)
+    assert item.state is ExportState.PENDING and item.attempts == 1 and "could not write" in item.last_error
+    assert item.next_attempt_at == pytest.approx(t0 + 10, abs=2)
+    assert exp.run_once(now=t0) is False  # not due yet
+    first_uid = store.report(series_uid).sop_instance_uid
+    exp.run_once(now=t0 + 11)
+    (item,) = store.exports(series_uid=series_uid)
+    assert item.attempts == 2 and item.next_attempt_at == pytest.approx(t0 + 20, abs=3)
+    exp.run_once(now=t0 + 100)
+    (item,) = store.exports(series_uid=series_uid)
+    assert item.state is ExportState.FAILED and item.attempts == 3
+    assert exp.run_once(now=t0 + 10_000) is False  # failed items are never tried again on their own
+    assert store.report(series_uid).sop_instance_uid == first_uid  # one document for every try
+    assert registry.get_sample_value("scanside_sr_export_tries_total",
+                                     {"destination": "folder", "outcome": "failed"}) == 1
+
+    # The operator mends the folder and queues it again from the command line.
+    blocker.unlink()
+    blocker.mkdir()
+    assert cli(["exports", "--config", str(write_config(tmp_path)), "retry", "--all-failed"]) == 0
+    exp.run_once()
+    (item,) = store.exports(series_uid=series_uid)
+    assert item.state is ExportState.DELIVERED and item.attempts == 1
+    assert (blocker / f"{first_uid}.dcm").exists()
+
+
+def test_a_series_without_a_captured_source_fails_at_once_saying_why(tmp_path):
+    store = Store(tmp_path / "db.sqlite", export_destinations=("folder",))
+    result = scored("1.2.3.4", "1.2.3")
+    store.set_state(result.info, SeriesState.COMPLETE)
+    store.save_result(result)
+    exp, _ = exporter(store, tmp_path / "out")
+    exp.run_once()
+    (item,) = store.exports()
+    assert item.state is ExportState.FAILED and item.attempts == 1
+    assert "no source header was captured" in item.last_error
+    store.close()
+
+
+def test_exports_are_listed_on_the_command_line(queued, tmp_path, capsys):
+    config = write_config(tmp_path)
+    assert cli(["exports", "--config", str(config), "list"]) == 0
+    out = capsys.readouterr().out
+    assert "s000000000042" in out and "pending" in out and "total: folder pending 1" in out
+    assert cli(["exports", "--config", str(config), "retry"]) == 2  # neither ids nor --all-failed
+
+
+def test_a_version_1_database_is_upgraded_in_place(tmp_path):
+    path = tmp_path / "old.db"
+    Store(path).close()
+    import sqlite3
+
+    with sqlite3.connect(path) as db:  # what a version-1 appliance left: no export tables
+        db.executescript("DROP TABLE exports; DROP TABLE reports; DROP TABLE sources;"
+                         "UPDATE meta SET value='1' WHERE key='schema_version';")
+    store = Store(path, export_destinations=("pacs",))
+    assert store.export_counts() == {}
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+    store.close()
