@@ -338,19 +338,24 @@ class Store:
             self._notify()
         return count
 
+    def wake_waiters(self) -> None:
+        """Wake threads blocked in wait_for_event, so that one whose `cancel` is set returns."""
+        self._notify()
+
     def _notify(self) -> None:
         with self._new_event:
             self._new_event.notify_all()
 
     # --- reads ----------------------------------------------------------------------------------------------------
 
-    def wait_for_event(self, after_id: int, timeout: float) -> bool:
-        """Block until an event newer than `after_id` exists (True) or the timeout passes (False)."""
+    def wait_for_event(self, after_id: int, timeout: float, cancel: threading.Event | None = None) -> bool:
+        """Block until an event newer than `after_id` exists (True), or the timeout passes or `cancel` is set and
+        wake_waiters() called (False)."""
         deadline = time.monotonic() + timeout
         with self._new_event:
             while self.last_event_id() <= after_id:
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or (cancel is not None and cancel.is_set()):
                     return False
                 self._new_event.wait(left)
         return True

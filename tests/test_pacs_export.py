@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import subprocess
 from pathlib import Path
 
@@ -14,13 +15,14 @@ from conftest import wait_for
 from orthanc_peer import OrthancPeer, free_port, orthanc_binary
 
 from appliance.models import ExportState
-from appliance.synth import SyntheticScanner, plan_study
+from appliance.synth import SyntheticScanner, plan_study, write_study
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(orthanc_binary() is None,
                                  reason="Orthanc (Debian package orthanc) is not installed; .ci/run installs it")]
 
 DSRDUMP = Path("/usr/bin/dsrdump")
+STORESCU = Path("/usr/bin/storescu")  # dcmtk's; pynetdicom installs an app of the same name into the venv
 ORTHANC_AET = "PACS"
 
 
@@ -118,6 +120,33 @@ def test_the_sr_of_a_scored_study_arrives_in_orthanc_and_says_what_was_scored(ap
     logged = caplog.text
     for identifier in (plan.patient_name, plan.patient_id, plan.accession_number, plan.study_uid, cine.series_uid):
         assert identifier not in logged
+
+
+@pytest.mark.skipif(not STORESCU.exists(), reason="dcmtk (Debian package) is not installed; .ci/run installs it")
+def test_a_study_sent_with_storescu_to_the_appliance_and_to_pacs_gets_its_sr_beside_the_images(appliance, orthanc,
+                                                                                                tmp_path):
+    pacs = orthanc()
+    pacs.start()
+    port = free_port()
+    appliance(dicom={"enabled": True, "port": port, "ae_title": "SCANSIDE"}, export=export_to(pacs))
+    plan = plan_study(seed=45, vendor="B", n_slices=8, n_phases=20, matrix=(128, 128))
+    write_study(plan, tmp_path / "study")
+    (cine,) = [s for s in plan.series if s.role == "cine_sax"]
+    for aet, to_port in (("SCANSIDE", port), (ORTHANC_AET, pacs.dicom_port)):  # the scanner's two destinations
+        sent = subprocess.run([str(STORESCU), "-aet", "MRI1", "-aec", aet, "+sd", "+r", "127.0.0.1", str(to_port),
+                               str(tmp_path / "study")], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "TCP_NODELAY": "1"})  # dcmtk: no Nagle delay per PDU
+        assert sent.returncode == 0, sent.stderr
+    images = sum(s.n_images for s in plan.series)
+    wait_for(lambda: len(pacs.instances()) == images + 1, timeout=60, what="the SR beside the images in Orthanc")
+    (study,) = pacs.studies()
+    series = [pacs.get_json(f"/series/{s}") for s in pacs.get_json(f"/studies/{study}")["Series"]]
+    (sr_series,) = [s for s in series if s["MainDicomTags"].get("Modality") == "SR"]
+    (sr_id,) = sr_series["Instances"]
+    sr = pydicom.dcmread(io.BytesIO(pacs.instance_file(sr_id)))
+    assert sr.StudyInstanceUID == plan.study_uid
+    assert sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].SeriesInstanceUID == \
+        cine.series_uid
 
 
 def test_with_the_pacs_down_results_queue_and_arrive_after_a_restart_of_both(appliance, orthanc, tmp_path):

@@ -75,6 +75,7 @@ class Exporter:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop after the try in progress (bounded by the PACS timeouts); what is left stays queued on disk."""
         self._stop.set()
+        self.store.wake_waiters()
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -90,7 +91,7 @@ class Exporter:
                 continue
             due = self.store.next_export_due()
             wait = MAX_IDLE_WAIT_S if due is None else min(max(due - time.time(), 0.0), MAX_IDLE_WAIT_S)
-            if self.store.wait_for_event(seen, wait):  # a new result queues new exports
+            if self.store.wait_for_event(seen, wait, cancel=self._stop):  # a new result queues new exports
                 seen = self.store.last_event_id()
 
     def run_once(self, now: float | None = None) -> bool:
