@@ -5,7 +5,10 @@
    closed (renamed into place, as DICOM nodes do) and stops when its result arrives on a gRPC stream;
 2. ingest rate for 256 x 256 uncompressed MR against a plain `pydicom.dcmread` + `pixel_array` loop over the same
    files in the same run;
-3. peak resident memory of the appliance process while 8 synthetic scanners write at once.
+3. peak resident memory of the appliance process while 8 synthetic scanners write at once;
+4. results back to PACS: building the SR of a 12 x 25 series, sending it over C-STORE to a pynetdicom storage SCP
+   on loopback (the PACS stand-in), and draining a backlog of 16 queued SRs, through the appliance's own Exporter
+   and SQLite queue.
 """
 
 from __future__ import annotations
@@ -206,6 +209,68 @@ def bench_memory(work: Path, numbers: Numbers, studies_per_scanner: int) -> None
     numbers.add("peak resident memory of the appliance (MB)", f"{peak:.0f}", "<= 500")
 
 
+def bench_sr_export(work: Path, numbers: Numbers, repeats: int) -> None:
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import ComprehensiveSRStorage
+
+    from .export.outbox import Exporter, RetryPolicy
+    from .export.pacs import PacsPeer
+    from .export.source import capture_source
+    from .export.sr import SrSettings, build_sr
+    from .models import ExportState, FindingScore, Scores, SeriesInfo, SeriesRole, SeriesState, StudyResult
+    from .served import free_port
+
+    bundle = load_bundle(DEFAULT_BUNDLE)
+    plans = [plan_study(seed=5000 + i, vendor="A") for i in range(16)]
+    received: list[int] = []
+    scp = AE(ae_title="BENCHPACS")
+    scp.add_supported_context(ComprehensiveSRStorage)
+    port = free_port()
+    server = scp.start_server(("127.0.0.1", port), block=False, evt_handlers=[
+        (evt.EVT_C_STORE, lambda event: received.append(len(event.request.DataSet.getvalue())) or 0x0000)])
+    store = Store(work / "sr.db", export_destinations=("pacs",))
+    registry = CollectorRegistry()
+    exporter = Exporter(store, Metrics(registry), RetryPolicy(3, 1.0, 1.0), SrSettings(),
+                        pacs=PacsPeer("BENCHPACS", "127.0.0.1", port))
+    try:
+        build_ms, send_ms = [], []
+        for i, plan in enumerate(plans):
+            cine, _ = _stage(plan, work / f"sr{i}")
+            refs = tuple((str(d.SOPClassUID), str(d.SOPInstanceUID))
+                         for d in (pydicom.dcmread(p, stop_before_pixels=True) for p in cine))
+            source = capture_source(cine[0], refs)
+            info = SeriesInfo(f"s{i:012d}", plan.study_uid, _cine_uid(plan), SeriesRole.CINE_SAX, "A", "cine",
+                              len(cine), len(cine), "tags", time.time())
+            findings = tuple(FindingScore(f.id, f.name, 0.3, f.threshold, 0.5, False, f.rare, ())
+                             for f in bundle.label_bank.findings)
+            result = StudyResult(info, Scores(findings, 3.0, ()), bundle.name, bundle.version, "onnxruntime",
+                                 "fp32", {}, time.time())
+            store.set_state(info, SeriesState.COMPLETE)
+            store.save_source(info.series_uid, source.header, source.instances_json())
+            if i < repeats:  # one SR at a time, as results come in: build, then send over a fresh association
+                started = time.perf_counter()
+                doc = build_sr(result, source)
+                build_ms.append((time.perf_counter() - started) * 1000)
+                started = time.perf_counter()
+                exporter._send(exporter.pacs, [doc.data])
+                send_ms.append((time.perf_counter() - started) * 1000)
+            store.save_result(result)
+        queued = sum(len(r[0]) + len(r[1]) for r in (store.source(_cine_uid(p)) for p in plans))
+        started = time.perf_counter()
+        while exporter.run_once():  # the backlog after an outage: built, then sent over one association
+            pass
+        drained = time.perf_counter() - started
+        delivered = store.export_counts().get(("pacs", ExportState.DELIVERED), 0)
+    finally:
+        server.shutdown()
+        store.close()
+    numbers.add("SR of a 12x25 series: build, median (ms)", f"{np.median(build_ms):.0f}", "-")
+    numbers.add("SR size (kB)", f"{np.median(received[:repeats]) / 1024:.0f}", "-")
+    numbers.add("SR C-STORE over a new association, median (ms)", f"{np.median(send_ms):.0f}", "-")
+    numbers.add("patient data kept per queued series (kB)", f"{queued / len(plans) / 1024:.0f}", "0 once delivered")
+    numbers.add(f"backlog of {len(plans)} SRs drained (s)", f"{drained:.2f} ({delivered} delivered)", "-")
+
+
 def run_bench(args: argparse.Namespace) -> int:
     repeats = 6 if args.quick else 20
     numbers = Numbers([])
@@ -216,6 +281,7 @@ def run_bench(args: argparse.Namespace) -> int:
         bench_scan_to_score(work, repeats, numbers)
         bench_ingest(work, numbers, studies=2 if args.quick else 4)
         bench_memory(work, numbers, studies_per_scanner=1 if args.quick else 2)
+        bench_sr_export(work, numbers, repeats)
     if args.out:
         lines = [f"Measured {time.strftime('%Y-%m-%d')} by `scanside bench` (ScanSide {__version__}) on "
                  f"{platform.machine()}, {os.cpu_count()} CPU(s), Python {platform.python_version()}, "

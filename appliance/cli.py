@@ -19,7 +19,10 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _setup_logging(level: str) -> None:
+    from .logsafe import withhold_warning_texts
+
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    withhold_warning_texts()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

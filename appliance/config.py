@@ -295,14 +295,13 @@ def _validate(s: Settings) -> None:
     need(not (s.metrics.enabled and s.grpc.port and s.grpc.port == s.metrics.port),
          "grpc.port and metrics.port must differ")
     need(0 <= s.dicom.port <= 65535, "dicom.port must be in [0, 65535]")
-    need(1 <= len(s.dicom.ae_title) <= 16 and s.dicom.ae_title.strip() == s.dicom.ae_title,
-         "dicom.ae_title must be 1-16 characters without leading or trailing spaces")
-    need(all(1 <= len(a) <= 16 for a in s.dicom.allowed_calling_aets),
-         "dicom.allowed_calling_aets: each AE title must be 1-16 characters")
+    need(_ae_title_ok(s.dicom.ae_title),
+         f"dicom.ae_title {_AE_RULE}")
+    need(all(_ae_title_ok(a) for a in s.dicom.allowed_calling_aets),
+         f"dicom.allowed_calling_aets: each AE title {_AE_RULE}")
     need((s.dicom.tls_cert is None) == (s.dicom.tls_key is None), "dicom.tls_cert and dicom.tls_key go together")
     e = s.export
-    need(len(e.pacs_ae_title) <= 16 and e.pacs_ae_title.strip() == e.pacs_ae_title,
-         "export.pacs_ae_title must be at most 16 characters without leading or trailing spaces")
+    need(e.pacs_ae_title == "" or _ae_title_ok(e.pacs_ae_title), f"export.pacs_ae_title {_AE_RULE} (or empty: off)")
     need(1 <= e.pacs_port <= 65535, "export.pacs_port must be in [1, 65535]")
     need(1 <= e.max_attempts <= 1000, "export.max_attempts must be in [1, 1000]")
     need(0 < e.retry_initial_s <= e.retry_max_s <= 86_400,
@@ -321,6 +320,15 @@ def _validate(s: Settings) -> None:
              f"export.folder must not be inside the watch folder ({watch}): the appliance would ingest its own SRs")
     need(s.logging.level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
          "logging.level must be DEBUG, INFO, WARNING or ERROR")
+
+
+_AE_RULE = "must be 1-16 printable ASCII characters, no backslash, no leading or trailing spaces"
+
+
+def _ae_title_ok(title: str) -> bool:
+    """DICOM AE titles (PS3.5 AE): default repertoire without control characters or backslash."""
+    return (1 <= len(title) <= 16 and title.strip() == title
+            and all(32 <= ord(c) < 127 and c != "\\" for c in title))
 
 
 def _resolve_relative(s: Settings, base: Path) -> Settings:

@@ -24,12 +24,15 @@ def read_json(path: Path, error: type[Exception], what: str) -> Any:
         raise error(f"{what} is not valid JSON: {exc}") from None
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
+def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o644, durable: bool = False) -> None:
+    """`mode` 0644 by default: mkstemp makes 0600, and the service may run as another user than the builder.
+    `durable` also syncs the folder, so the new name itself survives a power cut (needed when the caller then
+    forgets its own copy)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the service may run as another user than the builder
+        os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -38,6 +41,12 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if durable:
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:

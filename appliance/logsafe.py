@@ -14,3 +14,29 @@ def describe(exc: BaseException) -> str:
         return type(exc).__name__
     last = frames[-1]
     return f"{type(exc).__name__} at {os.path.basename(last.filename)}:{last.lineno} ({last.name})"
+
+
+def withhold_warning_texts() -> None:
+    """Route Python warnings to the log as category and place only. Libraries word warnings with the values they
+    choke on (pydicom: "Invalid value for VR DA: '1980-01-01'"; highdicom quotes odd patient names), and a warning
+    printed to stderr lands in the journal like any log line."""
+    import logging
+    import warnings
+
+    log = logging.getLogger("scanside.warnings")
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 - stdlib hook
+        log.warning("%s from %s:%d (text withheld: it may quote data)", category.__name__,
+                    os.path.basename(filename), lineno)
+
+    warnings.showwarning = show
+
+
+def silence_value_echoes() -> None:
+    """pydicom checks values as it reads and writes them and reports a bad one by quoting it, through its logger
+    and as a warning ("Invalid value for VR DA: '1980-01-01'": a birth date). The appliance copes with odd values
+    where it uses them, so the check is switched off for the process, and with it the echo."""
+    from pydicom import config
+
+    config.settings.reading_validation_mode = config.IGNORE
+    config.settings.writing_validation_mode = config.IGNORE

@@ -20,15 +20,15 @@ from .assembly import Assembler
 from .bundle import Bundle, load_bundle
 from .config import Settings
 from .export.outbox import Exporter, RetryPolicy
-from .export.pacs import PacsPeer
-from .export.source import SourceError, capture_source
+from .export.pacs import PacsPeer, PacsSender
+from .export.source import capture_source
 from .export.sr import SrSettings
 from .ingest import Ingestor, IngestThread, Quarantine
 from .ingest.quarantine import move_file
 from .ingest.receiver import DicomReceiver, ReceiverSettings
 from .inference import create_backend
 from .inference.worker import InferenceWorker
-from .logsafe import describe
+from .logsafe import describe, silence_value_echoes
 from .gpu_stats import open_sampler
 from .metrics import GpuMetrics, Metrics
 from .models import CompleteSeries, PreparedSeries, SeriesInfo, SeriesRole, SeriesState, StudyResult
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 class Appliance:
     def __init__(self, settings: Settings, registry: CollectorRegistry = REGISTRY) -> None:
+        silence_value_echoes()
         self.settings = settings
         self.registry = registry
         self.metrics = Metrics(registry)
@@ -121,8 +122,9 @@ class Appliance:
 
     def _make_exporter(self) -> Exporter:
         e = self.settings.export
-        pacs = (PacsPeer(e.pacs_ae_title, e.pacs_host, e.pacs_port, calling_ae_title=self.settings.dicom.ae_title,
-                         timeout_s=e.timeout_s) if e.pacs_ae_title else None)
+        pacs = (PacsSender(PacsPeer(e.pacs_ae_title, e.pacs_host, e.pacs_port,
+                                    calling_ae_title=self.settings.dicom.ae_title, timeout_s=e.timeout_s))
+                if e.pacs_ae_title else None)
         return Exporter(self.store, self.metrics, RetryPolicy(e.max_attempts, e.retry_initial_s, e.retry_max_s),
                         SrSettings(series_number=e.series_number, institution_name=e.institution_name),
                         pacs=pacs, folder=e.folder)
@@ -195,8 +197,8 @@ class Appliance:
             source = capture_source(series.instance_paths[0], series.instances)
             self.store.save_source(series.info.series_uid, source.header, source.instances_json())
             self.metrics.stage_seconds.labels(stage="source").observe(time.perf_counter() - started)
-        except (SourceError, IndexError, StoreError) as exc:
-            # Scoring goes on; the series' SR export will fail visibly, naming the missing source.
+        except Exception as exc:  # noqa: BLE001 - whatever it is (a busy database, an odd file), scoring goes on;
+            # the series' SR export then fails visibly, naming the missing source.
             log.warning("series %s: source header not kept for its SR: %s", series.info.key, describe(exc))
 
     def _prepare_loop(self) -> None:
@@ -304,8 +306,11 @@ class Appliance:
         if self.ingest_thread is not None:
             self.ingest_thread.stop()
         self._prepare_queue.put(None)
+        exporter_done = True
         if self.exporter is not None:
-            self.exporter.stop()  # after the try in progress; the rest stays queued in the database
+            # Aborts a send in progress; everything not confirmed stays queued in the database. pynetdicom may hold
+            # the thread until its timeout, so it is not waited for long: its try is made again at the next start.
+            exporter_done = self.exporter.stop(timeout=3.0)
         for t in self._threads:
             t.join(5)
         worker_done = self.worker.stop() if self.worker is not None else True
@@ -320,8 +325,10 @@ class Appliance:
             self.backend.close()  # never under a batch still running: its buffers would be freed beneath it
         elif self.backend is not None:
             log.warning("inference still running at shutdown; leaving the engine to the process exit")
-        if getattr(self, "store", None) is not None:
+        if getattr(self, "store", None) is not None and exporter_done:
             self.store.close()
+        elif not exporter_done:
+            log.warning("SR export still waiting for the PACS at shutdown; its try is repeated at the next start")
 
     @property
     def grpc_address(self) -> str:

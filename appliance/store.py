@@ -239,6 +239,7 @@ class Store:
             if state is SeriesState.FAILED:
                 db.execute("INSERT INTO events (created_at, kind, series_uid, study_uid) VALUES (?,?,?,?)",
                            (now, "failed", info.series_uid, info.study_uid))
+                db.execute("DELETE FROM sources WHERE series_uid=?", (info.series_uid,))  # no SR will need it
         if state is SeriesState.FAILED:
             self._notify()
         return previous
@@ -296,12 +297,16 @@ class Store:
                        (series_uid, header, instances_json, time.time()))
 
     def save_report(self, series_uid: str, sop_instance_uid: str, document: bytes) -> StoredReport:
-        """Keep a built SR; if one was kept already (a race, or a rebuild after a crash), that one wins."""
+        """Keep a built SR; if one was kept already (a race, or a rebuild after a crash), that one wins. The source
+        header has served its purpose then and goes: the document alone carries the patient data from here on."""
         with self._tx() as db:
             db.execute("INSERT OR IGNORE INTO reports (series_uid, sop_instance_uid, created_at, document)"
                        " VALUES (?,?,?,?)", (series_uid, sop_instance_uid, time.time(), document))
             row = db.execute("SELECT sop_instance_uid, document FROM reports WHERE series_uid=?",
                              (series_uid,)).fetchone()
+            if row[1] is None:
+                raise StoreError("this series' SR was delivered everywhere and its document dropped")
+            db.execute("DELETE FROM sources WHERE series_uid=?", (series_uid,))
         return StoredReport(row[0], bytes(row[1]))
 
     def record_export_try(self, export_id: int, delivered: bool, error: str | None,

@@ -43,6 +43,8 @@ def test_file_then_environment(tmp_path):
     ("[export]\nretry_initial_s = 60\nretry_max_s = 10\n", "retry_initial_s"),
     ("[export]\nmax_attempts = 0\n", "export.max_attempts"),
     ("[export]\npacs_ae_title = 'A_PACS_TITLE_TOO_LONG'\n", "export.pacs_ae_title"),
+    ("[export]\npacs_ae_title = 'PACS\\\\1'\n", "no backslash"),
+    ("[dicom]\nae_title = 'SCANSÏDE'\n", "printable ASCII"),
 ])
 def test_bad_settings_name_what_is_wrong(tmp_path, text, message):
     cfg = tmp_path / "bad.toml"

@@ -90,15 +90,49 @@ def test_dcmtk_parses_the_document_without_complaint(cine_files, tmp_path):
     assert 'Review reason")="near_threshold"' in dump.stdout
 
 
-def test_building_an_sr_logs_no_patient_identity(tmp_path, caplog):
+def test_building_an_sr_logs_and_prints_no_patient_identity(tmp_path, caplog, capsys, recwarn):
     caplog.set_level(logging.DEBUG)
-    name = "not a valid^^^^^^^^ person name"  # highdicom warns about such names, quoting them
+    name = "MUELLER"  # no component separator: highdicom warns about such names, quoting them
     path = write(mr_dataset(PatientName=name), tmp_path / "odd.dcm")
     ds = pydicom.dcmread(path)
     build_sr(scored(ds.SeriesInstanceUID, ds.StudyInstanceUID),
              capture_source(path, ((str(ds.SOPClassUID), str(ds.SOPInstanceUID)),)))
-    assert "not a valid" not in caplog.text and "UNIT0001" not in caplog.text
-    assert ds.SOPInstanceUID not in caplog.text
+    printed = capsys.readouterr()
+    for text in (caplog.text, printed.out, printed.err, " ".join(str(w.message) for w in recwarn)):
+        assert name not in text and "UNIT0001" not in text and ds.SOPInstanceUID not in text
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR")  # the source's own oddities, as a scanner writes them
+def test_odd_source_values_and_character_sets_are_copied_as_they_are(tmp_path):
+    name = "Yamada^Tarou=山田^太郎=やまだ^たろう"
+    path = write(mr_dataset(SpecificCharacterSet=["", "ISO 2022 IR 87"], PatientName=name, PatientSex="X",
+                            PatientBirthDate="1980-01-01", StudyDate="20261130"), tmp_path / "jp.dcm")
+    ds = pydicom.dcmread(path)
+    result = scored(ds.SeriesInstanceUID, ds.StudyInstanceUID)
+    sr = pydicom.dcmread(io.BytesIO(build_sr(result, capture_source(
+        path, ((str(ds.SOPClassUID), str(ds.SOPInstanceUID)),))).data))
+    assert sr.SpecificCharacterSet == "ISO_IR 192"  # a multi-byte ISO 2022 source: the SR is written in UTF-8
+    assert str(sr.PatientName) == name
+    assert (sr.PatientSex, sr.PatientBirthDate, sr.StudyDate) == ("X", "1980-01-01", "20261130")
+
+
+def test_bundle_text_that_does_not_fit_a_code_meaning_is_cleaned_not_fatal(cine_files, tmp_path):
+    plan, cine, files, refs = cine_files
+    result = scored(cine.series_uid, plan.study_uid)
+    long_name = "Left\\right ventricular " + "non-compaction " * 6 + "≥ grade 2"
+    odd = FindingScore("lvnc", long_name, 0.1, 0.2, 0.1, False, False, ())
+    result = StudyResult(result.info, Scores((*result.scores.findings, odd), 1.0, ()), "reference", "1",
+                         "onnxruntime", "fp32", {}, time.time())
+    sr = pydicom.dcmread(io.BytesIO(build_sr(result, capture_source(files[0], refs)).data))
+    assert sr.SpecificCharacterSet == "ISO_IR 192"  # "≥" does not fit the source's ISO_IR 100
+    meanings = [item.ContentSequence[0].ConceptCodeSequence[0].CodeMeaning for item in sr.ContentSequence
+                if item.ValueType == "CONTAINER"]
+    assert meanings[-1] == long_name.replace("\\", "/")[:64] and len(meanings[-1]) == 64
+    if DSRDUMP.exists():
+        path = tmp_path / "sr.dcm"
+        path.write_bytes(build_sr(result, capture_source(files[0], refs)).data)
+        dump = subprocess.run([str(DSRDUMP), str(path)], capture_output=True, text=True, timeout=60)
+        assert dump.returncode == 0, dump.stderr
 
 
 # --- the queue ------------------------------------------------------------------------------------------------------
@@ -145,6 +179,7 @@ def test_the_sr_lands_in_the_folder_once(queued, tmp_path):
     assert item.state is ExportState.DELIVERED and item.attempts == 1
     (written,) = (tmp_path / "out").iterdir()
     assert written.name == f"{store.sr_uid(series_uid)}.dcm"
+    assert written.stat().st_mode & 0o777 == 0o640  # it carries patient identity
     assert pydicom.dcmread(written).Modality == "SR"
     # Delivered everywhere: the patient data kept for the SR goes, the SR's UID stays.
     assert store.source(series_uid) is None and store.report(series_uid) is None
@@ -205,6 +240,37 @@ def test_exports_are_listed_on_the_command_line(queued, tmp_path, capsys):
     assert cli(["exports", "--config", str(config), "retry"]) == 2  # neither ids nor --all-failed
 
 
+def test_a_source_highdicom_cannot_use_fails_its_export_once_and_the_queue_goes_on(tmp_path, cine_files):
+    plan, cine, files, refs = cine_files
+    store = Store(tmp_path / "scanside.db", export_destinations=("folder",))
+    private = write(mr_dataset(SOPClassUID="1.3.46.670589.11.0.0.12.4"), tmp_path / "private.dcm")
+    ds = pydicom.dcmread(private)
+    for series_uid, study_uid, path, instance_refs in (
+            (ds.SeriesInstanceUID, ds.StudyInstanceUID, private, ((str(ds.SOPClassUID), str(ds.SOPInstanceUID)),)),
+            (cine.series_uid, plan.study_uid, files[0], refs)):
+        result = scored(series_uid, study_uid)
+        store.set_state(result.info, SeriesState.COMPLETE)
+        source = capture_source(path, instance_refs)
+        store.save_source(series_uid, source.header, source.instances_json())
+        store.save_result(result)
+    exp, _ = exporter(store, tmp_path / "out")
+    assert exp.run_once() is True and exp.run_once() is False  # no endless retry of the one that cannot be built
+    bad, good = (store.exports(series_uid=uid)[0] for uid in (ds.SeriesInstanceUID, cine.series_uid))
+    assert bad.state is ExportState.FAILED and bad.attempts == 1 and "could not be built" in bad.last_error
+    assert good.state is ExportState.DELIVERED
+    store.close()
+
+
+def test_a_source_is_dropped_when_its_series_fails(tmp_path):
+    store = Store(tmp_path / "scanside.db", export_destinations=("pacs",))
+    result = scored("1.2.3.4", "1.2.3")
+    store.set_state(result.info, SeriesState.COMPLETE)
+    store.save_source("1.2.3.4", b"header", "[]")
+    store.set_state(result.info, SeriesState.FAILED, "preprocess: no slices")
+    assert store.source("1.2.3.4") is None
+    store.close()
+
+
 def test_a_version_1_database_is_upgraded_in_place(tmp_path):
     path = tmp_path / "old.db"
     Store(path).close()
@@ -218,3 +284,61 @@ def test_a_version_1_database_is_upgraded_in_place(tmp_path):
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
     store.close()
+
+
+# --- the PACS sender against local peers (a silent TCP listener; a pynetdicom SCP that takes no SR) --------------
+
+def test_a_try_cut_short_by_shutdown_costs_no_try_and_stays_queued(queued, tmp_path):
+    import socket
+    import threading
+
+    from appliance.export.pacs import PacsPeer, PacsSender
+
+    store, series_uid = queued
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)  # accepts the connection, never answers the association request
+    sender = PacsSender(PacsPeer("PACS", "127.0.0.1", silent.getsockname()[1], timeout_s=2))
+    registry = CollectorRegistry()
+    exp = Exporter(store, Metrics(registry), RetryPolicy(3, 10.0, 25.0), SrSettings(), pacs=sender)
+    store.export_destinations = ("pacs",)
+    with store._tx() as db:  # queue a PACS export beside the folder one the fixture made
+        db.execute("UPDATE exports SET destination='pacs'")
+    worker = threading.Thread(target=exp.run_once)
+    worker.start()
+    time.sleep(0.5)  # connected, waiting for the association answer
+    sender.abort()
+    worker.join(10)
+    silent.close()
+    (item,) = store.exports(series_uid=series_uid)
+    assert not worker.is_alive()
+    assert item.state is ExportState.PENDING and item.attempts == 0  # made again at the next start
+    assert registry.get_sample_value("scanside_sr_export_tries_total",
+                                     {"destination": "pacs", "outcome": "retry"}) in (None, 0.0)
+
+
+def test_a_pacs_that_takes_no_sr_is_named_as_such():
+    from pynetdicom import AE
+    from pynetdicom.sop_class import MRImageStorage
+
+    from appliance.export.pacs import PacsPeer, PacsSender
+    from appliance.served import free_port
+
+    scp = AE(ae_title="IMAGESONLY")
+    scp.add_supported_context(MRImageStorage)
+    port = free_port()
+    server = scp.start_server(("127.0.0.1", port), block=False)
+    try:
+        (outcome,) = PacsSender(PacsPeer("IMAGESONLY", "127.0.0.1", port, timeout_s=5)).send([b"unused"])
+    finally:
+        server.shutdown()
+    assert not outcome.delivered and outcome.tried
+    assert "does not accept Comprehensive SR Storage" in outcome.detail
+
+
+def test_a_pacs_host_that_does_not_exist_is_a_failed_try_not_a_crash():
+    from appliance.export.pacs import PacsPeer, PacsSender
+
+    # .invalid never resolves (RFC 6761); pynetdicom lets the resolver's error out of associate().
+    (outcome,) = PacsSender(PacsPeer("PACS", "pacs.invalid", 104, timeout_s=2)).send([b"unused"])
+    assert not outcome.delivered and outcome.tried and outcome.detail.startswith("not sent: gaierror")

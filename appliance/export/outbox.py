@@ -17,21 +17,21 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..fileio import write_bytes_atomic
 from ..logsafe import describe
 from ..metrics import Metrics
 from ..models import ExportState
-from ..store import ExportItem, Store, StoredReport
-from .pacs import PacsPeer, SendOutcome, send_documents
-from .source import SourceError, SourceStudy
+from ..store import ExportItem, Store, StoredReport, StoreError
+from .pacs import PacsSender, SendOutcome
+from .source import SourceStudy
 from .sr import SrSettings, build_sr
 
 log = logging.getLogger(__name__)
 
 BATCH = 32  # SRs sent over one association
 MAX_IDLE_WAIT_S = 2.0  # re-read the queue at least this often: `scanside exports retry` runs in another process
+MAX_ERROR_WAIT_S = 60.0  # after an unexpected error (a full disk, a locked database), wait longer each time
 
 
 @dataclass(frozen=True)
@@ -53,15 +53,13 @@ class BuildError(RuntimeError):
 
 class Exporter:
     def __init__(self, store: Store, metrics: Metrics, policy: RetryPolicy, sr_settings: SrSettings,
-                 pacs: PacsPeer | None = None, folder: Path | None = None,
-                 send: Callable[[PacsPeer, list[bytes]], list[SendOutcome]] = send_documents) -> None:
+                 pacs: PacsSender | None = None, folder: Path | None = None) -> None:
         self.store = store
         self.metrics = metrics
         self.policy = policy
         self.sr_settings = sr_settings
         self.pacs = pacs
         self.folder = Path(folder) if folder is not None else None
-        self._send = send
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -72,27 +70,39 @@ class Exporter:
         self._thread = threading.Thread(target=self._run, name="scanside-export", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop after the try in progress (bounded by the PACS timeouts); what is left stays queued on disk."""
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Abort a send in progress and stop; what is left stays queued on disk. True once the thread has ended
+        (a connection attempt cannot be interrupted, so this may take up to the PACS connection timeout)."""
         self._stop.set()
         self.store.wake_waiters()
+        if self.pacs is not None:
+            self.pacs.abort()
         if self._thread is not None:
             self._thread.join(timeout)
+        return not self.alive
 
     def _run(self) -> None:
-        seen = self.store.last_event_id()
+        seen, errors = 0, 0
         while not self._stop.is_set():
             try:
-                worked = self.run_once()
-            except Exception as exc:  # a database hiccup must not end deliveries for good
-                log.error("export loop: %s", describe(exc))
-                worked = False
-            if worked:
-                continue
-            due = self.store.next_export_due()
-            wait = MAX_IDLE_WAIT_S if due is None else min(max(due - time.time(), 0.0), MAX_IDLE_WAIT_S)
-            if self.store.wait_for_event(seen, wait, cancel=self._stop):  # a new result queues new exports
-                seen = self.store.last_event_id()
+                if seen == 0:
+                    seen = self.store.last_event_id()
+                if self.run_once():
+                    errors = 0
+                    continue
+                due = self.store.next_export_due()
+                wait = MAX_IDLE_WAIT_S if due is None else min(max(due - time.time(), 0.0), MAX_IDLE_WAIT_S)
+                if self.store.wait_for_event(seen, wait, cancel=self._stop):  # a new result queues new exports
+                    seen = self.store.last_event_id()
+                errors = 0
+            except Exception as exc:  # a database hiccup must neither end deliveries nor spin the loop
+                errors += 1
+                log.error("export queue: %s (waiting before the next look)", describe(exc))
+                self._stop.wait(min(2.0 ** errors, MAX_ERROR_WAIT_S))
 
     def run_once(self, now: float | None = None) -> bool:
         """Try every due export once; True if there were any."""
@@ -111,9 +121,12 @@ class Exporter:
                 for item, _ in pacs:
                     self._finish(item, SendOutcome(False, "no PACS is configured (export.pacs_ae_title)"))
             else:
-                for (item, _), outcome in zip(pacs, self._send(self.pacs, [r.document for _, r in pacs])):
-                    self._finish(item, outcome)
+                for (item, _), outcome in zip(pacs, self.pacs.send([r.document for _, r in pacs])):
+                    if outcome.tried:  # untried (shutdown): due again at the next start, no try counted
+                        self._finish(item, outcome)
         for item, report in ready:
+            if self._stop.is_set():
+                break
             if item.destination == "folder":
                 self._finish(item, self._write(report))
             elif item.destination != "pacs":
@@ -132,13 +145,19 @@ class Exporter:
             raise BuildError("no source header was captured for this series, so its SR would have no patient identity")
         try:
             doc = build_sr(result, SourceStudy.from_row(*row), self.sr_settings)
-        except (SourceError, ValueError, TypeError, AttributeError) as exc:
-            raise BuildError(f"the SR could not be built ({type(exc).__name__} from the SR builder)") from None
-        return self.store.save_report(item.series_uid, doc.sop_instance_uid, doc.data)
+        except Exception as exc:  # whatever the cause (odd source values, a library's surprise), trying again
+            # would build the same thing: fail the item visibly instead. Type only: messages may quote the source.
+            raise BuildError(f"the SR could not be built ({describe(exc)})") from None
+        try:
+            return self.store.save_report(item.series_uid, doc.sop_instance_uid, doc.data)
+        except StoreError as exc:
+            raise BuildError(str(exc)) from None
 
     def _write(self, report: StoredReport) -> SendOutcome:
         try:
-            write_bytes_atomic(self.folder / f"{report.sop_instance_uid}.dcm", report.document)
+            # 0640: the file carries patient identity. Durable: once delivered, the database forgets the document.
+            write_bytes_atomic(self.folder / f"{report.sop_instance_uid}.dcm", report.document, mode=0o640,
+                               durable=True)
         except (OSError, TypeError) as exc:
             return SendOutcome(False, f"could not write the SR file: {describe(exc)}")
         return SendOutcome(True)

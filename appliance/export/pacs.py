@@ -1,25 +1,29 @@
 """Sending SR documents to a PACS: one pynetdicom association per batch, one C-STORE per document.
 
-An association that cannot be made (nothing listening, rejected, aborted, timed out) fails every document of the
-batch for this try; the outbox decides about retrying. Per-document statuses are read as DICOM defines them:
-success and warnings (0xB000, 0xB007, 0xB006: stored, possibly coerced) count as delivered, anything else is a
-failed try with the status in the error text.
+An association that cannot be made (nothing listening, rejected, aborted, timed out, SR not accepted) fails every
+document of the batch for this try; the outbox decides about retrying. Per-document statuses are read by their
+DICOM category: success and warnings (stored, possibly coerced) count as delivered, anything else is a failed try
+with the status in the error text. `abort()` (from another thread, at shutdown) ends a send at once; documents not
+yet sent then come back as untried, which costs them no try.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import socket
+import threading
 from dataclasses import dataclass
 
 import pydicom
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import ComprehensiveSRStorage
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom.status import code_to_category
+
+from ..logsafe import describe
 
 log = logging.getLogger(__name__)
-
-_WARNINGS = (0xB000, 0xB006, 0xB007)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,33 +39,86 @@ class PacsPeer:
 class SendOutcome:
     delivered: bool
     detail: str = ""  # why not, or the warning status when delivered with one
+    tried: bool = True  # False: never left the appliance (shutdown), so it costs no try
 
 
-def send_documents(peer: PacsPeer, documents: list[bytes]) -> list[SendOutcome]:
-    """C-STORE each Part 10 document over one association; one outcome per document, in order."""
-    if not documents:
-        return []
-    ae = AE(ae_title=peer.calling_ae_title)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = peer.timeout_s
-    ae.connection_timeout = peer.timeout_s
-    ae.add_requested_context(ComprehensiveSRStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-    connected: list[bool] = []
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title,
-                         evt_handlers=[(evt.EVT_CONN_OPEN, lambda event: connected.append(True))])
-    if not assoc.is_established:
-        why = _association_failure(assoc, bool(connected))
-        return [SendOutcome(False, why)] * len(documents)
-    outcomes: list[SendOutcome] = []
-    try:
-        for data in documents:
+class PacsSender:
+    def __init__(self, peer: PacsPeer) -> None:
+        self.peer = peer
+        self._lock = threading.Lock()
+        self._assoc = None
+        self._stopping = False
+
+    def abort(self) -> None:
+        """Stop sending (thread-safe): abort the association in progress and refuse further sends."""
+        with self._lock:
+            self._stopping = True
+            assoc = self._assoc
+        if assoc is None:
+            return
+        try:
+            # The peer hears an A-ABORT at once; but pynetdicom's thread waiting for an answer (ACSE or DIMSE) only
+            # wakes at its timeout (measured: a silent peer holds it the full 20 s configured). Hence the service
+            # does not wait for this thread at shutdown: a try cut short this way is simply made again at the next
+            # start, with the same SR.
+            assoc.abort(block=False)
+        except Exception:  # noqa: BLE001 - it is ending anyway
+            pass
+
+    def send(self, documents: list[bytes]) -> list[SendOutcome]:
+        """C-STORE each Part 10 document over one association; one outcome per document, in order. Never raises."""
+        if not documents:
+            return []
+        try:
+            return self._send(documents)
+        except Exception as exc:  # e.g. a host name that does not resolve: a failed try, not a dead exporter
+            return [SendOutcome(False, f"not sent: {describe(exc)}")] * len(documents)
+
+    def _send(self, documents: list[bytes]) -> list[SendOutcome]:
+        peer = self.peer
+        ae = AE(ae_title=peer.calling_ae_title)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = peer.timeout_s
+        ae.connection_timeout = peer.timeout_s
+        ae.add_requested_context(ComprehensiveSRStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        connected: list[bool] = []
+
+        def on_connected(event: evt.Event) -> None:
+            connected.append(True)
+            with self._lock:
+                self._assoc = event.assoc  # from here on abort() can end the negotiation too
+            # Nagle's algorithm holds each DIMSE message's second PDU for the peer's delayed ACK (~40 ms each).
+            try:
+                event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except (AttributeError, OSError):
+                pass  # a TLS or unusual socket: correct, only slower
+
+        with self._lock:
+            if self._stopping:
+                return [SendOutcome(False, "appliance stopping", tried=False)] * len(documents)
+        assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title,
+                             evt_handlers=[(evt.EVT_CONN_OPEN, on_connected)])
+        with self._lock:
+            self._assoc = assoc
+            stopping = self._stopping
+        try:
+            if stopping:
+                return [SendOutcome(False, "appliance stopping", tried=False)] * len(documents)
             if not assoc.is_established:
-                outcomes.append(SendOutcome(False, "association ended before this document was sent"))
-                continue
-            outcomes.append(_store_one(assoc, data))
-    finally:
-        if assoc.is_established:
-            assoc.release()
-    return outcomes
+                return [SendOutcome(False, _association_failure(assoc, bool(connected)))] * len(documents)
+            outcomes: list[SendOutcome] = []
+            for data in documents:
+                if self._stopping:
+                    outcomes.append(SendOutcome(False, "appliance stopping", tried=False))
+                elif not assoc.is_established:
+                    outcomes.append(SendOutcome(False, "association ended before this document was sent"))
+                else:
+                    outcomes.append(_store_one(assoc, data))
+            return outcomes
+        finally:
+            with self._lock:
+                self._assoc = None
+            if assoc.is_established:
+                assoc.release()
 
 
 def _store_one(assoc, data: bytes) -> SendOutcome:
@@ -69,15 +126,16 @@ def _store_one(assoc, data: bytes) -> SendOutcome:
         ds = pydicom.dcmread(io.BytesIO(data))
         status = assoc.send_c_store(ds)
     except (ValueError, AttributeError, RuntimeError) as exc:  # no accepted context, encoding failure
-        return SendOutcome(False, f"not sent: {type(exc).__name__}: {exc}")
+        return SendOutcome(False, f"not sent: {describe(exc)}")
     if "Status" not in status:
         return SendOutcome(False, "no C-STORE response (timeout, abort or invalid response)")
     code = int(status.Status)
-    if code == 0x0000:
+    category = code_to_category(code)
+    if category == "Success":
         return SendOutcome(True)
-    if code in _WARNINGS:
+    if category == "Warning":
         return SendOutcome(True, f"stored with warning status 0x{code:04X}")
-    return SendOutcome(False, f"C-STORE failed with status 0x{code:04X}")
+    return SendOutcome(False, f"C-STORE failed with status 0x{code:04X} ({category.lower()})")
 
 
 def _association_failure(assoc, connected: bool) -> str:
@@ -90,6 +148,9 @@ def _association_failure(assoc, connected: bool) -> str:
         result, source, reason = (getattr(answer, name, None) for name in ("result", "result_source", "diagnostic"))
         return (f"association rejected ({'permanent' if result == 1 else 'transient'}: "
                 f"{_REJECT_REASONS.get((source, reason), f'source {source}, reason {reason}')})")
+    if assoc.rejected_contexts and not assoc.accepted_contexts:
+        # pynetdicom aborts by itself when the PACS accepts none of the proposed contexts: a configuration matter.
+        return "the PACS does not accept Comprehensive SR Storage (no presentation context accepted)"
     if assoc.is_aborted:
         return "association aborted by the peer"
     return "no association: the PACS accepted the connection but did not answer the association request in time"

@@ -23,9 +23,11 @@ UNVERIFIED and PRELIMINARY: no person has signed it, and it never claims to be a
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import socket
+import warnings
 from dataclasses import dataclass
 
 import highdicom as hd
@@ -33,9 +35,12 @@ from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from highdicom.sr import (CodeContentItem, CodedConcept, ComprehensiveSR, ContainerContentItem,
                           DeviceObserverIdentifyingAttributes, NumContentItem, ObservationContext, ObserverContext,
                           RelationshipTypeValues, TextContentItem, UIDRefContentItem)
+from pydicom.charset import python_encoding
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
+from pydicom.valuerep import DA, TM
 
 from .. import __version__
 from ..models import StudyResult
@@ -92,29 +97,82 @@ def build_sr(result: StudyResult, source: SourceStudy, settings: SrSettings = Sr
     for keyword in _TYPE2:
         if keyword not in header:
             setattr(header, keyword, None)
+    # highdicom refuses some values scanners do write (sex "X", dates as "1980-01-01"): build with them empty,
+    # then put the source's own elements back, so identity is copied as it was, not cleaned up or lost.
+    kept = {keyword: copy.deepcopy(header[keyword]) for keyword in _refused_by_highdicom(header)}
+    for keyword in kept:
+        setattr(header, keyword, None)
     evidence = [header, *_evidence(header, source.instances)]
     sop_uid = hd.UID()
-    sr = ComprehensiveSR(
-        evidence=evidence,
-        content=_content(result, settings),
-        series_instance_uid=hd.UID(),
-        series_number=settings.series_number,
-        sop_instance_uid=sop_uid,
-        instance_number=1,
-        manufacturer="ScanSide (research software)",
-        manufacturer_model_name=f"{result.bundle_name} {result.bundle_version}"[:64],
-        software_versions=f"scanside {__version__}",
-        series_description=SERIES_DESCRIPTION,
-        institution_name=settings.institution_name or None,
-        is_complete=True,
-        is_final=False,
-        is_verified=False,
-        coding_schemes=[CodingSchemeIdentificationItem(
-            designator=SCHEME, name="ScanSide local codes", responsible_organization="ScanSide project")],
-    )
-    buf = io.BytesIO()
-    sr.save_as(buf, enforce_file_format=True)
+    with warnings.catch_warnings():
+        # highdicom warns about odd person names by quoting them; a warning reaches stderr, i.e. the journal.
+        warnings.simplefilter("ignore")
+        sr = ComprehensiveSR(
+            evidence=evidence,
+            content=_content(result, settings),
+            series_instance_uid=hd.UID(),
+            series_number=settings.series_number,
+            sop_instance_uid=sop_uid,
+            instance_number=1,
+            manufacturer="ScanSide (research software)",
+            manufacturer_model_name=_lo(f"{result.bundle_name} {result.bundle_version}"),
+            software_versions=f"scanside {__version__}",
+            series_description=SERIES_DESCRIPTION,
+            institution_name=_lo(settings.institution_name) or None,
+            is_complete=True,
+            is_final=False,
+            is_verified=False,
+            coding_schemes=[CodingSchemeIdentificationItem(
+                designator=SCHEME, name="ScanSide local codes", responsible_organization="ScanSide project")],
+            specific_character_set=_character_set(header, result, settings),
+        )
+        for element in kept.values():
+            sr[element.tag] = element
+        buf = io.BytesIO()
+        sr.save_as(buf, enforce_file_format=True)
     return SrDocument(str(sop_uid), buf.getvalue())
+
+
+def _character_set(header: Dataset, result: StudyResult, settings: SrSettings) -> str | None:
+    """The source's own character set where it is a single one that also holds every text this appliance writes
+    (what PACS showed for the images will show for the SR, and older viewers cope); otherwise UTF-8 (ISO_IR 192),
+    into which any source re-encodes losslessly. Never text squeezed into a set that cannot hold it ("?")."""
+    declared = header.get("SpecificCharacterSet")
+    values = list(declared) if isinstance(declared, (list, tuple, MultiValue)) else [declared or ""]
+    if len(values) == 1 and not values[0].startswith("ISO 2022") and values[0] in python_encoding:
+        codec = "ascii" if values[0] in ("", "ISO_IR 6") else python_encoding[values[0]]
+        texts = [result.bundle_name, result.bundle_version, result.backend, result.precision,
+                 settings.institution_name, *result.scores.review_reasons]
+        texts += [t for f in result.scores.findings for t in (f.name, f.finding_id, *f.review_reasons)]
+        try:
+            for text in texts:
+                text.encode(codec)
+            return values[0] or None
+        except (UnicodeEncodeError, LookupError):
+            pass
+    return "ISO_IR 192"
+
+
+def _refused_by_highdicom(header: Dataset) -> list[str]:
+    refused = []
+    sex = header.get("PatientSex")
+    if sex not in (None, "", "M", "F", "O"):
+        refused.append("PatientSex")
+    for keyword, kind in (("PatientBirthDate", DA), ("StudyDate", DA), ("StudyTime", TM)):
+        value = header.get(keyword)
+        if value in (None, ""):
+            continue
+        try:
+            kind(value)
+        except (ValueError, TypeError):
+            refused.append(keyword)
+    return refused
+
+
+def _lo(text: str) -> str:
+    """A string fit for a single-valued LO (64 characters, no backslash, no control characters)."""
+    cleaned = "".join(" " if ord(c) < 32 else c for c in text).replace("\\", "/").strip()
+    return cleaned[:64]
 
 
 def _evidence(header: Dataset, instances: tuple[tuple[str, str], ...]) -> list[Dataset]:
@@ -138,7 +196,7 @@ def _content(result: StudyResult, settings: SrSettings) -> ContainerContentItem:
         observer_type=codes.cid270.Device,
         observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
             uid=settings.device_uid or device_uid(), name="ScanSide", manufacturer_name="ScanSide project",
-            model_name=result.bundle_name[:64]))))
+            model_name=_lo(result.bundle_name)))))
     items += [
         TextContentItem(codes.DCM.Comment, RESEARCH_STATEMENT, relationship_type=contains),
         TextContentItem(codes.DCM.AlgorithmName, result.bundle_name, relationship_type=contains),
@@ -154,7 +212,8 @@ def _content(result: StudyResult, settings: SrSettings) -> ContainerContentItem:
     for f in scores.findings:
         box = ContainerContentItem(name=_FINDING_RESULT, relationship_type=contains)
         parts = [
-            CodeContentItem(codes.DCM.Finding, CodedConcept(f.finding_id, SCHEME, f.name), relationship_type=contains),
+            CodeContentItem(codes.DCM.Finding, CodedConcept(f.finding_id, SCHEME, _lo(f.name) or f.finding_id),
+                            relationship_type=contains),
             CodeContentItem(_DECISION, codes.SCT.Present if f.positive else codes.SCT.Absent,
                             relationship_type=contains),
             NumContentItem(_SCORE, float(f.score), codes.UCUM.NoUnits, relationship_type=contains),
