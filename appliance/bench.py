@@ -214,7 +214,7 @@ def bench_sr_export(work: Path, numbers: Numbers, repeats: int) -> None:
     from pynetdicom.sop_class import ComprehensiveSRStorage
 
     from .export.outbox import Exporter, RetryPolicy
-    from .export.pacs import PacsPeer
+    from .export.pacs import PacsPeer, PacsSender
     from .export.source import capture_source
     from .export.sr import SrSettings, build_sr
     from .models import ExportState, FindingScore, Scores, SeriesInfo, SeriesRole, SeriesState, StudyResult
@@ -231,7 +231,7 @@ def bench_sr_export(work: Path, numbers: Numbers, repeats: int) -> None:
     store = Store(work / "sr.db", export_destinations=("pacs",))
     registry = CollectorRegistry()
     exporter = Exporter(store, Metrics(registry), RetryPolicy(3, 1.0, 1.0), SrSettings(),
-                        pacs=PacsPeer("BENCHPACS", "127.0.0.1", port))
+                        pacs=PacsSender(PacsPeer("BENCHPACS", "127.0.0.1", port)))
     try:
         build_ms, send_ms = [], []
         for i, plan in enumerate(plans):
@@ -252,7 +252,7 @@ def bench_sr_export(work: Path, numbers: Numbers, repeats: int) -> None:
                 doc = build_sr(result, source)
                 build_ms.append((time.perf_counter() - started) * 1000)
                 started = time.perf_counter()
-                exporter._send(exporter.pacs, [doc.data])
+                exporter.pacs.send([doc.data])
                 send_ms.append((time.perf_counter() - started) * 1000)
             store.save_result(result)
         queued = sum(len(r[0]) + len(r[1]) for r in (store.source(_cine_uid(p)) for p in plans))

@@ -19,10 +19,7 @@ from .api import pb
 from .assembly import Assembler
 from .bundle import Bundle, load_bundle
 from .config import Settings
-from .export.outbox import Exporter, RetryPolicy
-from .export.pacs import PacsPeer, PacsSender
 from .export.source import capture_source
-from .export.sr import SrSettings
 from .ingest import Ingestor, IngestThread, Quarantine
 from .ingest.quarantine import move_file
 from .ingest.receiver import DicomReceiver, ReceiverSettings
@@ -60,7 +57,7 @@ class Appliance:
         self.ingest_thread: IngestThread | None = None
         self._gpu_sampler = None
         self.receiver: DicomReceiver | None = None
-        self.exporter: Exporter | None = None
+        self.exporter = None  # appliance.export.outbox.Exporter, where [export] names a destination
 
     # --- start-up -------------------------------------------------------------------------------------------------
 
@@ -120,7 +117,12 @@ class Appliance:
         self.grpc.set_serving(True)
         log.info("ready: gRPC on %s, watching %s", self.grpc.address, s.paths.incoming)
 
-    def _make_exporter(self) -> Exporter:
+    def _make_exporter(self):
+        # Imported here: highdicom and its image codecs cost ~30 MB of memory, for appliances that send SRs only.
+        from .export.outbox import Exporter, RetryPolicy
+        from .export.pacs import PacsPeer, PacsSender
+        from .export.sr import SrSettings
+
         e = self.settings.export
         pacs = (PacsSender(PacsPeer(e.pacs_ae_title, e.pacs_host, e.pacs_port,
                                     calling_ae_title=self.settings.dicom.ae_title, timeout_s=e.timeout_s))
