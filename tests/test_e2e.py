@@ -77,7 +77,8 @@ def test_a_file_growing_in_place_is_waited_for_not_rejected(appliance, tmp_path)
     target = Path(app.settings.paths.incoming) / "slow"
     target.mkdir()
     for p in staged[:-1]:
-        shutil.copy(p, target / p.name)
+        # copyfile, not copy: copy's chmod after the write races the appliance taking the finished file away
+        shutil.copyfile(p, target / p.name)
     data = staged[-1].read_bytes()
     with open(target / staged[-1].name, "wb") as fh:  # a writer that streams the last image in three pieces
         for k in range(3):
