@@ -65,7 +65,7 @@ class Exporter:
 
     def start(self) -> None:
         if self.folder is not None:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o750)
         self.metrics.watch_exports(self.store.export_counts)
         self._thread = threading.Thread(target=self._run, name="scanside-export", daemon=True)
         self._thread.start()
@@ -75,8 +75,8 @@ class Exporter:
         return self._thread is not None and self._thread.is_alive()
 
     def stop(self, timeout: float = 10.0) -> bool:
-        """Abort a send in progress and stop; what is left stays queued on disk. True once the thread has ended
-        (a connection attempt cannot be interrupted, so this may take up to the PACS connection timeout)."""
+        """Abort a send in progress and stop; what is left stays queued on disk. True once the thread has ended;
+        pynetdicom may hold it in a wait until its own timeout (see PacsSender.abort), and then this says False."""
         self._stop.set()
         self.store.wake_waiters()
         if self.pacs is not None:
@@ -86,10 +86,11 @@ class Exporter:
         return not self.alive
 
     def _run(self) -> None:
-        seen, errors = 0, 0
+        seen: int | None = None
+        errors = 0
         while not self._stop.is_set():
             try:
-                if seen == 0:
+                if seen is None:
                     seen = self.store.last_event_id()
                 if self.run_once():
                     errors = 0
