@@ -128,6 +128,9 @@ class ExportConfig:
     timeout_s: float = 30.0  # association, DIMSE and network timeouts of one try
     series_number: int = 9901  # Series Number of the SR series; high, so PACS lists it after the images
     institution_name: str = ""  # written into the SR when set
+    tls_ca: Path | None = None  # DICOM TLS to the PACS: its certificate must chain to this CA (setting it turns TLS on)
+    tls_cert: Path | None = None  # this appliance's certificate and key, for a PACS that requires client certificates
+    tls_key: Path | None = None
 
     @property
     def enabled(self) -> bool:
@@ -309,6 +312,9 @@ def _validate(s: Settings) -> None:
     need(0 < e.timeout_s <= 600, "export.timeout_s must be in (0, 600]")
     need(1 <= e.series_number <= 2**31 - 1, "export.series_number must be a positive integer")
     need(len(e.institution_name) <= 64, "export.institution_name must be at most 64 characters")
+    need((e.tls_cert is None) == (e.tls_key is None), "export.tls_cert and export.tls_key go together")
+    need(e.tls_cert is None or e.tls_ca is not None,
+         "export.tls_cert needs export.tls_ca: TLS to the PACS always verifies the PACS' certificate")
     spool, quarantine, watch = (p.resolve() for p in (s.paths.spool, s.paths.quarantine, s.paths.incoming))
     for inner in (spool, quarantine):
         need(not inner.is_relative_to(watch),
@@ -341,5 +347,6 @@ def _resolve_relative(s: Settings, base: Path) -> Settings:
                                  bundle=s.engine.bundle if s.engine.bundle == DEFAULT_BUNDLE else fix(s.engine.bundle))
     dicom = dataclasses.replace(s.dicom, tls_cert=fix(s.dicom.tls_cert), tls_key=fix(s.dicom.tls_key),
                                 tls_ca=fix(s.dicom.tls_ca))
-    export = dataclasses.replace(s.export, folder=fix(s.export.folder))
+    export = dataclasses.replace(s.export, folder=fix(s.export.folder), tls_ca=fix(s.export.tls_ca),
+                                 tls_cert=fix(s.export.tls_cert), tls_key=fix(s.export.tls_key))
     return dataclasses.replace(s, paths=paths, engine=engine, dicom=dicom, export=export)

@@ -18,7 +18,7 @@ from . import __version__
 from .api import pb
 from .assembly import Assembler
 from .bundle import Bundle, load_bundle
-from .config import Settings
+from .config import ConfigError, Settings
 from .export.source import capture_source
 from .ingest import Ingestor, IngestThread, Quarantine
 from .ingest.quarantine import move_file
@@ -125,8 +125,14 @@ class Appliance:
 
         e = self.settings.export
         pacs = (PacsSender(PacsPeer(e.pacs_ae_title, e.pacs_host, e.pacs_port,
-                                    calling_ae_title=self.settings.dicom.ae_title, timeout_s=e.timeout_s))
+                                    calling_ae_title=self.settings.dicom.ae_title, timeout_s=e.timeout_s,
+                                    tls_ca=e.tls_ca, tls_cert=e.tls_cert, tls_key=e.tls_key))
                 if e.pacs_ae_title else None)
+        if pacs is not None:
+            try:
+                pacs.peer.tls_args()  # a missing or wrong certificate file stops the start, not every later send
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"export.tls_ca / tls_cert / tls_key cannot be loaded: {exc}") from None
         return Exporter(self.store, self.metrics, RetryPolicy(e.max_attempts, e.retry_initial_s, e.retry_max_s),
                         SrSettings(series_number=e.series_number, institution_name=e.institution_name),
                         pacs=pacs, folder=e.folder)

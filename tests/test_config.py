@@ -45,6 +45,7 @@ def test_file_then_environment(tmp_path):
     ("[export]\npacs_ae_title = 'A_PACS_TITLE_TOO_LONG'\n", "export.pacs_ae_title"),
     ("[export]\npacs_ae_title = 'PACS\\\\1'\n", "no backslash"),
     ("[dicom]\nae_title = 'SCANSÏDE'\n", "printable ASCII"),
+    ("[export]\ntls_cert = 'c.pem'\ntls_key = 'k.pem'\n", "export.tls_cert needs export.tls_ca"),
 ])
 def test_bad_settings_name_what_is_wrong(tmp_path, text, message):
     cfg = tmp_path / "bad.toml"

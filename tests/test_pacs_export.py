@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from conftest import wait_for
 from orthanc_peer import OrthancPeer, free_port, orthanc_binary
 
+from appliance.export.pacs import PacsPeer, PacsSender
 from appliance.models import ExportState
 from appliance.synth import SyntheticScanner, plan_study, write_study
 
@@ -204,3 +206,47 @@ def _flatten(sequence, deep: bool = True) -> list[tuple[str, str]]:
         if deep and "ContentSequence" in item and item.ValueType == "CONTAINER":
             out.extend(_flatten(item.ContentSequence))
     return out
+
+
+def _certificate(folder: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (IP subject alternative name, which TLS host checks use)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    key, cert = folder / f"{name}.key", folder / f"{name}.crt"
+    subprocess.run([shutil.which("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "1", "-subj", f"/CN={name}", "-addext",
+                    "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=60)
+    return key, cert
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make test certificates")
+def test_srs_go_over_dicom_tls_with_both_sides_verified_and_not_to_an_unknown_pacs(appliance, orthanc, tmp_path):
+    pacs_key, pacs_cert = _certificate(tmp_path / "tls", "pacs")
+    our_key, our_cert = _certificate(tmp_path / "tls", "scanside")
+    pacs = orthanc(extra_config={
+        "DicomTlsEnabled": True, "DicomTlsCertificate": str(pacs_cert), "DicomTlsPrivateKey": str(pacs_key),
+        "DicomTlsTrustedCertificates": str(our_cert), "DicomTlsRemoteCertificateRequired": True})
+    pacs.start()
+    app = appliance(export=export_to(pacs, tls_ca=str(pacs_cert), tls_cert=str(our_cert), tls_key=str(our_key)))
+    _, cine = send_study(app, seed=46)
+    wait_for(lambda: [e.state for e in exports_of(app, cine.series_uid)] == [ExportState.DELIVERED], timeout=60,
+             what="the SR delivered over TLS")
+    (instance,) = pacs.instances()
+    sr = pydicom.dcmread(io.BytesIO(pacs.instance_file(instance)))
+    assert sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].SeriesInstanceUID == \
+        cine.series_uid
+    app.stop()
+    # It was TLS: the same PACS does not take the SR in the clear.
+    plain = PacsSender(PacsPeer(pacs.aet, "127.0.0.1", pacs.dicom_port, "SCANSIDE", timeout_s=5))
+    (outcome,) = plain.send([pacs.instance_file(instance)])
+    assert not outcome.delivered
+
+    # The same PACS under a certificate this appliance was not told to trust: nothing is sent.
+    _, stranger_cert = _certificate(tmp_path / "tls2", "stranger")
+    app2 = appliance(export=export_to(pacs, tls_ca=str(stranger_cert), tls_cert=str(our_cert),
+                                      tls_key=str(our_key), max_attempts=1))
+    _, second = send_study(app2, seed=47)
+    wait_for(lambda: [e.state for e in exports_of(app2, second.series_uid)] == [ExportState.FAILED], timeout=60,
+             what="the untrusted PACS refused")
+    (item,) = exports_of(app2, second.series_uid)
+    assert "TLS handshake failed" in item.last_error
+    assert len(pacs.instances()) == 1

@@ -12,8 +12,10 @@ from __future__ import annotations
 import io
 import logging
 import socket
+import ssl
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -33,6 +35,17 @@ class PacsPeer:
     port: int
     calling_ae_title: str = "SCANSIDE"
     timeout_s: float = 30.0
+    tls_ca: Path | None = None  # set: DICOM TLS, the PACS' certificate verified against it (and its host name)
+    tls_cert: Path | None = None  # this appliance's client certificate and key, if the PACS asks for one
+    tls_key: Path | None = None
+
+    def tls_args(self) -> tuple[ssl.SSLContext, str] | None:
+        if self.tls_ca is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.tls_ca))
+        if self.tls_cert is not None:
+            context.load_cert_chain(certfile=str(self.tls_cert), keyfile=str(self.tls_key) if self.tls_key else None)
+        return context, self.host
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +108,7 @@ class PacsSender:
         with self._lock:
             if self._stopping:
                 return [SendOutcome(False, "appliance stopping", tried=False)] * len(documents)
-        assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title,
+        assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=peer.tls_args(),
                              evt_handlers=[(evt.EVT_CONN_OPEN, on_connected)])
         with self._lock:
             self._assoc = assoc
@@ -104,7 +117,8 @@ class PacsSender:
             if stopping:
                 return [SendOutcome(False, "appliance stopping", tried=False)] * len(documents)
             if not assoc.is_established:
-                return [SendOutcome(False, _association_failure(assoc, bool(connected)))] * len(documents)
+                why = _association_failure(assoc, bool(connected), tls=peer.tls_ca is not None)
+                return [SendOutcome(False, why)] * len(documents)
             outcomes: list[SendOutcome] = []
             for data in documents:
                 if self._stopping:
@@ -138,8 +152,11 @@ def _store_one(assoc, data: bytes) -> SendOutcome:
     return SendOutcome(False, f"C-STORE failed with status 0x{code:04X} ({category.lower()})")
 
 
-def _association_failure(assoc, connected: bool) -> str:
-    if not connected:  # pynetdicom reports a refused or timed-out connection as an abort
+def _association_failure(assoc, connected: bool, tls: bool) -> str:
+    if not connected:  # pynetdicom reports a refused or timed-out connection (or a failed handshake) as an abort
+        if tls:
+            return ("no connection: the PACS did not answer, or the TLS handshake failed (its certificate not "
+                    "trusted by export.tls_ca, a host name it does not name, or our client certificate refused)")
         return "no connection: the PACS did not answer (connection refused, unreachable or timed out)"
     if assoc.is_rejected:
         # The codes say whether the peer refuses us for good (result 1, e.g. reason 3: calling AE not recognised)
