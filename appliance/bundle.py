@@ -58,9 +58,13 @@ class Finding:
 
     def __post_init__(self) -> None:
         where = f"finding {self.id!r}"
-        if not isinstance(self.id, str) or not self.id or ":" in self.id:
-            raise BundleError(f"finding id must be a non-empty string without ':', got {self.id!r}")
-        if not isinstance(self.name, str) or not self.name:
+        # The id becomes a code value in the DICOM SR, the name a code meaning: no ':' (review reasons use it), no
+        # backslash (DICOM's value separator), no control characters.
+        if (not isinstance(self.id, str) or not self.id.strip() or any(c in self.id for c in ":\\")
+                or any(ord(c) < 32 for c in self.id)):
+            raise BundleError(f"finding id must be a non-empty string without ':', '\\' or control characters, "
+                              f"got {self.id!r}")
+        if not isinstance(self.name, str) or not self.name.strip():
             raise BundleError(f"{where}: name must be a non-empty string")
         prompts = tuple(self.prompts)
         if not prompts:

@@ -3,6 +3,7 @@ writes that are atomic (a reader sees the old file or the new one, never half of
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -45,6 +46,9 @@ def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o644, durable: bool
         folder = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(folder)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOTSUP):  # some filesystems cannot sync a folder: the file
+                raise                                            # itself is synced, which is what they offer
         finally:
             os.close(folder)
 

@@ -35,8 +35,14 @@ def withhold_warning_texts() -> None:
 def silence_value_echoes() -> None:
     """pydicom checks values as it reads and writes them and reports a bad one by quoting it, through its logger
     and as a warning ("Invalid value for VR DA: '1980-01-01'": a birth date). The appliance copes with odd values
-    where it uses them, so the check is switched off for the process, and with it the echo."""
+    where it uses them, so the check is switched off for the process, and with it the echo. pynetdicom's DEBUG
+    output is held back for the same reason."""
+    import logging
+
     from pydicom import config
 
     config.settings.reading_validation_mode = config.IGNORE
     config.settings.writing_validation_mode = config.IGNORE
+    # At DEBUG pynetdicom prints every message's UIDs (each received image's SOP Instance UID): never below INFO.
+    net = logging.getLogger("pynetdicom")
+    net.setLevel(max(net.getEffectiveLevel(), logging.INFO))

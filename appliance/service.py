@@ -262,7 +262,10 @@ class Appliance:
             self._set_aside(info.key, path)
         reason = detail.split(":", 1)[0]
         self.metrics.series_failed.labels(reason=reason if reason in ("preprocess", "inference") else "other").inc()
-        log.warning("series %s failed: %s", info.key, detail)
+        # The detail can quote a library's message (values, paths): it goes to reason.txt and the database, the log
+        # line names the stage only.
+        log.warning("series %s failed at %s; the reason is in quarantine/failed_series/%s/reason.txt", info.key,
+                    reason if reason in ("preprocess", "inference") else "another stage", info.key)
 
     def _failed_folder(self, key: str) -> Path:
         folder = Path(self.settings.paths.quarantine) / "failed_series" / key

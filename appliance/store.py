@@ -316,9 +316,14 @@ class Store:
                  ExportState.PENDING if next_attempt_at is not None else ExportState.FAILED)
         now = time.time()
         with self._tx() as db:
-            db.execute("UPDATE exports SET state=?, attempts=attempts+1, next_attempt_at=?, last_error=?,"
-                       " updated_at=? WHERE id=?",
-                       (state.value, next_attempt_at if next_attempt_at is not None else now, error, now, export_id))
+            # Only a pending item takes a try: a late answer must not undo an outcome recorded meanwhile.
+            cur = db.execute("UPDATE exports SET state=?, attempts=attempts+1, next_attempt_at=?, last_error=?,"
+                             " updated_at=? WHERE id=? AND state=?",
+                             (state.value, next_attempt_at if next_attempt_at is not None else now, error, now,
+                              export_id, ExportState.PENDING.value))
+            if cur.rowcount == 0:
+                row = db.execute("SELECT state FROM exports WHERE id=?", (export_id,)).fetchone()
+                return ExportState(row[0]) if row else state
             if state is ExportState.DELIVERED:
                 (series_uid,) = db.execute("SELECT series_uid FROM exports WHERE id=?", (export_id,)).fetchone()
                 waiting = db.execute("SELECT 1 FROM exports WHERE series_uid=? AND state!=?",

@@ -133,6 +133,8 @@ def test_inconsistent_manifest_is_refused(bundle_dir: Path, edit, message: str) 
         (lambda b: b["findings"][3].update(id="lv_dilation"), "duplicate finding ids"),
         (lambda b: b["findings"][4].pop("calibration"), "missing calibration"),
         (lambda b: b["reference"].update(variances=[1.0]), "one value per component"),
+        (lambda b: b["findings"][5].update(id="lv\\rv"), "without ':', '\\\\' or control characters"),
+        (lambda b: b["findings"][6].update(name="  "), "name must be a non-empty string"),
     ],
 )
 def test_bad_label_bank_is_refused(bundle_dir: Path, edit, message: str) -> None:

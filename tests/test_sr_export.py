@@ -116,6 +116,22 @@ def test_odd_source_values_and_character_sets_are_copied_as_they_are(tmp_path):
     assert (sr.PatientSex, sr.PatientBirthDate, sr.StudyDate) == ("X", "1980-01-01", "20261130")
 
 
+def test_a_source_in_the_default_repertoire_by_its_pydicom_name_builds(tmp_path):
+    path = write(mr_dataset(SpecificCharacterSet="ISO_IR 6"), tmp_path / "ir6.dcm")
+    ds = pydicom.dcmread(path)
+    sr = pydicom.dcmread(io.BytesIO(build_sr(scored(ds.SeriesInstanceUID, ds.StudyInstanceUID), capture_source(
+        path, ((str(ds.SOPClassUID), str(ds.SOPInstanceUID)),))).data))
+    assert not sr.get("SpecificCharacterSet") and str(sr.PatientName) == "SYNTH^UNIT"
+
+
+def test_pynetdicom_never_logs_at_debug_in_the_appliance():
+    from appliance.logsafe import silence_value_echoes
+
+    logging.getLogger("pynetdicom").setLevel(logging.DEBUG)
+    silence_value_echoes()  # what the appliance does when it starts
+    assert logging.getLogger("pynetdicom").getEffectiveLevel() >= logging.INFO
+
+
 def test_bundle_text_that_does_not_fit_a_code_meaning_is_cleaned_not_fatal(cine_files, tmp_path):
     plan, cine, files, refs = cine_files
     result = scored(cine.series_uid, plan.study_uid)
@@ -259,6 +275,16 @@ def test_a_source_highdicom_cannot_use_fails_its_export_once_and_the_queue_goes_
     assert bad.state is ExportState.FAILED and bad.attempts == 1 and "could not be built" in bad.last_error
     assert good.state is ExportState.DELIVERED
     store.close()
+
+
+def test_a_late_answer_does_not_undo_a_recorded_outcome(queued, tmp_path):
+    store, series_uid = queued
+    (item,) = store.exports(series_uid=series_uid)
+    assert store.record_export_try(item.id, True, None, None) is ExportState.DELIVERED
+    # e.g. the thread of an appliance that was stopped while it waited for the PACS, answering late
+    assert store.record_export_try(item.id, False, "no C-STORE response", time.time() + 10) is ExportState.DELIVERED
+    (item,) = store.exports(series_uid=series_uid)
+    assert item.state is ExportState.DELIVERED and item.attempts == 1
 
 
 def test_a_source_is_dropped_when_its_series_fails(tmp_path):

@@ -112,6 +112,8 @@ class Exporter:
             return False
         ready: list[tuple[ExportItem, StoredReport]] = []
         for item in items:
+            if self._stop.is_set():
+                return True
             try:
                 ready.append((item, self._report(item)))
             except BuildError as exc:
@@ -149,6 +151,10 @@ class Exporter:
         except Exception as exc:  # whatever the cause (odd source values, a library's surprise), trying again
             # would build the same thing: fail the item visibly instead. Type only: messages may quote the source.
             raise BuildError(f"the SR could not be built ({describe(exc)})") from None
+        if doc.kept_as_is:
+            # A strict PACS may refuse these; the log says why an SR could be turned away (names, never values).
+            log.warning("series %s: its SR copies the source's own %s, which are not valid DICOM values",
+                        item.key, ", ".join(doc.kept_as_is))
         try:
             return self.store.save_report(item.series_uid, doc.sop_instance_uid, doc.data)
         except StoreError as exc:

@@ -3,8 +3,8 @@
 An association that cannot be made (nothing listening, rejected, aborted, timed out, SR not accepted) fails every
 document of the batch for this try; the outbox decides about retrying. Per-document statuses are read by their
 DICOM category: success and warnings (stored, possibly coerced) count as delivered, anything else is a failed try
-with the status in the error text. `abort()` (from another thread, at shutdown) ends a send at once; documents not
-yet sent then come back as untried, which costs them no try.
+with the status in the error text. `abort()` (from another thread, at shutdown) ends a send; documents not yet sent
+come back as untried, which costs them no try (the one in flight, if any, counts as a try when it times out).
 """
 
 from __future__ import annotations
@@ -99,6 +99,9 @@ class PacsSender:
             connected.append(True)
             with self._lock:
                 self._assoc = event.assoc  # from here on abort() can end the negotiation too
+                stopping = self._stopping
+            if stopping:  # abort() came while the connection was still being made
+                event.assoc.abort(block=False)
             # Nagle's algorithm holds each DIMSE message's second PDU for the peer's delayed ACK (~40 ms each).
             try:
                 event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -79,6 +79,7 @@ class SrSettings:
 class SrDocument:
     sop_instance_uid: str
     data: bytes  # Part 10 file, Explicit VR Little Endian
+    kept_as_is: tuple[str, ...] = ()  # source attributes copied unchanged although not valid DICOM (names only)
 
 
 def device_uid() -> str:
@@ -130,7 +131,10 @@ def build_sr(result: StudyResult, source: SourceStudy, settings: SrSettings = Sr
             sr[element.tag] = element
         buf = io.BytesIO()
         sr.save_as(buf, enforce_file_format=True)
-    return SrDocument(str(sop_uid), buf.getvalue())
+    return SrDocument(str(sop_uid), buf.getvalue(), tuple(kept))
+
+
+_TEXT_VRS = ("PN", "LO", "SH", "ST", "LT", "UT", "UC")
 
 
 def _character_set(header: Dataset, result: StudyResult, settings: SrSettings) -> str | None:
@@ -144,10 +148,13 @@ def _character_set(header: Dataset, result: StudyResult, settings: SrSettings) -
         texts = [result.bundle_name, result.bundle_version, result.backend, result.precision,
                  settings.institution_name, *result.scores.review_reasons]
         texts += [t for f in result.scores.findings for t in (f.name, f.finding_id, *f.review_reasons)]
+        # The source's own text too: bytes it could not decode come back as U+FFFD, which its set cannot hold.
+        texts += [str(e.value) for e in header.iterall() if e.VR in _TEXT_VRS and e.value is not None]
         try:
             for text in texts:
                 text.encode(codec)
-            return values[0] or None
+            # highdicom knows the default repertoire only as "no value"; "ISO_IR 6" is pydicom's name for it.
+            return None if values[0] in ("", "ISO_IR 6") else values[0]
         except (UnicodeEncodeError, LookupError):
             pass
     return "ISO_IR 192"
@@ -212,7 +219,7 @@ def _content(result: StudyResult, settings: SrSettings) -> ContainerContentItem:
     for f in scores.findings:
         box = ContainerContentItem(name=_FINDING_RESULT, relationship_type=contains)
         parts = [
-            CodeContentItem(codes.DCM.Finding, CodedConcept(f.finding_id, SCHEME, _lo(f.name) or f.finding_id),
+            CodeContentItem(codes.DCM.Finding, CodedConcept(f.finding_id, SCHEME, _lo(f.name) or _lo(f.finding_id)),
                             relationship_type=contains),
             CodeContentItem(_DECISION, codes.SCT.Present if f.positive else codes.SCT.Absent,
                             relationship_type=contains),
