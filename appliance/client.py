@@ -95,6 +95,8 @@ class ResultsTable:
                     f"{r.timings.scan_to_score_ms:6.0f}ms  {review:6}  {', '.join(positive) or 'none'}")
             if r.needs_review:
                 line += f"  [{'; '.join(r.review_reasons[:3])}{'...' if len(r.review_reasons) > 3 else ''}]"
+            if r.sr_deliveries:  # as of when the result was read: a live stream shows the SR still pending
+                line += "  SR " + ", ".join(f"{d.destination} {d.state}" for d in r.sr_deliveries)
         else:
             s = event.status
             line = f"{time.strftime('%H:%M:%S'):8}  {s.series_key:13}  {'':10}  {'':>8}  FAILED  {s.detail}"

@@ -28,9 +28,10 @@ DEFAULT_PAGE = 50
 STREAM_POLL_S = 0.5  # how often an idle stream re-checks that its client is still there
 
 
-def result_to_pb(r: StudyResult) -> pb.SeriesResult:
+def result_to_pb(r: StudyResult, deliveries: list[pb.SrDelivery] | None = None) -> pb.SeriesResult:
     t = r.timings_ms
     return pb.SeriesResult(
+        sr_deliveries=deliveries or [],
         study_instance_uid=r.info.study_uid, series_instance_uid=r.info.series_uid, series_key=r.info.key,
         series_description=r.info.description, manufacturer=r.info.manufacturer,
         findings=[pb.FindingResult(finding_id=f.finding_id, name=f.name, score=f.score, threshold=f.threshold,
@@ -68,13 +69,20 @@ class ApplianceServicer(pb_grpc.ApplianceServicer):
         self._streams = threading.BoundedSemaphore(max_streams)
         self.max_streams = max_streams
 
+    def _result(self, r: StudyResult) -> pb.SeriesResult:
+        exports = self.store.exports(series_uid=r.info.series_uid)
+        sr_uid = self.store.sr_uid(r.info.series_uid) if exports else None
+        return result_to_pb(r, [pb.SrDelivery(destination=e.destination, state=e.state.value, tries=e.attempts,
+                                              last_error=e.last_error or "", sr_instance_uid=sr_uid or "",
+                                              updated_unix=e.updated_at) for e in exports])
+
     def GetStudyResult(self, request: pb.GetStudyResultRequest, context: grpc.ServicerContext):
         if not request.study_instance_uid:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "study_instance_uid is required")
         results = self.store.results_for_study(request.study_instance_uid)
         if not results:
             context.abort(grpc.StatusCode.NOT_FOUND, "no result for this study (yet)")
-        return pb.GetStudyResultResponse(results=[result_to_pb(r) for r in results])
+        return pb.GetStudyResultResponse(results=[self._result(r) for r in results])
 
     def ListResults(self, request: pb.ListResultsRequest, context: grpc.ServicerContext):
         size = request.page_size or DEFAULT_PAGE
@@ -88,7 +96,7 @@ class ApplianceServicer(pb_grpc.ApplianceServicer):
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token is not one this server issued")
         rows = self.store.list_results(size + 1, before_id=before, since=request.since_unix or None)
         page, more = rows[:size], len(rows) > size
-        return pb.ListResultsResponse(results=[result_to_pb(r) for _, r in page],
+        return pb.ListResultsResponse(results=[self._result(r) for _, r in page],
                                       next_page_token=str(page[-1][0]) if more else "")
 
     def StreamResults(self, request: pb.StreamResultsRequest, context: grpc.ServicerContext) -> Iterator:
@@ -127,7 +135,7 @@ class ApplianceServicer(pb_grpc.ApplianceServicer):
         if event.kind == "scored":
             result = self.store.result_for_series(event.series_uid)
             return pb.ResultEvent(event_id=event.id, kind=pb.ResultEvent.SCORED,
-                                  result=result_to_pb(result) if result else None)
+                                  result=self._result(result) if result else None)
         row = self.store.series(event.series_uid)
         return pb.ResultEvent(event_id=event.id, kind=pb.ResultEvent.FAILED,
                               status=status_from_row(row) if row else None)

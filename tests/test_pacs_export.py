@@ -15,6 +15,7 @@ import pytest
 from conftest import wait_for
 from orthanc_peer import OrthancPeer, free_port, orthanc_binary
 
+from appliance.client import ApplianceClient
 from appliance.export.pacs import PacsPeer, PacsSender
 from appliance.models import ExportState
 from appliance.synth import SyntheticScanner, plan_study, write_study
@@ -115,6 +116,10 @@ def test_the_sr_of_a_scored_study_arrives_in_orthanc_and_says_what_was_scored(ap
     (written,) = (tmp_path / "sr-out").glob("*.dcm")
     assert written.name == f"{sr.SOPInstanceUID}.dcm"
     assert app.store.sr_uid(cine.series_uid) == sr.SOPInstanceUID
+    with ApplianceClient(app.grpc_address) as client:  # what the technologists' display reads
+        (served,) = client.study(plan.study_uid)
+    assert sorted((d.destination, d.state, d.tries, d.sr_instance_uid) for d in served.sr_deliveries) == \
+        [("folder", "delivered", 1, sr.SOPInstanceUID), ("pacs", "delivered", 1, sr.SOPInstanceUID)]
     assert app.store.source(cine.series_uid) is None  # no patient data kept once delivered everywhere
     assert app.registry.get_sample_value("scanside_sr_export_tries_total",
                                          {"destination": "pacs", "outcome": "delivered"}) == 1

@@ -42,7 +42,7 @@ class StageTimings(_message.Message):
     def __init__(self, preprocess_ms: _Optional[float] = ..., inference_ms: _Optional[float] = ..., scoring_ms: _Optional[float] = ..., batch_size: _Optional[int] = ..., scan_to_score_ms: _Optional[float] = ...) -> None: ...
 
 class SeriesResult(_message.Message):
-    __slots__ = ("study_instance_uid", "series_instance_uid", "series_key", "series_description", "manufacturer", "findings", "needs_review", "review_reasons", "ood_distance", "bundle_name", "bundle_version", "backend", "precision", "scored_at_unix", "timings", "images")
+    __slots__ = ("study_instance_uid", "series_instance_uid", "series_key", "series_description", "manufacturer", "findings", "needs_review", "review_reasons", "ood_distance", "bundle_name", "bundle_version", "backend", "precision", "scored_at_unix", "timings", "images", "sr_deliveries")
     STUDY_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
     SERIES_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
     SERIES_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +59,7 @@ class SeriesResult(_message.Message):
     SCORED_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
+    SR_DELIVERIES_FIELD_NUMBER: _ClassVar[int]
     study_instance_uid: str
     series_instance_uid: str
     series_key: str
@@ -75,7 +76,24 @@ class SeriesResult(_message.Message):
     scored_at_unix: float
     timings: StageTimings
     images: int
-    def __init__(self, study_instance_uid: _Optional[str] = ..., series_instance_uid: _Optional[str] = ..., series_key: _Optional[str] = ..., series_description: _Optional[str] = ..., manufacturer: _Optional[str] = ..., findings: _Optional[_Iterable[_Union[FindingResult, _Mapping]]] = ..., needs_review: _Optional[bool] = ..., review_reasons: _Optional[_Iterable[str]] = ..., ood_distance: _Optional[float] = ..., bundle_name: _Optional[str] = ..., bundle_version: _Optional[str] = ..., backend: _Optional[str] = ..., precision: _Optional[str] = ..., scored_at_unix: _Optional[float] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., images: _Optional[int] = ...) -> None: ...
+    sr_deliveries: _containers.RepeatedCompositeFieldContainer[SrDelivery]
+    def __init__(self, study_instance_uid: _Optional[str] = ..., series_instance_uid: _Optional[str] = ..., series_key: _Optional[str] = ..., series_description: _Optional[str] = ..., manufacturer: _Optional[str] = ..., findings: _Optional[_Iterable[_Union[FindingResult, _Mapping]]] = ..., needs_review: _Optional[bool] = ..., review_reasons: _Optional[_Iterable[str]] = ..., ood_distance: _Optional[float] = ..., bundle_name: _Optional[str] = ..., bundle_version: _Optional[str] = ..., backend: _Optional[str] = ..., precision: _Optional[str] = ..., scored_at_unix: _Optional[float] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., images: _Optional[int] = ..., sr_deliveries: _Optional[_Iterable[_Union[SrDelivery, _Mapping]]] = ...) -> None: ...
+
+class SrDelivery(_message.Message):
+    __slots__ = ("destination", "state", "tries", "last_error", "sr_instance_uid", "updated_unix")
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TRIES_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    SR_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    destination: str
+    state: str
+    tries: int
+    last_error: str
+    sr_instance_uid: str
+    updated_unix: float
+    def __init__(self, destination: _Optional[str] = ..., state: _Optional[str] = ..., tries: _Optional[int] = ..., last_error: _Optional[str] = ..., sr_instance_uid: _Optional[str] = ..., updated_unix: _Optional[float] = ...) -> None: ...
 
 class GetStudyResultRequest(_message.Message):
     __slots__ = ("study_instance_uid",)
