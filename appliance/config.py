@@ -128,6 +128,7 @@ class ExportConfig:
     timeout_s: float = 30.0  # association, DIMSE and network timeouts of one try
     series_number: int = 9901  # Series Number of the SR series; high, so PACS lists it after the images
     institution_name: str = ""  # written into the SR when set
+    keep_failed_days: float = 30.0  # a failed SR (patient data) is kept this long for `exports retry`; 0: forever
     tls_ca: Path | None = None  # DICOM TLS to the PACS: its certificate must chain to this CA (setting it turns TLS on)
     tls_cert: Path | None = None  # this appliance's certificate and key, for a PACS that requires client certificates
     tls_key: Path | None = None
@@ -312,6 +313,7 @@ def _validate(s: Settings) -> None:
     need(0 < e.timeout_s <= 600, "export.timeout_s must be in (0, 600]")
     need(1 <= e.series_number <= 2**31 - 1, "export.series_number must be a positive integer")
     need(len(e.institution_name) <= 64, "export.institution_name must be at most 64 characters")
+    need(0 <= e.keep_failed_days <= 36_500, "export.keep_failed_days must be in [0, 36500] (0: keep forever)")
     need((e.tls_cert is None) == (e.tls_key is None), "export.tls_cert and export.tls_key go together")
     need(e.tls_cert is None or e.tls_ca is not None,
          "export.tls_cert needs export.tls_ca: TLS to the PACS always verifies the PACS' certificate")

@@ -135,7 +135,7 @@ class Appliance:
                 raise ConfigError(f"export.tls_ca / tls_cert / tls_key cannot be loaded: {exc}") from None
         return Exporter(self.store, self.metrics, RetryPolicy(e.max_attempts, e.retry_initial_s, e.retry_max_s),
                         SrSettings(series_number=e.series_number, institution_name=e.institution_name),
-                        pacs=pacs, folder=e.folder)
+                        pacs=pacs, folder=e.folder, keep_failed_days=e.keep_failed_days)
 
     def _watch_gpu(self) -> None:
         """GPU metrics exist only where TensorRT runs or was asked for (and fell back): a CPU box shows none."""

@@ -333,6 +333,29 @@ class Store:
                     db.execute("UPDATE reports SET document=NULL WHERE series_uid=?", (series_uid,))
         return state
 
+    def expire_failed_exports(self, failed_before: float) -> int:
+        """Drop the SR document and source of series whose exports are all finished, with at least one failed
+        before `failed_before` (retention of patient data). Their failed items stay listed. Returns how many."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT r.series_uid FROM reports r WHERE r.document IS NOT NULL"
+                " AND EXISTS (SELECT 1 FROM exports e WHERE e.series_uid=r.series_uid AND e.state=?"
+                "             AND e.updated_at<?)"
+                " AND NOT EXISTS (SELECT 1 FROM exports e WHERE e.series_uid=r.series_uid AND e.state=?)",
+                (ExportState.FAILED.value, failed_before, ExportState.PENDING.value)).fetchall()
+            for (series_uid,) in rows:
+                db.execute("UPDATE reports SET document=NULL WHERE series_uid=?", (series_uid,))
+                db.execute("DELETE FROM sources WHERE series_uid=?", (series_uid,))
+                db.execute("UPDATE exports SET last_error=COALESCE(last_error, '') || ?"
+                           " WHERE series_uid=? AND state=?",
+                           (" [SR dropped: kept past export.keep_failed_days]", series_uid, ExportState.FAILED.value))
+            # Failed before the SR was ever built: only a source is held.
+            cur = db.execute(
+                "DELETE FROM sources WHERE series_uid IN (SELECT e.series_uid FROM exports e WHERE e.state=?"
+                " AND e.updated_at<?) AND series_uid NOT IN (SELECT series_uid FROM exports WHERE state=?)",
+                (ExportState.FAILED.value, failed_before, ExportState.PENDING.value))
+            return len(rows) + cur.rowcount
+
     def retry_exports(self, ids: tuple[int, ...] = (), state: ExportState = ExportState.FAILED) -> int:
         """Queue failed exports again (all of them, or those with the given ids) with a fresh count of tries."""
         now = time.time()

@@ -46,6 +46,7 @@ def test_file_then_environment(tmp_path):
     ("[export]\npacs_ae_title = 'PACS\\\\1'\n", "no backslash"),
     ("[dicom]\nae_title = 'SCANSÏDE'\n", "printable ASCII"),
     ("[export]\ntls_cert = 'c.pem'\ntls_key = 'k.pem'\n", "export.tls_cert needs export.tls_ca"),
+    ("[export]\nkeep_failed_days = -1\n", "export.keep_failed_days"),
 ])
 def test_bad_settings_name_what_is_wrong(tmp_path, text, message):
     cfg = tmp_path / "bad.toml"

@@ -277,6 +277,25 @@ def test_a_source_highdicom_cannot_use_fails_its_export_once_and_the_queue_goes_
     store.close()
 
 
+def test_a_failed_sr_is_dropped_after_its_retention_and_says_so(queued, tmp_path):
+    store, series_uid = queued
+    blocker = tmp_path / "out"
+    blocker.write_text("a file where the folder should be")
+    exp, _ = exporter(store, blocker, attempts=1)
+    exp.run_once()
+    (item,) = store.exports(series_uid=series_uid)
+    assert item.state is ExportState.FAILED and store.report(series_uid) is not None
+    assert store.expire_failed_exports(failed_before=item.updated_at - 1) == 0  # not old enough yet
+    assert store.expire_failed_exports(failed_before=item.updated_at + 1) == 1
+    (item,) = store.exports(series_uid=series_uid)
+    assert store.report(series_uid) is None and store.source(series_uid) is None
+    assert item.state is ExportState.FAILED and "kept past export.keep_failed_days" in item.last_error
+    assert store.retry_exports() == 1  # an operator retries anyway: it fails at once, saying why
+    exp.run_once()
+    (item,) = store.exports(series_uid=series_uid)
+    assert item.state is ExportState.FAILED and "was dropped" in item.last_error
+
+
 def test_a_late_answer_does_not_undo_a_recorded_outcome(queued, tmp_path):
     store, series_uid = queued
     (item,) = store.exports(series_uid=series_uid)

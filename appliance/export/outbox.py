@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 BATCH = 32  # SRs sent over one association
 MAX_IDLE_WAIT_S = 2.0  # re-read the queue at least this often: `scanside exports retry` runs in another process
 MAX_ERROR_WAIT_S = 60.0  # after an unexpected error (a full disk, a locked database), wait longer each time
+EXPIRY_INTERVAL_S = 3600.0  # how often failed SRs past their retention are dropped
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,9 @@ class BuildError(RuntimeError):
 
 class Exporter:
     def __init__(self, store: Store, metrics: Metrics, policy: RetryPolicy, sr_settings: SrSettings,
-                 pacs: PacsSender | None = None, folder: Path | None = None) -> None:
+                 pacs: PacsSender | None = None, folder: Path | None = None, keep_failed_days: float = 0.0) -> None:
+        self.keep_failed_days = keep_failed_days
+        self._next_expiry = 0.0
         self.store = store
         self.metrics = metrics
         self.policy = policy
@@ -92,6 +95,7 @@ class Exporter:
             try:
                 if seen is None:
                     seen = self.store.last_event_id()
+                self._expire()
                 if self.run_once():
                     errors = 0
                     continue
@@ -104,6 +108,15 @@ class Exporter:
                 errors += 1
                 log.error("export queue: %s (waiting before the next look)", describe(exc))
                 self._stop.wait(min(2.0 ** errors, MAX_ERROR_WAIT_S))
+
+    def _expire(self) -> None:
+        now = time.time()
+        if not self.keep_failed_days or now < self._next_expiry:
+            return
+        self._next_expiry = now + EXPIRY_INTERVAL_S
+        dropped = self.store.expire_failed_exports(now - self.keep_failed_days * 86_400)
+        if dropped:
+            log.info("dropped the SRs of %d failed export(s) kept past %g days", dropped, self.keep_failed_days)
 
     def run_once(self, now: float | None = None) -> bool:
         """Try every due export once; True if there were any."""
@@ -140,6 +153,9 @@ class Exporter:
         report = self.store.report(item.series_uid)
         if report is not None:
             return report
+        if self.store.sr_uid(item.series_uid) is not None:
+            raise BuildError("its SR was dropped (delivered everywhere, or failed and kept past "
+                             "export.keep_failed_days) and cannot be rebuilt")
         result = self.store.result_for_series(item.series_uid)
         row = self.store.source(item.series_uid)
         if result is None:
