@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from . import RESEARCH_NOTICE, __version__
 from .bundle import BundleError
@@ -48,7 +49,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _setup_logging("WARNING" if not args.verbose else "INFO")
-    return run_demo(settings, studies=args.studies, seed=args.seed, pace_s=args.pace, keep=args.keep)
+    return run_demo(settings, studies=args.studies, seed=args.seed, pace_s=args.pace, keep=args.keep,
+                    sr_out=args.sr_out)
 
 
 def cmd_results(args: argparse.Namespace) -> int:
@@ -153,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--pace", type=float, default=0.01, help="seconds between files of one scanner (default 0.01)")
     p.add_argument("--keep", action="store_true", help="keep the temporary data folder")
+    p.add_argument("--sr-out", type=Path, metavar="DIR",
+                   help="also write each result as a DICOM SR into DIR (what a PACS would receive)")
     p.add_argument("-v", "--verbose", action="store_true", help="show the appliance's log")
     p.set_defaults(func=cmd_demo)
 

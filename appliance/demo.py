@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from . import RESEARCH_NOTICE
 from .client import ApplianceClient, ResultsTable
 from .config import Settings
+from .models import ExportState
 from .service import Appliance
 from .synth import SyntheticScanner, demo_cohort
 
@@ -26,12 +27,14 @@ log = logging.getLogger(__name__)
 
 
 def run_demo(settings: Settings, studies: int = 4, seed: int = 7, pace_s: float = 0.01, timeout_s: float = 300.0,
-             out: TextIO = sys.stdout, keep: bool = False) -> int:
+             out: TextIO = sys.stdout, keep: bool = False, sr_out: Path | None = None) -> int:
     tmp = None
     if settings.paths.data_dir == Settings().paths.data_dir:
         tmp = tempfile.TemporaryDirectory(prefix="scanside-demo-")
         settings = settings.replace(paths={"data_dir": tmp.name, "watch_dir": str(Path(tmp.name) / "incoming")})
     settings = settings.replace(grpc={"port": 0}, metrics={"port": 0})
+    if sr_out is not None:  # results back to PACS, into a folder instead: what a PACS would receive
+        settings = settings.replace(export={"folder": str(Path(sr_out).resolve())})
     out.write(f"ScanSide demo. {RESEARCH_NOTICE}\n")
     out.write(f"data folder: {settings.paths.data_dir}\n")
     appliance = Appliance(settings, registry=CollectorRegistry())
@@ -47,11 +50,26 @@ def run_demo(settings: Settings, studies: int = 4, seed: int = 7, pace_s: float 
         out.write(f"{len(scanners)} synthetic scanner(s) writing {expected} studies "
                   f"({', '.join(f'vendor {p.vendor}: {p.condition}' for p in plans)})\n\n")
         truth = {p.study_uid: f"{p.condition} (vendor {p.vendor})" for p in plans}
-        return _watch(appliance.grpc_address, scanners, expected, timeout_s, out, truth)
+        code = _watch(appliance.grpc_address, scanners, expected, timeout_s, out, truth)
+        if sr_out is not None:
+            code = max(code, _await_srs(appliance, expected, Path(sr_out), out))
+        return code
     finally:
         appliance.stop()
         if tmp is not None and not keep:
             tmp.cleanup()
+
+
+def _await_srs(appliance: Appliance, expected: int, folder: Path, out: TextIO, timeout_s: float = 60.0) -> int:
+    deadline = time.monotonic() + timeout_s
+    delivered = 0
+    while time.monotonic() < deadline:
+        delivered = appliance.store.export_counts().get(("folder", ExportState.DELIVERED), 0)
+        if delivered >= expected:
+            break
+        time.sleep(0.1)
+    out.write(f"DICOM SR: {delivered} of {expected} written to {folder} (e.g. `dsrdump {folder}/<file>.dcm`)\n")
+    return 0 if delivered >= expected else 1
 
 
 def _watch(address: str, scanners: list[SyntheticScanner], expected: int, timeout_s: float, out: TextIO,
