@@ -117,7 +117,7 @@ def _collect(stream) -> _Events:
         try:
             for event in stream:
                 now = time.perf_counter()
-                if event.HasField("result"):
+                if event.kind == event.SCORED:
                     with events.cond:
                         events.by_series[event.result.series_instance_uid] = (now, event)
                         events.cond.notify_all()

@@ -97,6 +97,11 @@ class ResultsTable:
                 line += f"  [{'; '.join(r.review_reasons[:3])}{'...' if len(r.review_reasons) > 3 else ''}]"
             if r.sr_deliveries:  # as of when the result was read: a live stream shows the SR still pending
                 line += "  SR " + ", ".join(f"{d.destination} {d.state}" for d in r.sr_deliveries)
+        elif event.kind == pb.ResultEvent.SR_UPDATED:
+            r = event.result
+            line = (f"{time.strftime('%H:%M:%S'):8}  {r.series_key:13}  {'':10}  {'':>8}  SR      "
+                    + ", ".join(f"{d.destination} {d.state}" + (f" ({d.last_error})" if d.state == "failed" else "")
+                                for d in r.sr_deliveries))
         else:
             s = event.status
             line = f"{time.strftime('%H:%M:%S'):8}  {s.series_key:13}  {'':10}  {'':>8}  FAILED  {s.detail}"

@@ -88,7 +88,9 @@ def _watch(address: str, scanners: list[SyntheticScanner], expected: int, timeou
         try:
             for event in stream:
                 table.add(event)
-                if event.HasField("result"):
+                if event.kind == event.SR_UPDATED:
+                    continue  # an SR reached its folder; the count is of scored studies
+                if event.kind == event.SCORED:
                     # The synthetic scanner knows what it drew; a real appliance never does.
                     out.write(f"{'':10}synthetic truth: {truth.get(event.result.study_instance_uid, '?')}\n")
                     latencies.append(event.result.timings.scan_to_score_ms)

@@ -132,10 +132,10 @@ class ApplianceServicer(pb_grpc.ApplianceServicer):
             # The appliance is shutting down and closed its store under this stream: end it cleanly.
 
     def _event_to_pb(self, event: Event) -> pb.ResultEvent:
-        if event.kind == "scored":
+        if event.kind in ("scored", "sr"):
             result = self.store.result_for_series(event.series_uid)
-            return pb.ResultEvent(event_id=event.id, kind=pb.ResultEvent.SCORED,
-                                  result=self._result(result) if result else None)
+            kind = pb.ResultEvent.SCORED if event.kind == "scored" else pb.ResultEvent.SR_UPDATED
+            return pb.ResultEvent(event_id=event.id, kind=kind, result=self._result(result) if result else None)
         row = self.store.series(event.series_uid)
         return pb.ResultEvent(event_id=event.id, kind=pb.ResultEvent.FAILED,
                               status=status_from_row(row) if row else None)

@@ -146,7 +146,7 @@ class StoredReport:
 class Event:
     id: int
     created_at: float
-    kind: str  # "scored" | "failed"
+    kind: str  # "scored" | "failed" | "sr" (an SR delivered or failed for good at one destination)
     series_uid: str
     study_uid: str
 
@@ -324,13 +324,20 @@ class Store:
             if cur.rowcount == 0:
                 row = db.execute("SELECT state FROM exports WHERE id=?", (export_id,)).fetchone()
                 return ExportState(row[0]) if row else state
+            series_uid, study_uid = db.execute(
+                "SELECT e.series_uid, s.study_uid FROM exports e JOIN series s ON s.series_uid=e.series_uid"
+                " WHERE e.id=?", (export_id,)).fetchone()
+            if state is not ExportState.PENDING:  # final at this destination: displays following the stream hear
+                db.execute("INSERT INTO events (created_at, kind, series_uid, study_uid) VALUES (?,?,?,?)",
+                           (now, "sr", series_uid, study_uid))
             if state is ExportState.DELIVERED:
-                (series_uid,) = db.execute("SELECT series_uid FROM exports WHERE id=?", (export_id,)).fetchone()
                 waiting = db.execute("SELECT 1 FROM exports WHERE series_uid=? AND state!=?",
                                      (series_uid, ExportState.DELIVERED.value)).fetchone()
                 if waiting is None:  # delivered everywhere: keep no patient data longer than needed
                     db.execute("DELETE FROM sources WHERE series_uid=?", (series_uid,))
                     db.execute("UPDATE reports SET document=NULL WHERE series_uid=?", (series_uid,))
+        if state is not ExportState.PENDING:
+            self._notify()
         return state
 
     def expire_failed_exports(self, failed_before: float) -> int:

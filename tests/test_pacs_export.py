@@ -118,8 +118,14 @@ def test_the_sr_of_a_scored_study_arrives_in_orthanc_and_says_what_was_scored(ap
     assert app.store.sr_uid(cine.series_uid) == sr.SOPInstanceUID
     with ApplianceClient(app.grpc_address) as client:  # what the technologists' display reads
         (served,) = client.study(plan.study_uid)
+        stream = client.stream(after_event_id=0)
+        events = [next(stream) for _ in range(3)]  # scored, then one SR event per destination
+        stream.cancel()
     assert sorted((d.destination, d.state, d.tries, d.sr_instance_uid) for d in served.sr_deliveries) == \
         [("folder", "delivered", 1, sr.SOPInstanceUID), ("pacs", "delivered", 1, sr.SOPInstanceUID)]
+    assert [e.kind for e in events] == [events[0].SCORED, events[0].SR_UPDATED, events[0].SR_UPDATED]
+    assert all(e.result.series_instance_uid == cine.series_uid for e in events)
+    assert {d.state for d in events[2].result.sr_deliveries} == {"delivered"}
     assert app.store.source(cine.series_uid) is None  # no patient data kept once delivered everywhere
     assert app.registry.get_sample_value("scanside_sr_export_tries_total",
                                          {"destination": "pacs", "outcome": "delivered"}) == 1
@@ -193,6 +199,13 @@ def test_a_pacs_that_refuses_our_ae_leaves_the_sr_failed_after_the_configured_tr
     assert reg.get_sample_value("scanside_sr_export_tries_total", {"destination": "pacs", "outcome": "retry"}) == 2
     assert reg.get_sample_value("scanside_sr_export_tries_total", {"destination": "pacs", "outcome": "failed"}) == 1
     assert reg.get_sample_value("scanside_sr_exports", {"destination": "pacs", "state": "failed"}) == 1
+    with ApplianceClient(app.grpc_address) as client:  # the display hears it once, when it is final
+        stream = client.stream(after_event_id=0)
+        scored_event, sr_event = next(stream), next(stream)
+        stream.cancel()
+    assert sr_event.kind == sr_event.SR_UPDATED and scored_event.kind == scored_event.SCORED
+    ((destination, state, tries),) = [(d.destination, d.state, d.tries) for d in sr_event.result.sr_deliveries]
+    assert (destination, state, tries) == ("pacs", "failed", 3)
 
 
 def _flatten(sequence, deep: bool = True) -> list[tuple[str, str]]:

@@ -138,9 +138,11 @@ class ResultEvent(_message.Message):
         KIND_UNSPECIFIED: _ClassVar[ResultEvent.Kind]
         SCORED: _ClassVar[ResultEvent.Kind]
         FAILED: _ClassVar[ResultEvent.Kind]
+        SR_UPDATED: _ClassVar[ResultEvent.Kind]
     KIND_UNSPECIFIED: ResultEvent.Kind
     SCORED: ResultEvent.Kind
     FAILED: ResultEvent.Kind
+    SR_UPDATED: ResultEvent.Kind
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
