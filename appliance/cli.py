@@ -68,7 +68,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
                     table.add(pb.ResultEvent(kind=pb.ResultEvent.SCORED, result=result))
                 return 0
-            for event in client.stream(after_event_id=args.after):
+            for event in client.stream(after_event_id=args.after, include_sr_updates=True):
                 table.add(event)
         except grpc.RpcError as exc:
             print(f"scanside results: {exc.code().name}: {exc.details()}", file=sys.stderr)

@@ -63,9 +63,10 @@ class ApplianceClient:
                 return
             token = page.next_page_token
 
-    def stream(self, after_event_id: int = 0) -> Iterator[pb.ResultEvent]:
+    def stream(self, after_event_id: int = 0, include_sr_updates: bool = False) -> Iterator[pb.ResultEvent]:
         """Result events from `after_event_id` on, live. Cancel with `.cancel()` on the returned iterator."""
-        return self.stub.StreamResults(pb.StreamResultsRequest(after_event_id=after_event_id))
+        return self.stub.StreamResults(pb.StreamResultsRequest(after_event_id=after_event_id,
+                                                               include_sr_updates=include_sr_updates))
 
 
 class ResultsTable:
@@ -99,12 +100,16 @@ class ResultsTable:
                 line += "  SR " + ", ".join(f"{d.destination} {d.state}" for d in r.sr_deliveries)
         elif event.kind == pb.ResultEvent.SR_UPDATED:
             r = event.result
-            line = (f"{time.strftime('%H:%M:%S'):8}  {r.series_key:13}  {'':10}  {'':>8}  SR      "
+            when = time.strftime("%H:%M:%S", time.localtime(max((d.updated_unix for d in r.sr_deliveries),
+                                                                default=time.time())))
+            line = (f"{when:8}  {r.series_key:13}  {'':10}  {'':>8}  SR      "
                     + ", ".join(f"{d.destination} {d.state}" + (f" ({d.last_error})" if d.state == "failed" else "")
                                 for d in r.sr_deliveries))
-        else:
+        elif event.kind == pb.ResultEvent.FAILED:
             s = event.status
             line = f"{time.strftime('%H:%M:%S'):8}  {s.series_key:13}  {'':10}  {'':>8}  FAILED  {s.detail}"
+        else:
+            return  # a kind added after this client was written
         self.out.write(line[: self.width] + "\n")
         self.out.flush()
         self.rows += 1

@@ -33,8 +33,11 @@ def run_demo(settings: Settings, studies: int = 4, seed: int = 7, pace_s: float 
         tmp = tempfile.TemporaryDirectory(prefix="scanside-demo-")
         settings = settings.replace(paths={"data_dir": tmp.name, "watch_dir": str(Path(tmp.name) / "incoming")})
     settings = settings.replace(grpc={"port": 0}, metrics={"port": 0})
-    if sr_out is not None:  # results back to PACS, into a folder instead: what a PACS would receive
-        settings = settings.replace(export={"folder": str(Path(sr_out).resolve())})
+    # Synthetic patients never go to a real PACS, whatever the configuration says; --sr-out shows what would.
+    export = {"pacs_ae_title": ""}
+    if sr_out is not None:
+        export["folder"] = str(Path(sr_out).resolve())
+    settings = settings.replace(export=export)
     out.write(f"ScanSide demo. {RESEARCH_NOTICE}\n")
     out.write(f"data folder: {settings.paths.data_dir}\n")
     appliance = Appliance(settings, registry=CollectorRegistry())
@@ -50,9 +53,10 @@ def run_demo(settings: Settings, studies: int = 4, seed: int = 7, pace_s: float 
         out.write(f"{len(scanners)} synthetic scanner(s) writing {expected} studies "
                   f"({', '.join(f'vendor {p.vendor}: {p.condition}' for p in plans)})\n\n")
         truth = {p.study_uid: f"{p.condition} (vendor {p.vendor})" for p in plans}
-        code = _watch(appliance.grpc_address, scanners, expected, timeout_s, out, truth)
-        if sr_out is not None:
-            code = max(code, _await_srs(appliance, expected, Path(sr_out), out))
+        before = appliance.store.export_counts()  # a configured data folder may hold SRs of earlier runs
+        code, scored = _watch(appliance.grpc_address, scanners, expected, timeout_s, out, truth)
+        if sr_out is not None and scored:
+            code = max(code, _await_srs(appliance, scored, before, Path(sr_out), out))
         return code
     finally:
         appliance.stop()
@@ -60,20 +64,26 @@ def run_demo(settings: Settings, studies: int = 4, seed: int = 7, pace_s: float 
             tmp.cleanup()
 
 
-def _await_srs(appliance: Appliance, expected: int, folder: Path, out: TextIO, timeout_s: float = 60.0) -> int:
+def _await_srs(appliance: Appliance, expected: int, before: dict, folder: Path, out: TextIO,
+               timeout_s: float = 60.0) -> int:
+    """Wait until this run's SRs are written or failed for good (a failed write is retried with backoff first)."""
+    def count(state: ExportState) -> int:
+        key = ("folder", state)
+        return appliance.store.export_counts().get(key, 0) - before.get(key, 0)
+
     deadline = time.monotonic() + timeout_s
-    delivered = 0
-    while time.monotonic() < deadline:
-        delivered = appliance.store.export_counts().get(("folder", ExportState.DELIVERED), 0)
-        if delivered >= expected:
-            break
+    while time.monotonic() < deadline and count(ExportState.DELIVERED) + count(ExportState.FAILED) < expected:
         time.sleep(0.1)
+    delivered, failed = count(ExportState.DELIVERED), count(ExportState.FAILED)
     out.write(f"DICOM SR: {delivered} of {expected} written to {folder} (e.g. `dsrdump {folder}/<file>.dcm`)\n")
+    for item in appliance.store.exports(state=ExportState.FAILED, limit=failed) if failed > 0 else []:
+        out.write(f"  SR of {item.key} failed: {item.last_error}\n")
     return 0 if delivered >= expected else 1
 
 
 def _watch(address: str, scanners: list[SyntheticScanner], expected: int, timeout_s: float, out: TextIO,
-           truth: dict[str, str]) -> int:
+           truth: dict[str, str]) -> tuple[int, int]:
+    """Show results as they stream in; (exit code, studies scored)."""
     with ApplianceClient(address) as client:
         client.wait_until_serving()
         table = ResultsTable(out)
@@ -111,10 +121,10 @@ def _watch(address: str, scanners: list[SyntheticScanner], expected: int, timeou
     out.write("\n")
     if not latencies:
         out.write("no study was scored\n")
-        return 1
+        return 1, 0
     out.write(f"summary: {len(latencies)} studies scored, {failed} failed, {review} flagged for review, "
               f"in {elapsed:.1f} s\n")
     out.write(f"scan-to-score: median {statistics.median(latencies):.0f} ms, max {max(latencies):.0f} ms "
               "(series whose tags give no image count wait for the quiet period)\n")
     out.write(RESEARCH_NOTICE + "\n")
-    return 0 if len(latencies) + failed >= expected and failed == 0 else 1
+    return (0 if len(latencies) + failed >= expected and failed == 0 else 1), len(latencies)

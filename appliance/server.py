@@ -69,12 +69,16 @@ class ApplianceServicer(pb_grpc.ApplianceServicer):
         self._streams = threading.BoundedSemaphore(max_streams)
         self.max_streams = max_streams
 
+    def _results(self, results: list[StudyResult]) -> list[pb.SeriesResult]:
+        deliveries = self.store.deliveries([r.info.series_uid for r in results])
+        return [result_to_pb(r, [pb.SrDelivery(destination=e.destination, state=e.state.value, tries=e.attempts,
+                                               last_error=e.last_error or "", sr_instance_uid=sr_uid or "",
+                                               updated_unix=e.updated_at)
+                                 for e, sr_uid in deliveries.get(r.info.series_uid, [])])
+                for r in results]
+
     def _result(self, r: StudyResult) -> pb.SeriesResult:
-        exports = self.store.exports(series_uid=r.info.series_uid)
-        sr_uid = self.store.sr_uid(r.info.series_uid) if exports else None
-        return result_to_pb(r, [pb.SrDelivery(destination=e.destination, state=e.state.value, tries=e.attempts,
-                                              last_error=e.last_error or "", sr_instance_uid=sr_uid or "",
-                                              updated_unix=e.updated_at) for e in exports])
+        return self._results([r])[0]
 
     def GetStudyResult(self, request: pb.GetStudyResultRequest, context: grpc.ServicerContext):
         if not request.study_instance_uid:
@@ -82,7 +86,7 @@ class ApplianceServicer(pb_grpc.ApplianceServicer):
         results = self.store.results_for_study(request.study_instance_uid)
         if not results:
             context.abort(grpc.StatusCode.NOT_FOUND, "no result for this study (yet)")
-        return pb.GetStudyResultResponse(results=[self._result(r) for r in results])
+        return pb.GetStudyResultResponse(results=self._results(results))
 
     def ListResults(self, request: pb.ListResultsRequest, context: grpc.ServicerContext):
         size = request.page_size or DEFAULT_PAGE
@@ -96,7 +100,7 @@ class ApplianceServicer(pb_grpc.ApplianceServicer):
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token is not one this server issued")
         rows = self.store.list_results(size + 1, before_id=before, since=request.since_unix or None)
         page, more = rows[:size], len(rows) > size
-        return pb.ListResultsResponse(results=[self._result(r) for _, r in page],
+        return pb.ListResultsResponse(results=self._results([r for _, r in page]),
                                       next_page_token=str(page[-1][0]) if more else "")
 
     def StreamResults(self, request: pb.StreamResultsRequest, context: grpc.ServicerContext) -> Iterator:
@@ -122,8 +126,10 @@ class ApplianceServicer(pb_grpc.ApplianceServicer):
             while context.is_active() and not self.closing.is_set():
                 events = self.store.events_after(last, limit=100)
                 for event in events:
-                    yield self._event_to_pb(event)
                     last = event.id
+                    if event.kind == "sr" and not request.include_sr_updates:
+                        continue
+                    yield self._event_to_pb(event)
                 if not events:
                     self.store.wait_for_event(last, timeout=STREAM_POLL_S)
         except sqlite3.ProgrammingError:

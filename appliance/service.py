@@ -102,7 +102,10 @@ class Appliance:
         self._recover()
         if s.export.enabled:
             self.exporter = self._make_exporter()
-            self.exporter.start()  # picks up whatever a previous run left queued
+            self.exporter.start()  # picks up whatever a previous run left queued; drops expired failed SRs hourly
+        elif s.export.keep_failed_days:
+            # Export turned off since: failed SRs left from then still leave once their retention is over.
+            self.store.expire_failed_exports(time.time() - s.export.keep_failed_days * 86_400)
         self.ingest_thread = IngestThread(self.ingestor, s.paths.incoming, s.ingest.poll_interval_s,
                                           s.ingest.rescan_on_start)
         self.ingest_thread.start()
@@ -124,6 +127,8 @@ class Appliance:
         from .export.sr import SrSettings
 
         e = self.settings.export
+        if e.folder is not None and e.folder.exists() and not e.folder.is_dir():
+            raise ConfigError(f"export.folder {e.folder} exists and is not a folder")
         pacs = (PacsSender(PacsPeer(e.pacs_ae_title, e.pacs_host, e.pacs_port,
                                     calling_ae_title=self.settings.dicom.ae_title, timeout_s=e.timeout_s,
                                     tls_ca=e.tls_ca, tls_cert=e.tls_cert, tls_key=e.tls_key))

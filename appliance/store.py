@@ -341,27 +341,26 @@ class Store:
         return state
 
     def expire_failed_exports(self, failed_before: float) -> int:
-        """Drop the SR document and source of series whose exports are all finished, with at least one failed
-        before `failed_before` (retention of patient data). Their failed items stay listed. Returns how many."""
+        """Drop the SR document (or source) of series whose exports are all finished, at least one failed, and
+        the last failure before `failed_before` (retention of patient data). Their failed items stay listed,
+        saying so. Returns how many series."""
+        # Due: every destination finished, and the newest failure older than the cutoff (each failed destination
+        # gets its whole retention). What is held is the SR document, or only the source if the build failed.
+        due = ("SELECT series_uid FROM exports GROUP BY series_uid HAVING SUM(state=?)=0 AND SUM(state=?)>0"
+               " AND MAX(CASE WHEN state=? THEN updated_at END)<?")
+        args = (ExportState.PENDING.value, ExportState.FAILED.value, ExportState.FAILED.value, failed_before)
         with self._tx() as db:
-            rows = db.execute(
-                "SELECT r.series_uid FROM reports r WHERE r.document IS NOT NULL"
-                " AND EXISTS (SELECT 1 FROM exports e WHERE e.series_uid=r.series_uid AND e.state=?"
-                "             AND e.updated_at<?)"
-                " AND NOT EXISTS (SELECT 1 FROM exports e WHERE e.series_uid=r.series_uid AND e.state=?)",
-                (ExportState.FAILED.value, failed_before, ExportState.PENDING.value)).fetchall()
-            for (series_uid,) in rows:
+            series = [r[0] for r in db.execute(
+                f"SELECT series_uid FROM ({due}) d WHERE EXISTS (SELECT 1 FROM reports r WHERE"
+                " r.series_uid=d.series_uid AND r.document IS NOT NULL) OR EXISTS (SELECT 1 FROM sources s WHERE"
+                " s.series_uid=d.series_uid)", args).fetchall()]
+            for series_uid in series:
                 db.execute("UPDATE reports SET document=NULL WHERE series_uid=?", (series_uid,))
                 db.execute("DELETE FROM sources WHERE series_uid=?", (series_uid,))
-                db.execute("UPDATE exports SET last_error=COALESCE(last_error, '') || ?"
+                db.execute("UPDATE exports SET last_error=TRIM(COALESCE(last_error, '') || ?)"
                            " WHERE series_uid=? AND state=?",
                            (" [SR dropped: kept past export.keep_failed_days]", series_uid, ExportState.FAILED.value))
-            # Failed before the SR was ever built: only a source is held.
-            cur = db.execute(
-                "DELETE FROM sources WHERE series_uid IN (SELECT e.series_uid FROM exports e WHERE e.state=?"
-                " AND e.updated_at<?) AND series_uid NOT IN (SELECT series_uid FROM exports WHERE state=?)",
-                (ExportState.FAILED.value, failed_before, ExportState.PENDING.value))
-            return len(rows) + cur.rowcount
+        return len(series)
 
     def retry_exports(self, ids: tuple[int, ...] = (), state: ExportState = ExportState.FAILED) -> int:
         """Queue failed exports again (all of them, or those with the given ids) with a fresh count of tries."""
@@ -493,6 +492,23 @@ class Store:
         rows = self._reader().execute(_EXPORT_SELECT + where + " ORDER BY e.id DESC LIMIT ?",
                                       (*args, limit)).fetchall()
         return [_export(r) for r in rows]
+
+    def deliveries(self, series_uids: list[str]) -> dict[str, list[tuple[ExportItem, str | None]]]:
+        """Each series' exports with its SR's SOP Instance UID (None until built), by destination; one query per
+        500 series, so a page of results costs two queries, not one per result."""
+        out: dict[str, list[tuple[ExportItem, str | None]]] = {}
+        for start in range(0, len(series_uids), 500):
+            chunk = series_uids[start:start + 500]
+            rows = self._reader().execute(
+                _EXPORT_SELECT.replace(" FROM exports e", ", r.sop_instance_uid AS sr_uid FROM exports e")
+                + " LEFT JOIN reports r ON r.series_uid = e.series_uid"
+                f" WHERE e.series_uid IN ({','.join('?' * len(chunk))}) ORDER BY e.destination", chunk).fetchall()
+            for row in rows:
+                d = dict(row)
+                sr_uid = d.pop("sr_uid")
+                d["state"] = ExportState(d["state"])
+                out.setdefault(d["series_uid"], []).append((ExportItem(**d), sr_uid))
+        return out
 
     def export_counts(self) -> dict[tuple[str, ExportState], int]:
         rows = self._reader().execute("SELECT destination, state, COUNT(*) FROM exports GROUP BY destination, state")

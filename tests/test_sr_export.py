@@ -244,7 +244,7 @@ def test_a_series_without_a_captured_source_fails_at_once_saying_why(tmp_path):
     exp.run_once()
     (item,) = store.exports()
     assert item.state is ExportState.FAILED and item.attempts == 1
-    assert "no source header was captured" in item.last_error
+    assert "no source header is held" in item.last_error
     store.close()
 
 
@@ -294,6 +294,55 @@ def test_a_failed_sr_is_dropped_after_its_retention_and_says_so(queued, tmp_path
     exp.run_once()
     (item,) = store.exports(series_uid=series_uid)
     assert item.state is ExportState.FAILED and "was dropped" in item.last_error
+
+
+def test_retention_waits_for_every_destination_and_also_drops_a_lone_source(tmp_path):
+    store = Store(tmp_path / "scanside.db", export_destinations=("pacs", "folder"))
+    now = time.time()
+    cases = {}
+    for n, states in enumerate((("failed", "pending"), ("failed", "failed"), ("failed", "delivered"))):
+        result = scored(f"1.2.{n}.1", f"1.2.{n}")
+        store.set_state(result.info, SeriesState.COMPLETE)
+        store.save_result(result)
+        store.save_report(result.info.series_uid, f"1.9.{n}", b"document")
+        cases[states] = result.info.series_uid
+        # states are (folder, pacs), in destination order
+        for item, state in zip(sorted(store.exports(series_uid=result.info.series_uid), key=lambda e: e.destination),
+                               states):
+            if state != "pending":
+                store.record_export_try(item.id, state == "delivered", "x", None)
+    source_only = scored("1.2.9.1", "1.2.9")  # failed before its SR was built: only the source is held
+    store.set_state(source_only.info, SeriesState.COMPLETE)
+    store.save_source("1.2.9.1", b"header", "[]")
+    store.save_result(source_only)
+    for item in store.exports(series_uid="1.2.9.1"):
+        store.record_export_try(item.id, False, "no PACS", None)
+    with store._tx() as db:  # every PACS outcome is old now; every folder failure is recent
+        db.execute("UPDATE exports SET updated_at=? WHERE destination='pacs'", (now - 100,))
+    # Each series still has a recent folder failure (or a pending PACS export): none is due, although the
+    # two-failures case has an old PACS failure.
+    assert store.expire_failed_exports(failed_before=now - 50) == 0
+    assert store.report(cases[("failed", "failed")]) is not None
+    with store._tx() as db:  # now every failure is old
+        db.execute("UPDATE exports SET updated_at=? WHERE state='failed'", (now - 100,))
+    assert store.expire_failed_exports(failed_before=now - 50) == 3
+    assert store.report(cases[("failed", "pending")]) is not None  # something still on its way: kept
+    assert store.report(cases[("failed", "failed")]) is None and store.report(cases[("failed", "delivered")]) is None
+    assert store.source("1.2.9.1") is None
+    assert all("keep_failed_days" in e.last_error for e in store.exports(series_uid="1.2.9.1"))
+    store.close()
+
+
+def test_a_final_export_outcome_wakes_stream_waiters(queued):
+    import threading
+
+    store, series_uid = queued
+    (item,) = store.exports(series_uid=series_uid)
+    last = store.last_event_id()
+    threading.Timer(0.2, store.record_export_try, (item.id, True, None, None)).start()
+    started = time.monotonic()
+    assert store.wait_for_event(last, timeout=10) is True
+    assert time.monotonic() - started < 5  # woken by the commit, not by the timeout
 
 
 def test_a_late_answer_does_not_undo_a_recorded_outcome(queued, tmp_path):

@@ -116,7 +116,8 @@ class Exporter:
         self._next_expiry = now + EXPIRY_INTERVAL_S
         dropped = self.store.expire_failed_exports(now - self.keep_failed_days * 86_400)
         if dropped:
-            log.info("dropped the SRs of %d failed export(s) kept past %g days", dropped, self.keep_failed_days)
+            log.info("dropped the SRs of %d series whose exports failed over %g days ago", dropped,
+                     self.keep_failed_days)
 
     def run_once(self, now: float | None = None) -> bool:
         """Try every due export once; True if there were any."""
@@ -161,7 +162,8 @@ class Exporter:
         if result is None:
             raise BuildError("the series has no stored result")
         if row is None:
-            raise BuildError("no source header was captured for this series, so its SR would have no patient identity")
+            raise BuildError("no source header is held for this series (never captured, or dropped after "
+                             "export.keep_failed_days), so its SR would have no patient identity")
         try:
             doc = build_sr(result, SourceStudy.from_row(*row), self.sr_settings)
         except Exception as exc:  # whatever the cause (odd source values, a library's surprise), trying again

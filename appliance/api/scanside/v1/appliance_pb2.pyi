@@ -126,10 +126,12 @@ class ListResultsResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[SeriesResult, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class StreamResultsRequest(_message.Message):
-    __slots__ = ("after_event_id",)
+    __slots__ = ("after_event_id", "include_sr_updates")
     AFTER_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_SR_UPDATES_FIELD_NUMBER: _ClassVar[int]
     after_event_id: int
-    def __init__(self, after_event_id: _Optional[int] = ...) -> None: ...
+    include_sr_updates: bool
+    def __init__(self, after_event_id: _Optional[int] = ..., include_sr_updates: _Optional[bool] = ...) -> None: ...
 
 class ResultEvent(_message.Message):
     __slots__ = ("event_id", "kind", "result", "status")
