@@ -183,25 +183,29 @@ class Ingestor:
             self.metrics.files_quarantined.labels(reason=reason).inc()
 
     def _accept(self, path: str, spool_path: Path, inst: Instance, seen_at: float) -> None:
+        # Only this (ingest) thread changes the assembler; the lock is for readers (gRPC status), so it is not held
+        # across the move, which is a copy when the watch folder is on another filesystem.
         with self.lock:
             known = self.assembler.has_series(inst.series_uid)
-            if known and self.assembler.has_instance(inst.series_uid, inst.sop_instance_uid):
-                self._drop(path, "duplicate")
+            duplicate = known and self.assembler.has_instance(inst.series_uid, inst.sop_instance_uid)
+        if duplicate:
+            self._drop(path, "duplicate")
+            return
+        if not known:
+            prior = self.store.series_seen(self._first_info(inst, seen_at))
+            if prior is not None and prior is not SeriesState.RECEIVING:
+                # Closed already (complete and waiting to be scored, or finished): a re-sent or late image must
+                # not open a second, partial series under the same UID.
+                self._drop(path, "late_for_finished_series")
                 return
-            if not known:
-                prior = self.store.series_seen(self._first_info(inst, seen_at))
-                if prior is not None and prior is not SeriesState.RECEIVING:
-                    # Closed already (complete and waiting to be scored, or finished): a re-sent or late image
-                    # must not open a second, partial series under the same UID.
-                    self._drop(path, "late_for_finished_series")
-                    return
-            if os.path.abspath(path) != os.path.abspath(spool_path):
-                try:
-                    move_file(Path(path), spool_path)
-                except FileNotFoundError:
-                    if not known:
-                        self.store.forget_series(inst.series_uid)
-                    return
+        if os.path.abspath(path) != os.path.abspath(spool_path):
+            try:
+                move_file(Path(path), spool_path)
+            except FileNotFoundError:
+                if not known:
+                    self.store.forget_series(inst.series_uid)
+                return
+        with self.lock:
             outcome = self.assembler.add(inst, str(spool_path), seen_at)
         self.metrics.files_ingested.inc()
         self.metrics.bytes_ingested.inc(inst.size_bytes)
