@@ -448,13 +448,13 @@ def _build_failure(what: str, logger: Any, workspace_bytes: int, profile: Profil
 
 
 def verify_plan(bundle: Bundle, choice: PlanChoice, studies: int, seed: int, min_cosine: float,
-                device: int) -> dict[str, Any]:
+                device: int, logger: Any | None = None) -> dict[str, Any]:
     from appliance.inference.onnxruntime_backend import OnnxRuntimeBackend
     from appliance.inference.tensorrt_backend import TensorRTBackend
 
     x, conditions = generate_studies(bundle, studies, seed)
     reference = OnnxRuntimeBackend(bundle, max_batch=choice.info.profile.max_batch).infer(x)
-    backend = TensorRTBackend(bundle, plan=choice, device=device)
+    backend = TensorRTBackend(bundle, plan=choice, device=device, logger=logger)  # the builder's: one per process
     try:
         candidate = backend.infer(x)
     finally:
@@ -623,7 +623,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"verifying against ONNX Runtime FP32 on {args.verify_studies} generated studies...")
         try:
             verification = verify_plan(bundle, PlanChoice(staging, info), args.verify_studies, args.verify_seed,
-                                       args.min_cosine, args.device)
+                                       args.min_cosine, args.device, logger=logger)
         except Exception as exc:  # the new plan failed to load or run: keep it for inspection, install nothing
             rejected = plan_path.with_name(plan_path.name + ".rejected")
             os.replace(staging, rejected)

@@ -175,11 +175,14 @@ class TensorRTBackend:
     name = "tensorrt"
 
     def __init__(self, bundle: Bundle, plan_dirs: Sequence[Path] | None = None, max_batch: int | None = None,
-                 min_max_batch: int = 1, device: int = 0, plan: PlanChoice | None = None) -> None:
+                 min_max_batch: int = 1, device: int = 0, plan: PlanChoice | None = None,
+                 logger: Any | None = None) -> None:
         """Load the plan that fits this GPU (or `plan`, already chosen, e.g. by build_engine.py's verification).
 
         max_batch: largest batch one call runs (buffers are sized for it); default and ceiling: the plan's profile.
         min_max_batch: refuse plans whose profile accepts fewer (engine.trt_max_batch).
+        logger: a TensorRT logger already in use in this process (build_engine.py's builder): TensorRT keeps one
+        logger per process and warns when a second one arrives.
         """
         if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
             raise BackendError(f"max_batch must be a positive integer, got {max_batch!r}")
@@ -206,7 +209,7 @@ class TensorRTBackend:
         self._output = bundle.output_name
         self._sample_shape = tuple(bundle.sample_shape)
         self._dim = bundle.embedding_dim
-        self._logger = make_logger(trt)
+        self._logger = logger if logger is not None else make_logger(trt)
         self._lock = threading.Lock()
         self._local = threading.local()
         self._states: list[_ThreadState] = []
