@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from appliance.fileio import read_json, write_bytes_atomic
+from appliance.fileio import read_json, sha256_file, write_bytes_atomic
 from appliance.preprocess import PreprocessError, PreprocessSpec
 
 FORMAT = "scanside-bundle"
@@ -311,14 +311,6 @@ class Bundle:
     @property
     def sample_shape(self) -> tuple[int, int, int, int]:
         return tuple(self.input_shape[1:])  # type: ignore[return-value]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_bundle(path: str | os.PathLike[str]) -> Bundle:

@@ -1,9 +1,10 @@
-"""Files shared with people and other programs: JSON read with errors that say which file and what is wrong, and
-writes that are atomic (a reader sees the old file or the new one, never half of one)."""
+"""Files shared with people and other programs: JSON read with errors that say which file and what is wrong, writes
+that are atomic (a reader sees the old file or the new one, never half of one), and file hashes."""
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -23,6 +24,15 @@ def read_json(path: Path, error: type[Exception], what: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise error(f"{what} is not valid JSON: {exc}") from None
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks (bundles and plans are hundreds of MB on some sites)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o644, durable: bool = False) -> None:

@@ -362,10 +362,10 @@ class Store:
                            (" [SR dropped: kept past export.keep_failed_days]", series_uid, ExportState.FAILED.value))
         return len(series)
 
-    def retry_exports(self, ids: tuple[int, ...] = (), state: ExportState = ExportState.FAILED) -> int:
+    def retry_exports(self, ids: tuple[int, ...] = ()) -> int:
         """Queue failed exports again (all of them, or those with the given ids) with a fresh count of tries."""
         now = time.time()
-        where, args = "state=?", [state.value]
+        where, args = "state=?", [ExportState.FAILED.value]
         if ids:
             where += f" AND id IN ({','.join('?' * len(ids))})"
             args += list(ids)
@@ -506,8 +506,7 @@ class Store:
             for row in rows:
                 d = dict(row)
                 sr_uid = d.pop("sr_uid")
-                d["state"] = ExportState(d["state"])
-                out.setdefault(d["series_uid"], []).append((ExportItem(**d), sr_uid))
+                out.setdefault(d["series_uid"], []).append((_export(d), sr_uid))
         return out
 
     def export_counts(self) -> dict[tuple[str, ExportState], int]:
@@ -554,7 +553,7 @@ _EXPORT_SELECT = (
     " e.last_error, e.created_at, e.updated_at FROM exports e JOIN series s ON s.series_uid = e.series_uid")
 
 
-def _export(row: sqlite3.Row) -> ExportItem:
+def _export(row: sqlite3.Row | dict[str, Any]) -> ExportItem:
     d = dict(row)
     d["state"] = ExportState(d["state"])
     return ExportItem(**d)

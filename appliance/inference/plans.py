@@ -15,7 +15,6 @@ Everything here is plain Python: the "current GPU" and the "TensorRT version" ar
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appliance.fileio import read_json, write_bytes_atomic, write_json_atomic
+from appliance.fileio import read_json, sha256_file, write_bytes_atomic, write_json_atomic
 
 PLAN_FORMAT = "scanside-trt-plan"
 PLAN_FORMAT_VERSIONS = (1,)
@@ -316,14 +315,6 @@ class PlanInfo:
 
 def _is_sha256(value: object) -> bool:
     return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def utc_now() -> str:
