@@ -58,6 +58,14 @@ class IngestConfig:
     settle_seconds: float = 2.0  # a file that still parses short after this long unchanged is quarantined
     poll_interval_s: float = 0.2  # how often growing files and quiet series are re-checked
     rescan_on_start: bool = True  # take files already in the watch folder at start-up
+    # The largest instance taken, in MiB, as stored, inflated (deflated transfer syntax) or decoded (compressed
+    # pixels); bigger ones are quarantined as too_large, on the watch folder and over C-STORE alike. A classic MR
+    # image is under 1 MiB; an enhanced MR cine of 300 frames of 256 x 256 about 40 MiB.
+    max_instance_mb: float = 128.0
+
+    @property
+    def max_instance_bytes(self) -> int:
+        return int(self.max_instance_mb * (1 << 20))
 
 
 @dataclass(frozen=True)
@@ -281,6 +289,7 @@ def _validate(s: Settings) -> None:
 
     need(0 < s.ingest.settle_seconds <= 3600, "ingest.settle_seconds must be in (0, 3600]")
     need(0 < s.ingest.poll_interval_s <= 5, "ingest.poll_interval_s must be in (0, 5]")
+    need(0.01 <= s.ingest.max_instance_mb <= 4096, "ingest.max_instance_mb must be in [0.01, 4096]")
     need(0 < s.assembly.quiet_period_s <= 3600, "assembly.quiet_period_s must be in (0, 3600]")
     need(str(s.paths.data_dir) not in ("", "."), "paths.data_dir must name a folder")
     need(s.engine.backend in ("auto", "onnxruntime", "tensorrt"),

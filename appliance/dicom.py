@@ -18,13 +18,15 @@ from __future__ import annotations
 import os
 import stat
 import struct
+import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from .models import Frame, Instance, PixelRef
 
 IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
+DEFLATED_EXPLICIT_LE = "1.2.840.10008.1.2.1.99"
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
 FAST_SYNTAXES = frozenset({IMPLICIT_LE, EXPLICIT_LE})
@@ -40,6 +42,17 @@ _FIRST_READ = 16384
 # No MR image has tens of megabytes of header; a file that does is damaged or hostile, and reading it would cost
 # the appliance memory and time.
 MAX_HEADER_BYTES = 64 << 20
+# The largest instance taken, as stored or once inflated or decoded ([ingest] max_instance_mb). A classic MR image
+# is well under 1 MB; an enhanced MR cine of 300 frames of 256 x 256 is about 40 MB.
+DEFAULT_MAX_INSTANCE_BYTES = 128 << 20
+_INFLATE_IN = 64 << 10  # compressed bytes read per step when a deflated file is measured
+_INFLATE_OUT = 1 << 20  # most bytes inflated per step: what measuring a bomb costs in memory
+
+# Every way a file can be refused: a closed set, used as the quarantine folder and the metric label.
+REJECT_REASONS = frozenset({
+    "not_a_file", "not_dicom", "unreadable", "corrupt", "truncated", "too_large", "not_mr", "missing_identity",
+    "missing_geometry", "no_pixel_data", "unsupported_pixels", "unsupported_transfer_syntax",
+})
 
 
 class IncompleteFile(Exception):
@@ -47,9 +60,13 @@ class IncompleteFile(Exception):
 
 
 class RejectedFile(Exception):
-    """The file can never become a usable instance. `reason` is a short, stable code used as a metric label."""
+    """The file can never become a usable instance. `reason` is one of REJECT_REASONS; `detail` says what is wrong
+    in the reader's own words (attribute names, sizes), never quoting a value from the file: it lands in the
+    quarantine note, and text values can be names or IDs."""
 
     def __init__(self, reason: str, detail: str) -> None:
+        if reason not in REJECT_REASONS:
+            raise ValueError(f"undeclared rejection reason {reason!r}")
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
@@ -98,12 +115,14 @@ class _Header:
 
 
 def read_instance(path: str | os.PathLike[str], pixel_path: str | os.PathLike[str] | None = None,
-                  settled: bool = False) -> Instance:
-    """Parse one file. Raises IncompleteFile (retry later) or RejectedFile (quarantine).
+                  settled: bool = False, max_bytes: int = DEFAULT_MAX_INSTANCE_BYTES) -> Instance:
+    """Parse one file. Raises IncompleteFile (retry later) or RejectedFile (quarantine); nothing else for any
+    content of the file (OSError only for the file vanishing: FileNotFoundError).
 
     `pixel_path` is where the file will lie once accepted (the spool); the PixelRefs point there. A file whose
     bytes end before Pixel Data may still be growing, so it is IncompleteFile unless `settled` (it has stopped
-    changing), when it is judged as it is.
+    changing), when it is judged as it is. `max_bytes` bounds the instance as stored, as inflated (deflated
+    transfer syntax, measured in bounded steps before anything inflates it whole) and as its pixels decode.
     """
     path = os.fspath(path)
     target = path if pixel_path is None else os.fspath(pixel_path)
@@ -113,6 +132,8 @@ def read_instance(path: str | os.PathLike[str], pixel_path: str | os.PathLike[st
             # A FIFO or device would block open() or never end; only regular files are images.
             raise RejectedFile("not_a_file", "not a regular file")
         size = st.st_size
+        if size > max_bytes:
+            raise RejectedFile("too_large", f"{size} bytes on disk, more than the limit of {max_bytes}")
         with open(path, "rb") as fh:
             head = fh.read(_FIRST_READ)
             if len(head) < 132:
@@ -128,6 +149,8 @@ def read_instance(path: str | os.PathLike[str], pixel_path: str | os.PathLike[st
                 header = _fast_header(head, fh, pos, syntax, settled)
             else:
                 header = None
+                if syntax == DEFLATED_EXPLICIT_LE:
+                    _check_inflated_size(fh, pos, max_bytes)
     except (IncompleteFile, RejectedFile):
         raise
     except FileNotFoundError:
@@ -136,8 +159,33 @@ def read_instance(path: str | os.PathLike[str], pixel_path: str | os.PathLike[st
         # strerror only: str(exc) carries the path, and folder names can be patient names.
         raise RejectedFile("unreadable", exc.strerror or type(exc).__name__) from exc
     if header is None:
-        return _read_with_pydicom(path, size, syntax, target)
-    return _to_instance(path, size, header, target)
+        return _read_with_pydicom(path, size, syntax, target, max_bytes)
+    return _to_instance(path, size, header, target, max_bytes)
+
+
+def _check_inflated_size(fh: BinaryIO, start: int, max_bytes: int) -> None:
+    """Inflate the dataset of a deflated file in bounded steps, counting and discarding, so that a few megabytes
+    that inflate to gigabytes are refused at the cost of ~1 MB of memory instead of being inflated whole (which
+    is what pydicom does when it reads one)."""
+    fh.seek(start)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)  # PS3.5 A.5: raw deflate, no zlib header
+    total = 0
+    try:
+        while True:
+            chunk = fh.read(_INFLATE_IN)
+            if not chunk:
+                break
+            while chunk:
+                total += len(inflater.decompress(chunk, _INFLATE_OUT))
+                if total > max_bytes:
+                    raise RejectedFile("too_large", f"the deflated dataset inflates to more than {max_bytes} bytes")
+                chunk = inflater.unconsumed_tail
+            if inflater.eof:
+                break
+    except zlib.error as exc:
+        raise RejectedFile("corrupt", "the deflated dataset is not a valid deflate stream") from exc
+    if not inflater.eof:
+        raise IncompleteFile(f"the deflate stream ends early (after {total} inflated bytes)")
 
 
 def _read_more(buf: bytes, fh: Any, need: int) -> bytes:
@@ -200,7 +248,7 @@ def _fast_header(buf: bytes, fh: Any, pos: int, syntax: str, settled: bool) -> _
         wanted = _WANTED.get(tag)
         if wanted is not None:
             buf = _read_more(buf, fh, start + length)
-            values[wanted[0]] = _decode(buf[start : start + length], wanted[1])
+            values[wanted[0]] = _decode(buf[start : start + length], wanted[1], wanted[0])
         pos = start + length
         if tag[0] > 0x7FE0:
             return _Header(values, syntax, None, None)
@@ -244,7 +292,7 @@ def _text(raw: bytes) -> str:
     return raw.decode("latin-1").rstrip("\x00 ").strip()
 
 
-def _decode(raw: bytes, kind: str) -> Any:
+def _decode(raw: bytes, kind: str, name: str) -> Any:
     try:
         if kind == "us":
             return struct.unpack_from("<H", raw)[0] if len(raw) >= 2 else None
@@ -257,15 +305,35 @@ def _decode(raw: bytes, kind: str) -> Any:
         if not text:
             return None
         if kind == "int":
-            return int(float(parts[0]))
+            return _int(parts[0])
         if kind == "float":
-            return float(parts[0])
-        return tuple(float(p) for p in parts)
-    except (ValueError, struct.error) as exc:
-        raise RejectedFile("corrupt", f"unreadable value ({exc})") from exc
+            return _finite(float(parts[0]))
+        return tuple(_finite(float(p)) for p in parts)
+    except (ValueError, OverflowError, struct.error) as exc:
+        raise RejectedFile("corrupt", f"{name} cannot be read as a {_KIND_WORDS[kind]}") from exc
 
 
-def _to_instance(path: str, size: int, header: _Header, target: str) -> Instance:
+_KIND_WORDS = {"us": "16-bit integer", "str": "text", "strs": "text", "int": "integer", "float": "number",
+               "floats": "list of numbers"}
+
+
+def _finite(x: float) -> float:
+    if x != x or x in (float("inf"), float("-inf")):
+        raise ValueError("not a finite number")
+    return x
+
+
+def _int(text: str) -> int:
+    """IS values (PS3.5: within a signed 32-bit range), also written "12.0" by some writers; "1e999" or "nan" is
+    not a count."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = int(_finite(float(text)))
+    return _int_range(value)
+
+
+def _to_instance(path: str, size: int, header: _Header, target: str, max_bytes: int) -> Instance:
     v = header.values
     _require_mr(v)
     rows, cols = v.get("Rows"), v.get("Columns")
@@ -274,11 +342,13 @@ def _to_instance(path: str, size: int, header: _Header, target: str) -> Instance
     frames_n = v.get("NumberOfFrames") or 1
     if frames_n != 1:
         # Classic multi-frame MR is rare; its per-frame geometry needs pydicom's general reader.
-        return _read_with_pydicom(path, size, header.transfer_syntax, target)
+        return _read_with_pydicom(path, size, header.transfer_syntax, target, max_bytes)
     geometry = _classic_geometry(v)
     bits = v.get("BitsAllocated")
     if bits not in (8, 16) or (v.get("SamplesPerPixel") or 1) != 1:
         raise RejectedFile("unsupported_pixels", f"BitsAllocated={bits}, SamplesPerPixel={v.get('SamplesPerPixel')}")
+    if not rows or not cols:
+        raise RejectedFile("missing_geometry", "Rows or Columns is missing or zero")
     expected = rows * cols * bits // 8
     if header.pixel_length < expected:
         raise RejectedFile("corrupt", f"Pixel Data holds {header.pixel_length} bytes, rows x columns need {expected}")
@@ -309,7 +379,7 @@ def _require_mr(v: dict[str, Any]) -> None:
             raise RejectedFile("missing_identity", f"{key} is missing")
     modality = v.get("Modality")
     if modality != "MR":
-        raise RejectedFile("not_mr", f"Modality is {modality or 'missing'}")
+        raise RejectedFile("not_mr", "Modality is not MR" if modality else "Modality is missing")
 
 
 def _classic_geometry(v: dict[str, Any]) -> dict[str, Any]:
@@ -321,7 +391,7 @@ def _classic_geometry(v: dict[str, Any]) -> dict[str, Any]:
     if missing:
         raise RejectedFile("missing_geometry", "missing or malformed " + ", ".join(missing))
     if min(spacing) <= 0:
-        raise RejectedFile("missing_geometry", f"PixelSpacing {spacing} is not positive")
+        raise RejectedFile("missing_geometry", "PixelSpacing is not positive")
     return {"position": tuple(ipp), "orientation": tuple(iop), "pixel_spacing": tuple(spacing)}
 
 
@@ -350,33 +420,54 @@ def _instance(v: dict[str, Any], syntax: str, frames: tuple[Frame, ...], size: i
 
 # --- the general path ---------------------------------------------------------------------------------------------
 
-def _read_with_pydicom(path: str, size: int, syntax: str, target: str) -> Instance:
+def _read_with_pydicom(path: str, size: int, syntax: str, target: str, max_bytes: int) -> Instance:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    # Library messages are not passed on: pydicom words a bad element by quoting its bytes, which may be a name.
     try:
         ds = pydicom.dcmread(path, defer_size="64 KB")
     except InvalidDicomError as exc:
-        raise RejectedFile("not_dicom", str(exc)) from exc
+        raise RejectedFile("not_dicom", "pydicom does not recognise the file as DICOM") from exc
     except EOFError as exc:
-        raise IncompleteFile(str(exc)) from exc
+        raise IncompleteFile("the dataset ends early") from exc
     except Exception as exc:  # pydicom raises many kinds for a damaged file; all mean the same here
-        raise RejectedFile("corrupt", f"{type(exc).__name__}: {exc}") from exc
+        raise RejectedFile("corrupt", f"pydicom cannot parse the dataset ({type(exc).__name__})") from exc
     try:
-        values = {name: _ds_value(ds, name) for name, _ in _WANTED.values()}
-    except (ValueError, TypeError) as exc:
-        raise RejectedFile("corrupt", f"unreadable value ({type(exc).__name__})") from exc
+        return _from_dataset(ds, path, size, syntax, target, max_bytes)
+    except (RejectedFile, IncompleteFile):
+        raise
+    except Exception as exc:  # noqa: BLE001 - pydicom converts values lazily, as they are read, and a damaged
+        # element can raise almost anything then (NotImplementedError for an unknown VR, BytesLengthException for
+        # an odd-length US, OverflowError for an IS of "inf"); each means the file cannot be used as it is.
+        raise RejectedFile("corrupt", f"an element cannot be read ({type(exc).__name__})") from exc
+
+
+def _from_dataset(ds: Any, path: str, size: int, syntax: str, target: str, max_bytes: int) -> Instance:
+    values = {}
+    for name, _ in _WANTED.values():
+        try:
+            values[name] = _ds_value(ds, name)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise RejectedFile("corrupt", f"{name} cannot be read") from exc
     _require_mr(values)
     if "PixelData" not in ds:
         raise RejectedFile("no_pixel_data", "the file has no Pixel Data element")
     if not _decodable(syntax):
-        raise RejectedFile("unsupported_transfer_syntax", f"no pixel decoder available for {syntax}")
-    n_frames = int(values.get("NumberOfFrames") or 1)
+        raise RejectedFile("unsupported_transfer_syntax", f"no pixel decoder available for {_syntax_name(syntax)}")
+    n_frames = values.get("NumberOfFrames") or 1
+    if n_frames < 1:
+        raise RejectedFile("corrupt", "NumberOfFrames is not positive")
     rows, cols = values.get("Rows"), values.get("Columns")
     if not rows or not cols:
         raise RejectedFile("missing_geometry", "Rows/Columns missing")
-    bits = int(ds.get("BitsAllocated", 16))
-    dtype = ("<i" if ds.get("PixelRepresentation", 0) == 1 else "<u") + str(max(bits // 8, 1))
+    bits = values.get("BitsAllocated") or 16
+    samples = values.get("SamplesPerPixel") or 1
+    decoded = rows * cols * n_frames * max(samples, 1) * max(bits // 8, 1)
+    if decoded > max_bytes:
+        # Compressed pixels can decode to far more than the file holds: judged by what they would decode to.
+        raise RejectedFile("too_large", f"the pixels decode to {decoded} bytes, more than the limit of {max_bytes}")
+    dtype = ("<i" if values.get("PixelRepresentation") == 1 else "<u") + str(max(bits // 8, 1))
     slope, intercept = _or(values.get("RescaleSlope"), 1.0), _or(values.get("RescaleIntercept"), 0.0)
     if n_frames == 1:
         geometry = _classic_geometry(values)
@@ -387,21 +478,35 @@ def _read_with_pydicom(path: str, size: int, syntax: str, target: str) -> Instan
     return _instance(values, syntax, frames, size)
 
 
+def _syntax_name(syntax: str) -> str:
+    """The transfer syntax's registered name; never the UID text itself, which comes from the file."""
+    from pydicom.uid import UID
+
+    uid = UID(syntax)
+    return uid.name if uid.is_transfer_syntax else "an unknown transfer syntax"
+
+
 def _ds_value(ds: Any, name: str) -> Any:
     value = ds.get(name)
     if value is None or value == "":
         return None
     if name in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
-        return tuple(float(x) for x in value)
+        return tuple(_finite(float(x)) for x in value)
     if name == "ImageType":
         return tuple(str(x) for x in value)
     if name in ("TriggerTime", "SliceThickness", "RescaleSlope", "RescaleIntercept"):
-        return float(value)
+        return _finite(float(value))
     if name in ("CardiacNumberOfImages", "SeriesNumber", "InstanceNumber", "NumberOfTemporalPositions",
                 "ImagesInAcquisition", "NumberOfFrames", "Rows", "Columns", "SamplesPerPixel", "BitsAllocated",
                 "BitsStored", "PixelRepresentation"):
-        return int(value)
+        return _int(str(value)) if isinstance(value, str) else _int_range(int(value))
     return str(value)
+
+
+def _int_range(value: int) -> int:
+    if not -(2**31) <= value < 2**31:
+        raise ValueError("outside the range of an IS value")
+    return value
 
 
 def _decodable(syntax: str) -> bool:
@@ -440,8 +545,14 @@ def _enhanced_frames(ds: Any, path: str, rows: int, cols: int, dtype: str, n: in
         trigger = group_value(item, "CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime")
         ref = PixelRef(path, -1, rows, cols, dtype, index, n, True, slope, intercept)
         try:
-            frames.append(Frame(tuple(float(x) for x in ipp), tuple(float(x) for x in iop),
-                                tuple(float(x) for x in spacing), None if trigger is None else float(trigger), ref))
-        except (ValueError, TypeError) as exc:
+            geometry = _classic_geometry({"ImagePositionPatient": tuple(_finite(float(x)) for x in ipp),
+                                          "ImageOrientationPatient": tuple(_finite(float(x)) for x in iop),
+                                          "PixelSpacing": tuple(_finite(float(x)) for x in spacing),
+                                          "Rows": rows, "Columns": cols})
+            frames.append(Frame(pixels=ref, trigger_time=None if trigger is None else _finite(float(trigger)),
+                                **geometry))
+        except (ValueError, TypeError, OverflowError) as exc:
             raise RejectedFile("corrupt", f"frame {index + 1}: unreadable geometry") from exc
+        except RejectedFile as exc:
+            raise RejectedFile(exc.reason, f"frame {index + 1}: {exc.detail}") from exc
     return tuple(frames)

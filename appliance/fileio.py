@@ -12,6 +12,26 @@ from pathlib import Path
 from typing import Any, Mapping
 
 
+# Patient data at rest (the database, the spool, quarantined images, SRs): owner and group only, whatever umask
+# the service was started with (a systemd unit sets UMask; a container or a shell often leaves 022).
+PRIVATE_UMASK = 0o027
+PRIVATE_DIR_MODE = 0o750
+PRIVATE_FILE_MODE = 0o640
+
+
+def keep_private() -> None:
+    """Every file and folder the process creates from now on is at most 0640 / 0750."""
+    os.umask(PRIVATE_UMASK)
+
+
+def private_folder(path: Path) -> Path:
+    """Make `path` (and missing parents) and set it to 0750, also when an earlier run left it wider."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, PRIVATE_DIR_MODE)
+    return path
+
+
 def read_json(path: Path, error: type[Exception], what: str) -> Any:
     """The parsed content of `path`; `error(...)` naming `what` if it is missing, unreadable or not JSON."""
     try:

@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from .api import pb, pb_grpc
 from .models import SeriesInfo, SeriesState, StudyResult
+from .paging import BadPageToken, PageTokens
 from .store import Event, SeriesRow, Store
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class ApplianceServicer(pb_grpc.ApplianceServicer):
         self.model_info = model_info
         self.live_status = live_status
         self.closing = closing
+        self.page_tokens = PageTokens(store.secret("page-token"))
         # Each open stream holds a server thread; capping them keeps threads free for health checks and queries.
         self._streams = threading.BoundedSemaphore(max_streams)
         self.max_streams = max_streams
@@ -95,13 +97,13 @@ class ApplianceServicer(pb_grpc.ApplianceServicer):
         before = None
         if request.page_token:
             try:
-                before = int(request.page_token)
-            except ValueError:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token is not one this server issued")
+                before = self.page_tokens.read(request.page_token, request.since_unix)
+            except BadPageToken as exc:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         rows = self.store.list_results(size + 1, before_id=before, since=request.since_unix or None)
         page, more = rows[:size], len(rows) > size
-        return pb.ListResultsResponse(results=self._results([r for _, r in page]),
-                                      next_page_token=str(page[-1][0]) if more else "")
+        token = self.page_tokens.issue(page[-1][0], request.since_unix) if more else ""
+        return pb.ListResultsResponse(results=self._results([r for _, r in page]), next_page_token=token)
 
     def StreamResults(self, request: pb.StreamResultsRequest, context: grpc.ServicerContext) -> Iterator:
         if not self._streams.acquire(blocking=False):

@@ -20,6 +20,7 @@ from .assembly import Assembler
 from .bundle import Bundle, load_bundle
 from .config import ConfigError, Settings
 from .export.source import capture_source
+from .fileio import keep_private, private_folder
 from .ingest import Ingestor, IngestThread, Quarantine
 from .ingest.quarantine import move_file
 from .ingest.receiver import DicomReceiver, ReceiverSettings
@@ -63,8 +64,13 @@ class Appliance:
 
     def start(self) -> None:
         s = self.settings
-        for folder in (s.paths.data_dir, s.paths.spool, s.paths.quarantine, s.paths.incoming):
-            Path(folder).mkdir(parents=True, exist_ok=True)
+        keep_private()
+        for folder in (s.paths.data_dir, s.paths.spool, s.paths.quarantine):
+            private_folder(folder)
+        if Path(s.paths.incoming).resolve().is_relative_to(Path(s.paths.data_dir).resolve()):
+            private_folder(s.paths.incoming)
+        else:  # the scanner's own export folder: its modes are the site's to choose
+            Path(s.paths.incoming).mkdir(parents=True, exist_ok=True)
         self.store = Store(s.paths.database, export_destinations=s.export.destinations)
         self.metrics.watch_series_states(self.store.state_counts)
         self.bundle = load_bundle(s.engine.bundle)
@@ -75,7 +81,8 @@ class Appliance:
         self._watch_gpu()
         self.assembler = Assembler(s.assembly.quiet_period_s)
         self.ingestor = Ingestor(s.paths.spool, Quarantine(s.paths.quarantine), self.store, self.assembler,
-                                 self.metrics, self._on_complete, settle_seconds=s.ingest.settle_seconds)
+                                 self.metrics, self._on_complete, settle_seconds=s.ingest.settle_seconds,
+                                 max_instance_bytes=s.ingest.max_instance_bytes)
         self.ingestor.on_leftover_failed = self._set_aside
         # gRPC first, NOT_SERVING, so orchestrators can watch the warm-up through health checks.
         self.grpc = GrpcServer(ApplianceServicer(self.store, self.model_info, self._live_status, self._closing),
@@ -273,9 +280,7 @@ class Appliance:
                     reason if reason in ("preprocess", "inference") else "another stage", info.key)
 
     def _failed_folder(self, key: str) -> Path:
-        folder = Path(self.settings.paths.quarantine) / "failed_series" / key
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
+        return private_folder(Path(self.settings.paths.quarantine) / "failed_series" / key)
 
     def _set_aside(self, key: str, path: str) -> None:
         try:

@@ -9,6 +9,7 @@ transaction queues one export per destination, so a scored series cannot lose it
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from .fileio import PRIVATE_FILE_MODE
 from .models import ExportState, FindingScore, Scores, SeriesInfo, SeriesRole, SeriesState, StudyResult
 
 SCHEMA_VERSION = 2
@@ -163,6 +165,10 @@ class Store:
         self._readers: list[sqlite3.Connection] = []
         self._new_event = threading.Condition()
         self._writer = self._connect()
+        for suffix in ("", "-wal", "-shm"):  # patient data; the WAL and its index take the database's mode
+            sidecar = self.path.with_name(self.path.name + suffix)
+            if sidecar.exists():
+                os.chmod(sidecar, PRIVATE_FILE_MODE)
         with self._write_lock, self._writer:
             self._writer.executescript(_SCHEMA)
             row = self._writer.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -172,6 +178,18 @@ class Store:
                 self._writer.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
             elif int(row[0]) != SCHEMA_VERSION:
                 raise StoreError(f"{self.path} has schema version {row[0]}, this build expects {SCHEMA_VERSION}")
+
+    def secret(self, name: str, size: int = 32) -> bytes:
+        """A random key kept in the database (made on first use): stable across restarts, private to this data
+        folder."""
+        key = f"secret:{name}"
+        with self._tx() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+            if row is not None:
+                return bytes.fromhex(row[0])
+            value = os.urandom(size)
+            conn.execute("INSERT INTO meta VALUES (?, ?)", (key, value.hex()))
+            return value
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)

@@ -12,7 +12,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 from appliance.dicom import IncompleteFile, RejectedFile, read_instance
 from appliance.preprocess import load_frame
 
-from dicom_factory import mr_dataset, with_private_sequence, write
+from dicom_factory import deflated_bomb, mr_dataset, with_private_sequence, write
 
 
 @pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian])
@@ -167,3 +167,112 @@ def _short_pixel_element(path):
     ds = mr_dataset(32, 32)
     ds.PixelData = ds.PixelData[:100]
     write(ds, path)
+
+
+# --- hostile and malformed files (issue 9): each ends in a declared reason that quotes nothing from the file -------
+
+def _patch_value(path, old: bytes, new: bytes):
+    data = path.read_bytes()
+    assert data.count(old) == 1
+    path.write_bytes(data.replace(old, new))
+
+
+def test_is_of_1e999_on_the_fast_path_is_corrupt(tmp_path):
+    path = write(mr_dataset(16, 16, InstanceNumber=98765), tmp_path / "a.dcm")
+    _patch_value(path, b"98765 ", b"1e999 ")  # was an OverflowError from int(float())
+    with pytest.raises(RejectedFile) as info:
+        read_instance(path)
+    assert info.value.reason == "corrupt" and "InstanceNumber" in info.value.detail
+
+
+@pytest.mark.parametrize("old, new, what", [
+    (b"98765 ", b"inf   ", "OverflowError from an IS of infinity"),
+    (b"98765 ", b"1e999 ", "OverflowError from an IS too large for any integer"),
+])
+def test_bad_numbers_on_the_pydicom_path_are_corrupt(tmp_path, old, new, what):
+    path = write(mr_dataset(16, 16, syntax=ExplicitVRBigEndian, InstanceNumber=98765), tmp_path / "be.dcm")
+    _patch_value(path, old, new)
+    with pytest.raises(RejectedFile) as info:
+        read_instance(path)
+    assert info.value.reason == "corrupt", what
+
+
+def test_unknown_vr_on_the_pydicom_path_is_corrupt(tmp_path):
+    path = write(mr_dataset(16, 16, syntax=ExplicitVRBigEndian, Manufacturer="UnitTestCo"), tmp_path / "be.dcm")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"\x00\x08\x00\x70LO")  # (0008,0070) Manufacturer, big endian
+    data[at + 4 : at + 6] = b"ZZ"  # was a NotImplementedError when pydicom converted it
+    path.write_bytes(bytes(data))
+    with pytest.raises(RejectedFile) as info:
+        read_instance(path)
+    assert info.value.reason == "corrupt"
+
+
+def test_odd_length_us_on_the_pydicom_path_is_corrupt(tmp_path):
+    path = write(mr_dataset(16, 16, syntax=ExplicitVRBigEndian), tmp_path / "be.dcm")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"\x00\x28\x00\x10US\x00\x02")  # (0028,0010) Rows, 2 bytes
+    data[at + 6 : at + 11] = b"\x00\x03\x00\x10\x00"  # 3 bytes: was a BytesLengthException
+    del data[at + 11]
+    path.write_bytes(bytes(data))
+    with pytest.raises(RejectedFile) as info:
+        read_instance(path)
+    assert info.value.reason == "corrupt"
+
+
+def test_rejection_details_never_quote_the_file(tmp_path):
+    """A value pydicom cannot convert used to reach the quarantine note word for word (a PatientID once)."""
+    secret = "PATIENT7781"
+    ds = mr_dataset(16, 16, syntax=ExplicitVRBigEndian, PatientID=secret, SliceThickness="8")
+    ds.Manufacturer = secret
+    path = write(ds, tmp_path / "be.dcm")
+    _patch_value(path, b"8 ", secret[:2].encode())  # SliceThickness becomes "PA": not a number
+    with pytest.raises(RejectedFile) as info:
+        read_instance(path)
+    assert info.value.reason == "corrupt"
+    assert secret not in str(info.value) and "PA" not in info.value.detail.replace("PixelSpacing", "")
+    ds = mr_dataset(16, 16, Modality=secret[:16])
+    with pytest.raises(RejectedFile) as info:
+        read_instance(write(ds, tmp_path / "ct.dcm"))
+    assert info.value.reason == "not_mr" and secret[:16] not in info.value.detail
+
+
+def test_rejection_reasons_are_a_closed_set():
+    with pytest.raises(ValueError):
+        RejectedFile("something_new", "x")
+
+
+def test_a_deflate_bomb_is_too_large_and_measured_in_bounded_memory(tmp_path):
+    import resource
+
+    path = deflated_bomb(tmp_path / "bomb.dcm", 1024)  # 1 GiB inflated
+    assert path.stat().st_size < 2 << 20
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(RejectedFile) as info:
+        read_instance(path, settled=True)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert info.value.reason == "too_large"
+    assert grown_mb < 50, f"peak memory grew by {grown_mb:.0f} MB while measuring the bomb"
+
+
+def test_a_deflated_file_within_the_limit_is_read(tmp_path):
+    path = deflated_bomb(tmp_path / "ok.dcm", 2)
+    with pytest.raises(RejectedFile) as info:
+        read_instance(path, settled=True, max_bytes=1 << 20)
+    assert info.value.reason == "too_large"
+    inst = read_instance(path, settled=True, max_bytes=4 << 20)  # inflated by pydicom: bounded by the limit
+    assert inst.transfer_syntax_uid == "1.2.840.10008.1.2.1.99"
+
+
+def test_large_files_and_large_decoded_pixels_are_too_large(tmp_path):
+    path = write(mr_dataset(64, 64), tmp_path / "a.dcm")
+    with pytest.raises(RejectedFile) as info:
+        read_instance(path, max_bytes=4096)
+    assert info.value.reason == "too_large"
+    ds = mr_dataset(16, 16)
+    ds.compress(RLELossless)
+    ds.Rows = ds.Columns = 60000  # a header that claims pixels far beyond what the file holds
+    path = write(ds, tmp_path / "rle.dcm")
+    with pytest.raises(RejectedFile) as info:
+        read_instance(path)
+    assert info.value.reason == "too_large"

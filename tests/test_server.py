@@ -71,6 +71,41 @@ def test_paging_covers_every_result_once(served):
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+@pytest.mark.parametrize("token", ["99999999999999999999999999", "-5", "5", "0", "AAAA", "%%%", "é",
+                                   "AQAAAAAAAAAFAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"])
+def test_page_tokens_the_server_never_issued_are_invalid_argument(served, token):
+    """A 26-digit token used to overflow SQLite (UNKNOWN and a traceback); "-5" was taken as a position."""
+    store, _, client, _ = served
+    for n in range(1, 4):
+        store.save_result(result(info(n)))
+    with pytest.raises(grpc.RpcError) as err:
+        client.stub.ListResults(pb.ListResultsRequest(page_token=token), timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "issued" in err.value.details()
+
+
+def test_page_tokens_survive_a_restart_and_are_bound_to_their_query(served, tmp_path):
+    store, _, client, _ = served
+    for n in range(1, 6):
+        store.save_result(result(info(n)))
+    first = client.stub.ListResults(pb.ListResultsRequest(page_size=2), timeout=5)
+    assert first.next_page_token
+    with pytest.raises(grpc.RpcError) as err:  # the same token with another query is refused, not misread
+        client.stub.ListResults(pb.ListResultsRequest(page_size=2, page_token=first.next_page_token,
+                                                      since_unix=1.0), timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    other = Store(tmp_path / "db.sqlite")  # a restarted appliance on the same data folder
+    try:
+        servicer = ApplianceServicer(other, lambda: pb.ModelInfo(), lambda uid: None, threading.Event())
+        assert servicer.page_tokens.read(first.next_page_token, 0.0) == 4
+        foreign = ApplianceServicer(Store(tmp_path / "other.sqlite"), lambda: pb.ModelInfo(), lambda uid: None,
+                                    threading.Event())
+        with pytest.raises(ValueError):  # another appliance's token
+            foreign.page_tokens.read(first.next_page_token, 0.0)
+    finally:
+        other.close()
+
+
 def test_stream_resumes_without_gaps_or_repeats(served):
     store, _, client, _ = served
     for n in range(1, 4):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..assembly import Assembler, series_key
-from ..dicom import IncompleteFile, RejectedFile, read_instance
+from ..dicom import DEFAULT_MAX_INSTANCE_BYTES, IncompleteFile, RejectedFile, read_instance
 from ..metrics import Metrics
 from ..logsafe import describe
 from ..models import CompleteSeries, Instance, SeriesInfo, SeriesRole, SeriesState
@@ -55,7 +55,8 @@ class _Growing:
 class Ingestor:
     def __init__(self, spool: Path, quarantine: Quarantine, store: Store, assembler: Assembler, metrics: Metrics,
                  on_complete: Callable[[CompleteSeries], None], settle_seconds: float = 2.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 max_instance_bytes: int = DEFAULT_MAX_INSTANCE_BYTES) -> None:
         self.spool = Path(spool)
         self.spool.mkdir(parents=True, exist_ok=True)
         self.quarantine = quarantine
@@ -65,6 +66,7 @@ class Ingestor:
         self.on_complete = on_complete
         self.on_leftover_failed: Callable[[str, str], None] = lambda key, path: os.unlink(path)
         self.settle_seconds = settle_seconds
+        self.max_instance_bytes = max_instance_bytes
         self.clock = clock
         self._queue: queue.SimpleQueue[tuple[str, float]] = queue.SimpleQueue()
         self._queued: set[str] = set()
@@ -144,7 +146,7 @@ class Ingestor:
         spool_path = self.spool / f"{self._prefix}-{next(self._names):08d}.dcm"
         started = time.perf_counter()
         try:
-            inst = read_instance(path, spool_path, settled=final)
+            inst = read_instance(path, spool_path, settled=final, max_bytes=self.max_instance_bytes)
         except FileNotFoundError:
             self._growing.pop(path, None)
             return
@@ -244,7 +246,7 @@ class Ingestor:
                 os.unlink(path)
                 continue
             try:
-                inst = read_instance(path, settled=True)
+                inst = read_instance(path, settled=True, max_bytes=self.max_instance_bytes)
             except (IncompleteFile, RejectedFile) as exc:
                 reason = exc.reason if isinstance(exc, RejectedFile) else "truncated"
                 self._reject(path, reason, f"in the spool at start-up: {exc}")

@@ -10,6 +10,8 @@ import shutil
 import time
 from pathlib import Path
 
+from ..fileio import PRIVATE_FILE_MODE, private_folder
+
 log = logging.getLogger(__name__)
 
 
@@ -21,8 +23,7 @@ class Quarantine:
         """Move `path` to quarantine/<reason>/ with a `.reason.json` beside it. Returns the new path (None if the
         file vanished meanwhile: nothing to set aside)."""
         src = Path(path)
-        folder = self.root / reason
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = private_folder(self.root / reason)
         stamp = time.strftime("%Y%m%dT%H%M%S")
         dest = folder / f"{stamp}-{os.urandom(4).hex()}-{src.name}"
         try:
@@ -41,14 +42,17 @@ class Quarantine:
 
 def move_file(src: Path, dest: Path) -> None:
     """Rename; across filesystems, copy to a temporary name, fsync, rename, then unlink the source, so the
-    destination is never a partial file."""
+    destination is never a partial file. The moved file is made 0640: a rename keeps the mode its writer gave it
+    (scanners and copy tools write 0644), and what is moved here is patient data."""
     try:
         os.replace(src, dest)
+        os.chmod(dest, PRIVATE_FILE_MODE)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
         tmp = dest.with_name("." + dest.name + ".tmp")
         with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            os.fchmod(fout.fileno(), PRIVATE_FILE_MODE)
             shutil.copyfileobj(fin, fout, 1 << 20)
             fout.flush()
             os.fsync(fout.fileno())
