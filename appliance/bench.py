@@ -8,7 +8,9 @@
 3. peak resident memory of the appliance process while 8 synthetic scanners write at once;
 4. results back to PACS: building the SR of a 12 x 25 series, sending it over C-STORE to a pynetdicom storage SCP
    on loopback (the PACS stand-in), and draining a backlog of 16 queued SRs, through the appliance's own Exporter
-   and SQLite queue.
+   and SQLite queue;
+5. hostile input: a 300-image study sent by dcmtk's storescu to the receiver, on a quiet line and with 100 idle
+   and 20 junk connections held open (threads of the appliance meanwhile), and the memory a deflate bomb costs.
 """
 
 from __future__ import annotations
@@ -271,6 +273,66 @@ def bench_sr_export(work: Path, numbers: Numbers, repeats: int) -> None:
     numbers.add(f"backlog of {len(plans)} SRs drained (s)", f"{drained:.2f} ({delivered} delivered)", "-")
 
 
+def _threads(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("Threads:"))
+
+
+def _status_mb(pid: int, key: str) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(line.split()[1]) / 1024 for line in fh if line.startswith(key + ":"))
+
+
+def bench_hostile(work: Path, numbers: Numbers) -> None:
+    import subprocess
+
+    from .served import free_port
+    from .synth.hostile import HostileNeighbour, deflate_bomb
+
+    storescu = Path("/usr/bin/storescu")  # dcmtk's; pynetdicom's script of the same name shadows it in a venv
+    port = free_port()
+    with ServedAppliance(work / "hostile", dicom={"enabled": True, "port": port}) as app:
+        pid = app.proc.pid
+        if storescu.exists():
+            def send(seed: int) -> float:
+                plan = plan_study(seed=seed, vendor="A", n_slices=12, n_phases=25, matrix=(256, 256))
+                folder = work / f"send{seed}"
+                cine, others = _stage(plan, folder)
+                for path in others:
+                    path.unlink()
+                started = time.perf_counter()
+                subprocess.run([str(storescu), "-aet", "MRI1", "-aec", "SCANSIDE", "+sd", "127.0.0.1", str(port),
+                                str(folder)], check=True, capture_output=True, timeout=300,
+                               env={**os.environ, "TCP_NODELAY": "1"})
+                elapsed = time.perf_counter() - started
+                _wait_received(app.client, _cine_uid(plan), 300)
+                return elapsed
+
+            quiet = send(7001)
+            idle_threads = _threads(pid)
+            with HostileNeighbour("127.0.0.1", port, idle=100, junk=20, sample=lambda: _threads(pid)) as flood:
+                time.sleep(0.5)
+                flooded = send(7002)
+            numbers.add("C-STORE of 300 images by storescu, quiet line (s)", f"{quiet:.2f}", "-")
+            numbers.add("  with 100 idle + 20 junk connections held open (s)",
+                        f"{flooded:.2f} ({flood.reopened} re-opened)", "a few s")
+            numbers.add("  appliance threads, idle / peak under the flood", f"{idle_threads} / {flood.peak}",
+                        "bounded")
+        else:
+            print("  (dcmtk storescu not installed: the C-STORE numbers are skipped)", flush=True)
+        idle = _status_mb(pid, "VmRSS")
+        with open(f"/proc/{pid}/clear_refs", "w") as fh:
+            fh.write("5")  # reset the peak resident set
+        deflate_bomb(work / "bomb.dcm", 1024)
+        shutil.copyfile(work / "bomb.dcm", app.incoming / "bomb.dcm")
+        folder = app.data / "quarantine" / "too_large"
+        deadline = time.monotonic() + 60
+        while not list(folder.glob("*.reason.json")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        peak = _status_mb(pid, "VmHWM")
+    numbers.add("deflate bomb (1 MB -> 1 GiB): peak above idle (MB)", f"{peak - idle:.0f}", "<= 100")
+
+
 def run_bench(args: argparse.Namespace) -> int:
     repeats = 6 if args.quick else 20
     numbers = Numbers([])
@@ -282,6 +344,7 @@ def run_bench(args: argparse.Namespace) -> int:
         bench_ingest(work, numbers, studies=2 if args.quick else 4)
         bench_memory(work, numbers, studies_per_scanner=1 if args.quick else 2)
         bench_sr_export(work, numbers, repeats)
+        bench_hostile(work, numbers)
     if args.out:
         lines = [f"Measured {time.strftime('%Y-%m-%d')} by `scanside bench` (ScanSide {__version__}) on "
                  f"{platform.machine()}, {os.cpu_count()} CPU(s), Python {platform.python_version()}, "

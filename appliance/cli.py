@@ -1,4 +1,4 @@
-"""`scanside serve | demo | results | exports | prompts | bench`."""
+"""`scanside serve | demo | results | clients | exports | prompts | bench`."""
 
 from __future__ import annotations
 
@@ -53,12 +53,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     sr_out=args.sr_out)
 
 
+def _client(args: argparse.Namespace):
+    """An ApplianceClient from the common connection options (`--tls-ca`, `--tls-cert`/`--tls-key`, a token from
+    `--token-file` or the SCANSIDE_TOKEN environment variable)."""
+    import os
+
+    from .client import ApplianceClient
+
+    token = None
+    if args.token_file:
+        token = Path(args.token_file).read_text().strip()
+    elif os.environ.get("SCANSIDE_TOKEN"):
+        token = os.environ["SCANSIDE_TOKEN"].strip()
+    return ApplianceClient(args.address, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                           token=token, server_name=args.server_name)
+
+
 def cmd_results(args: argparse.Namespace) -> int:
     import grpc
 
-    from .client import ApplianceClient, ResultsTable
+    from .client import ResultsTable
 
-    with ApplianceClient(args.address) as client:
+    with _client(args) as client:
         table = ResultsTable(sys.stdout)
         try:
             table.header(client.model_info())
@@ -104,6 +120,56 @@ def cmd_prompts(args: argparse.Namespace) -> int:
         print(f"warning: the text encoder never saw these words in training: {', '.join(result.unknown_words)}; "
               "they are read as unknown", file=sys.stderr)
     print("restart the appliance to score with the edited label bank")
+    return 0
+
+
+def cmd_clients(args: argparse.Namespace) -> int:
+    from .access import AccessError, Client, hash_token, load_clients, new_token, save_clients
+
+    path = Path(args.file) if args.file else _settings(args).grpc.clients_file
+    if path is None:
+        print("scanside clients: no clients file: set grpc.clients_file in the configuration, or give --file",
+              file=sys.stderr)
+        return 2
+    try:
+        clients = list(load_clients(path)) if path.exists() else []
+    except AccessError as exc:
+        print(f"scanside clients: {exc}", file=sys.stderr)
+        return 2
+    if args.action == "list":
+        for c in clients:
+            how = ", ".join(x for x in ("token" if c.token_sha256 else "",
+                                        f"certificate CN={c.certificate_cn}" if c.certificate_cn else "") if x)
+            print(f"{c.name:<24} {','.join(sorted(c.roles)):<20} {how}")
+        print(f"{len(clients)} client(s) in {path}")
+        return 0
+    if args.action == "remove":
+        kept = [c for c in clients if c.name != args.name]
+        if len(kept) == len(clients):
+            print(f"scanside clients: no client named {args.name!r}", file=sys.stderr)
+            return 2
+        save_clients(path, kept)
+        print(f"removed {args.name}; restart the appliance to apply it")
+        return 0
+    if any(c.name == args.name for c in clients):
+        print(f"scanside clients: a client named {args.name!r} exists; remove it first", file=sys.stderr)
+        return 2
+    token = "" if args.no_token else new_token()
+    if not token and not args.certificate_cn:
+        print("scanside clients: --no-token needs --certificate-cn", file=sys.stderr)
+        return 2
+    try:
+        client = Client(args.name, frozenset(args.role), hash_token(token) if token else "",
+                        args.certificate_cn or "")
+        save_clients(path, [*clients, client])
+    except AccessError as exc:
+        print(f"scanside clients: {exc}", file=sys.stderr)
+        return 2
+    print(f"added {args.name} ({', '.join(sorted(client.roles))}) to {path}; restart the appliance to apply it")
+    if token:
+        print("its token, shown only now (the appliance keeps its SHA-256); give it to the client as "
+              "--token-file or SCANSIDE_TOKEN:")
+        print(token)
     return 0
 
 
@@ -162,9 +228,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("results", help="the live results table, over gRPC")
     p.add_argument("--address", default="127.0.0.1:50051")
+    p.add_argument("--tls-ca", type=Path, help="verify the appliance's TLS certificate against this CA")
+    p.add_argument("--tls-cert", type=Path, help="client certificate, for an appliance that requires one")
+    p.add_argument("--tls-key", type=Path, help="the client certificate's key")
+    p.add_argument("--server-name", help="the name to check the appliance's certificate for")
+    p.add_argument("--token-file", help="file holding a client token (or set SCANSIDE_TOKEN)")
     p.add_argument("--follow", "-f", action="store_true", help="keep streaming new results")
     p.add_argument("--after", type=int, default=0, help="with --follow: resume after this event id")
     p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("clients", help="who may call the gRPC API: list, add (prints a new token) or remove")
+    p.add_argument("--config", help="TOML configuration file (its grpc.clients_file is edited)")
+    p.add_argument("--file", help="clients file to edit instead of the configured one")
+    actions = p.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="names, roles and how each is recognised (never a token)")
+    a = actions.add_parser("add", help="add a client; prints its token once")
+    a.add_argument("name", help="a name for the logs, e.g. console-mr1")
+    a.add_argument("--role", action="append", required=True, choices=["display", "ops", "admin"],
+                   help="repeat for several roles")
+    a.add_argument("--certificate-cn", help="also (or only, with --no-token) recognise a TLS client certificate "
+                   "with this common name")
+    a.add_argument("--no-token", action="store_true", help="no token: the client is known by its certificate")
+    a = actions.add_parser("remove", help="remove a client (its token stops working at the next start)")
+    a.add_argument("name")
+    p.set_defaults(func=cmd_clients)
 
     p = sub.add_parser("exports", help="the queue of SRs going back to PACS: list it, or queue failed ones again")
     p.add_argument("--config", help="TOML configuration file (its paths.data_dir holds the database)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Iterator, TextIO
 
 import grpc
@@ -11,12 +12,50 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from .api import pb, pb_grpc
 
 
+class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds `authorization: Bearer <token>` to every call (works over TLS and over loopback plaintext alike)."""
+
+    def __init__(self, token: str) -> None:
+        self._metadata = ("authorization", f"Bearer {token}")
+
+    def _with_token(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        return _CallDetails(details.method, details.timeout, [*(details.metadata or ()), self._metadata],
+                            details.credentials, details.wait_for_ready, details.compression)
+
+    def intercept_unary_unary(self, continuation, details, request):  # noqa: ANN001 - grpc's interface
+        return continuation(self._with_token(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):  # noqa: ANN001
+        return continuation(self._with_token(details), request)
+
+
+class _CallDetails(grpc.ClientCallDetails):
+    def __init__(self, method, timeout, metadata, credentials, wait_for_ready, compression):  # noqa: ANN001
+        self.method, self.timeout, self.metadata = method, timeout, metadata
+        self.credentials, self.wait_for_ready, self.compression = credentials, wait_for_ready, compression
+
+
 class ApplianceClient:
-    def __init__(self, address: str, timeout_s: float = 10.0) -> None:
+    """`tls_ca` turns TLS on and verifies the appliance's certificate against it; `tls_cert`/`tls_key` present a
+    client certificate (mutual TLS); `token` is a client token from `scanside clients add`. `server_name` checks
+    the certificate for that name when the address is an IP the certificate does not list."""
+
+    def __init__(self, address: str, timeout_s: float = 10.0, tls_ca: Path | None = None,
+                 tls_cert: Path | None = None, tls_key: Path | None = None, token: str | None = None,
+                 server_name: str | None = None) -> None:
         self.address = address
         self.timeout_s = timeout_s
-        self.channel = grpc.insecure_channel(address)
-        self.stub = pb_grpc.ApplianceStub(self.channel)
+        if tls_ca is not None or tls_cert is not None:
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=Path(tls_ca).read_bytes() if tls_ca else None,
+                private_key=Path(tls_key).read_bytes() if tls_key else None,
+                certificate_chain=Path(tls_cert).read_bytes() if tls_cert else None)
+            options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+            self.channel = grpc.secure_channel(address, creds, options=options)
+        else:
+            self.channel = grpc.insecure_channel(address)
+        calls = grpc.intercept_channel(self.channel, _Bearer(token)) if token else self.channel
+        self.stub = pb_grpc.ApplianceStub(calls)
         self.health = health_pb2_grpc.HealthStub(self.channel)
 
     def close(self) -> None:

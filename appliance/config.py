@@ -8,6 +8,7 @@ Validation happens once, at start, and names the setting that is wrong; nothing 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import sys
@@ -98,6 +99,16 @@ class ScoringConfig:
 class GrpcConfig:
     host: str = "127.0.0.1"
     port: int = 50051  # 0 picks a free port (tests)
+    tls_cert: Path | None = None  # TLS: the server's certificate chain and key (PEM), loaded and checked at start
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # mutual TLS: every client must present a certificate signed by this CA
+    clients_file: Path | None = None  # who may call what (appliance/access.py; `scanside clients` edits it)
+    # Roles of a caller on this host (loopback) that presents neither a known token nor a listed certificate.
+    # A caller from another host always needs one or the other.
+    anonymous_roles: tuple[str, ...] = ("display", "ops")
+    allow_plaintext_remote: bool = False  # plaintext (no TLS) on a non-loopback address only when set
+    max_streams: int = 8  # result streams open at once, in all...
+    max_streams_per_client: int = 4  # ...and per client (or anonymous caller's address)
 
 
 @dataclass(frozen=True)
@@ -118,6 +129,15 @@ class DicomConfig:
     tls_cert: Path | None = None  # DICOM TLS (secure transport profile): certificate chain and key
     tls_key: Path | None = None
     tls_ca: Path | None = None  # when set, callers must present a certificate signed by this CA
+    # Admission and bounds (appliance/ingest/dicom_guard.py): a sender has this long from connecting (TLS
+    # handshake included) to a complete association request; until then it holds no thread, and at most
+    # max_pending_connections such connections are held (a new one evicts the oldest of the busiest peer).
+    negotiation_timeout_s: float = 5.0
+    idle_timeout_s: float = 60.0  # an association with no traffic this long is aborted
+    max_pending_connections: int = 64
+    max_associations: int = 16  # associations at once, in all...
+    max_associations_per_peer: int = 4  # ...and from one IP address
+    max_pdu_bytes: int = 65536  # the Maximum Length announced; larger PDUs abort the association
 
 
 @dataclass(frozen=True)
@@ -303,6 +323,17 @@ def _validate(s: Settings) -> None:
          "metrics.gpu_stats must be auto, nvml, tegrastats, jtop or off")
     need(0 <= s.scoring.review_low <= s.scoring.review_high <= 1,
          "scoring.review_low and review_high must satisfy 0 <= low <= high <= 1")
+    g = s.grpc
+    need((g.tls_cert is None) == (g.tls_key is None), "grpc.tls_cert and grpc.tls_key go together")
+    need(g.tls_client_ca is None or g.tls_cert is not None,
+         "grpc.tls_client_ca needs grpc.tls_cert and tls_key: client certificates are checked only over TLS")
+    need(g.tls_cert is not None or g.allow_plaintext_remote or is_loopback(g.host),
+         f"grpc.host {g.host} is not a loopback address: set grpc.tls_cert and tls_key (the API carries patient "
+         "data), or grpc.allow_plaintext_remote = true on a network where that is acceptable")
+    need(all(r in API_ROLES for r in g.anonymous_roles),
+         f"grpc.anonymous_roles: each role must be one of {', '.join(API_ROLES)}")
+    need(1 <= g.max_streams <= 64, "grpc.max_streams must be in [1, 64]")
+    need(1 <= g.max_streams_per_client <= g.max_streams, "grpc.max_streams_per_client must be in [1, max_streams]")
     for name, port in (("grpc.port", s.grpc.port), ("metrics.port", s.metrics.port)):
         need(0 <= port <= 65535, f"{name} must be in [0, 65535]")
     need(not (s.metrics.enabled and s.grpc.port and s.grpc.port == s.metrics.port),
@@ -313,6 +344,16 @@ def _validate(s: Settings) -> None:
     need(all(_ae_title_ok(a) for a in s.dicom.allowed_calling_aets),
          f"dicom.allowed_calling_aets: each AE title {_AE_RULE}")
     need((s.dicom.tls_cert is None) == (s.dicom.tls_key is None), "dicom.tls_cert and dicom.tls_key go together")
+    need(s.dicom.tls_ca is None or s.dicom.tls_cert is not None,
+         "dicom.tls_ca needs dicom.tls_cert and tls_key: client certificates are checked only over TLS")
+    d = s.dicom
+    need(0.1 <= d.negotiation_timeout_s <= 120, "dicom.negotiation_timeout_s must be in [0.1, 120]")
+    need(1 <= d.idle_timeout_s <= 3600, "dicom.idle_timeout_s must be in [1, 3600]")
+    need(1 <= d.max_pending_connections <= 4096, "dicom.max_pending_connections must be in [1, 4096]")
+    need(1 <= d.max_associations <= 256, "dicom.max_associations must be in [1, 256]")
+    need(1 <= d.max_associations_per_peer <= d.max_associations,
+         "dicom.max_associations_per_peer must be in [1, dicom.max_associations]")
+    need(4096 <= d.max_pdu_bytes <= 16 << 20, "dicom.max_pdu_bytes must be in [4096, 16777216]")
     e = s.export
     need(e.pacs_ae_title == "" or _ae_title_ok(e.pacs_ae_title), f"export.pacs_ae_title {_AE_RULE} (or empty: off)")
     need(1 <= e.pacs_port <= 65535, "export.pacs_port must be in [1, 65535]")
@@ -339,6 +380,20 @@ def _validate(s: Settings) -> None:
          "logging.level must be DEBUG, INFO, WARNING or ERROR")
 
 
+# The gRPC API's roles (what each may call: appliance/access.py).
+API_ROLES = ("display", "ops", "admin")
+
+
+def is_loopback(host: str) -> bool:
+    """A host name or address that only this machine reaches."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 _AE_RULE = "must be 1-16 printable ASCII characters, no backslash, no leading or trailing spaces"
 
 
@@ -358,6 +413,8 @@ def _resolve_relative(s: Settings, base: Path) -> Settings:
                                  bundle=s.engine.bundle if s.engine.bundle == DEFAULT_BUNDLE else fix(s.engine.bundle))
     dicom = dataclasses.replace(s.dicom, tls_cert=fix(s.dicom.tls_cert), tls_key=fix(s.dicom.tls_key),
                                 tls_ca=fix(s.dicom.tls_ca))
+    grpc = dataclasses.replace(s.grpc, tls_cert=fix(s.grpc.tls_cert), tls_key=fix(s.grpc.tls_key),
+                               tls_client_ca=fix(s.grpc.tls_client_ca), clients_file=fix(s.grpc.clients_file))
     export = dataclasses.replace(s.export, folder=fix(s.export.folder), tls_ca=fix(s.export.tls_ca),
                                  tls_cert=fix(s.export.tls_cert), tls_key=fix(s.export.tls_key))
-    return dataclasses.replace(s, paths=paths, engine=engine, dicom=dicom, export=export)
+    return dataclasses.replace(s, paths=paths, engine=engine, dicom=dicom, export=export, grpc=grpc)

@@ -52,6 +52,7 @@ _INFLATE_OUT = 1 << 20  # most bytes inflated per step: what measuring a bomb co
 REJECT_REASONS = frozenset({
     "not_a_file", "not_dicom", "unreadable", "corrupt", "truncated", "too_large", "not_mr", "missing_identity",
     "missing_geometry", "no_pixel_data", "unsupported_pixels", "unsupported_transfer_syntax",
+    "sop_class_mismatch",  # received over C-STORE as one SOP class, the dataset says another
 })
 
 

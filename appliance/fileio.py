@@ -73,14 +73,19 @@ def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o644, durable: bool
         Path(tmp).unlink(missing_ok=True)
         raise
     if durable:
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.ENOTSUP):  # some filesystems cannot sync a folder: the file
-                raise                                            # itself is synced, which is what they offer
-        finally:
-            os.close(folder)
+        sync_folder(path.parent)
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, so that names just created or renamed in it survive a power cut."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):  # some filesystems cannot sync a folder: the file
+            raise                                            # itself is synced, which is what they offer
+    finally:
+        os.close(fd)
 
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:

@@ -3,8 +3,12 @@ and values, and paths in a scanner's export folder are often patient names."""
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
+import time
 import traceback
+from typing import Any
 
 
 def describe(exc: BaseException) -> str:
@@ -46,3 +50,22 @@ def silence_value_echoes() -> None:
     # At DEBUG pynetdicom prints every message's UIDs (each received image's SOP Instance UID): never below INFO.
     net = logging.getLogger("pynetdicom")
     net.setLevel(max(net.getEffectiveLevel(), logging.INFO))
+
+
+class RateLimitedLog:
+    """At most one line per key every `seconds`: refusals of a flood (junk connections, denied calls) are counted
+    by metrics one by one, and must not flood the journal as well."""
+
+    def __init__(self, logger: logging.Logger, seconds: float = 10.0) -> None:
+        self.logger = logger
+        self.seconds = seconds
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def warning(self, key: str, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(key, -1e18) < self.seconds:
+                return
+            self._last[key] = now
+        self.logger.warning(message, *args)

@@ -15,6 +15,11 @@ from prometheus_client.registry import Collector
 from .models import ExportState, SeriesState
 
 STAGES = ("parse", "preprocess", "inference", "scoring", "source")
+# Refusals by the DICOM receiver: at admission and inside associations (appliance.ingest.dicom_guard.REASONS),
+# and per C-STORE (SOP class not taken, spool not writable, instance not usable or not matching its SOP class).
+DICOM_REJECTIONS = ("calling_ae", "association_limit", "evicted", "negotiation_timeout", "invalid_pdu",
+                    "pdu_too_large", "message_too_large", "stalled", "tls_handshake", "sop_class",
+                    "out_of_resources", "cannot_understand", "sop_mismatch")
 
 # Latency buckets: sub-millisecond parsing up to multi-second waits.
 _STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -61,8 +66,16 @@ class Metrics:
                                    namespace=ns, registry=registry)
         self.dicom_rejections = Counter("dicom_rejections", "Associations and C-STOREs refused, by reason.",
                                         ["reason"], namespace=ns, registry=registry)
-        for reason in ("association", "sop_class", "out_of_resources"):
+        for reason in DICOM_REJECTIONS:
             self.dicom_rejections.labels(reason=reason)
+        self.dicom_connections = Gauge("dicom_connections", "DICOM connections now open: negotiating (held by the "
+                                       "admission loop, no thread yet) or associated.", ["state"],
+                                       namespace=ns, registry=registry)
+        for state in ("negotiating", "associated"):
+            self.dicom_connections.labels(state=state)
+        self.grpc_denied = Counter("grpc_denied", "gRPC calls refused by access control: unauthenticated (unknown "
+                                   "token), permission_denied (role), stream_limit.", ["method", "reason"],
+                                   namespace=ns, registry=registry)
         self.exports = Counter("sr_export_tries", "Tries to deliver an SR, by destination and what followed: "
                                "delivered, retry (queued again) or failed (no tries left).",
                                ["destination", "outcome"], namespace=ns, registry=registry)

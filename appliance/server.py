@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import ssl
 import threading
 from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from .access import AccessControl, AccessPolicy
 from .api import pb, pb_grpc
 from .models import SeriesInfo, SeriesState, StudyResult
 from .paging import BadPageToken, PageTokens
@@ -59,17 +63,16 @@ def status_from_live(info: SeriesInfo) -> pb.SeriesStatus:
 
 
 class ApplianceServicer(pb_grpc.ApplianceServicer):
+    """The Appliance service. Who may call what, and how many result streams are open, is decided in front of it
+    (appliance.access.AccessControl, installed by GrpcServer)."""
+
     def __init__(self, store: Store, model_info: Callable[[], pb.ModelInfo],
-                 live_status: Callable[[str], SeriesInfo | None], closing: threading.Event,
-                 max_streams: int = 8) -> None:
+                 live_status: Callable[[str], SeriesInfo | None], closing: threading.Event) -> None:
         self.store = store
         self.model_info = model_info
         self.live_status = live_status
         self.closing = closing
         self.page_tokens = PageTokens(store.secret("page-token"))
-        # Each open stream holds a server thread; capping them keeps threads free for health checks and queries.
-        self._streams = threading.BoundedSemaphore(max_streams)
-        self.max_streams = max_streams
 
     def _results(self, results: list[StudyResult]) -> list[pb.SeriesResult]:
         deliveries = self.store.deliveries([r.info.series_uid for r in results])
@@ -106,15 +109,6 @@ class ApplianceServicer(pb_grpc.ApplianceServicer):
         return pb.ListResultsResponse(results=self._results([r for _, r in page]), next_page_token=token)
 
     def StreamResults(self, request: pb.StreamResultsRequest, context: grpc.ServicerContext) -> Iterator:
-        if not self._streams.acquire(blocking=False):
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"{self.max_streams} result streams are open already; close one or poll ListResults")
-        try:
-            yield from self._stream(request, context)
-        finally:
-            self._streams.release()
-
-    def _stream(self, request: pb.StreamResultsRequest, context: grpc.ServicerContext) -> Iterator:
         last = request.after_event_id
         try:
             newest = self.store.last_event_id()
@@ -163,26 +157,92 @@ class ApplianceServicer(pb_grpc.ApplianceServicer):
         return self.model_info()
 
 
-class GrpcServer:
-    """The gRPC server with health and reflection. `port` 0 picks a free port; `bound_port` tells which."""
+@dataclass(frozen=True)
+class GrpcTls:
+    """TLS for the API: the server's certificate chain and key; with `client_ca`, mutual TLS (every client must
+    present a certificate signed by it)."""
 
-    def __init__(self, servicer: ApplianceServicer, host: str, port: int, max_workers: int = 16) -> None:
-        if servicer.max_streams > max_workers - 4:
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """Loaded and checked now, so that a wrong file stops the start with a message instead of every call
+        failing later. Raises ValueError naming the file."""
+        try:
+            check = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            check.load_cert_chain(str(self.cert), str(self.key))
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"grpc.tls_cert {self.cert} / tls_key {self.key} cannot be used: {exc}") from None
+        ca = None
+        if self.client_ca is not None:
+            try:
+                ssl.create_default_context(cafile=str(self.client_ca))
+                ca = self.client_ca.read_bytes()
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"grpc.tls_client_ca {self.client_ca} cannot be used: {exc}") from None
+        return grpc.ssl_server_credentials([(self.key.read_bytes(), self.cert.read_bytes())],
+                                           root_certificates=ca, require_client_auth=ca is not None)
+
+
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def _enable_reflection(server: grpc.Server, names: tuple[str, ...]) -> None:
+    """Server reflection under both names: v1alpha (grpcio-reflection's) and v1, which current grpcurl and Postman
+    ask for first. The two protocols are the same messages in another package, so v1 is served by the same
+    servicer, and its descriptor (v1alpha's, renamed) is added to the pool so that v1 can describe itself."""
+    from google.protobuf import descriptor_pb2, descriptor_pool
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    pool = descriptor_pool.Default()
+    v1_file = "grpc/reflection/v1/reflection.proto"
+    try:
+        pool.FindFileByName(v1_file)
+    except KeyError:
+        proto = descriptor_pb2.FileDescriptorProto()
+        reflection_pb2.DESCRIPTOR.CopyToProto(proto)
+        proto.name, proto.package = v1_file, "grpc.reflection.v1"
+        pool.Add(proto)
+    names = (*names, reflection.SERVICE_NAME, REFLECTION_V1)
+    servicer = reflection.ReflectionServicer(names, pool=pool)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(REFLECTION_V1, {
+        "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+            servicer.ServerReflectionInfo,
+            request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+            response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString)}),))
+
+
+class GrpcServer:
+    """The gRPC server with health, reflection, TLS and access control. `port` 0 picks a free port; `bound_port`
+    tells which."""
+
+    def __init__(self, servicer: ApplianceServicer, host: str, port: int, max_workers: int = 16,
+                 access: AccessPolicy | None = None, tls: GrpcTls | None = None,
+                 on_denied: Callable[[str, str], None] = lambda method, reason: None) -> None:
+        access = access or AccessPolicy()
+        if access.max_streams > max_workers - 4:
             raise ValueError("keep at least 4 gRPC workers free of result streams")
         self.servicer = servicer
+        self.access = AccessControl(access, on_denied)
         # Each open result stream holds a worker thread; max_workers bounds concurrent clients.
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
-                                                             thread_name_prefix="scanside-grpc"))
+                                                             thread_name_prefix="scanside-grpc"),
+                                  interceptors=[self.access])
         pb_grpc.add_ApplianceServicer_to_server(servicer, self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
-                                            self.server)
+        _enable_reflection(self.server, (SERVICE_NAME, health.SERVICE_NAME))
         self.set_serving(False)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self.bound_port = self.server.add_insecure_port(address)
+        if tls is not None:
+            self.bound_port = self.server.add_secure_port(address, tls.credentials())
+        else:
+            self.bound_port = self.server.add_insecure_port(address)
         if self.bound_port == 0:
             raise OSError(f"could not listen for gRPC on {address}")
+        self.tls = tls
         self.address = f"{host}:{self.bound_port}"
 
     def set_serving(self, serving: bool) -> None:

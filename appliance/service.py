@@ -23,6 +23,7 @@ from .export.source import capture_source
 from .fileio import keep_private, private_folder
 from .ingest import Ingestor, IngestThread, Quarantine
 from .ingest.quarantine import move_file
+from .ingest.dicom_guard import GuardLimits
 from .ingest.receiver import DicomReceiver, ReceiverSettings
 from .inference import create_backend
 from .inference.worker import InferenceWorker
@@ -32,7 +33,9 @@ from .metrics import GpuMetrics, Metrics
 from .models import CompleteSeries, PreparedSeries, SeriesInfo, SeriesRole, SeriesState, StudyResult
 from .preprocess import PreprocessError, prepare
 from .scoring import ScoringPolicy
-from .server import ApplianceServicer, GrpcServer
+from .access import AccessError, AccessPolicy, load_clients
+from .config import is_loopback
+from .server import ApplianceServicer, GrpcServer, GrpcTls
 from .store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -85,8 +88,7 @@ class Appliance:
                                  max_instance_bytes=s.ingest.max_instance_bytes)
         self.ingestor.on_leftover_failed = self._set_aside
         # gRPC first, NOT_SERVING, so orchestrators can watch the warm-up through health checks.
-        self.grpc = GrpcServer(ApplianceServicer(self.store, self.model_info, self._live_status, self._closing),
-                               s.grpc.host, s.grpc.port)
+        self.grpc = self._make_grpc()
         self.grpc.start()
         if s.metrics.enabled:
             self._metrics_server, _ = start_http_server(s.metrics.port, addr=s.metrics.host, registry=self.registry)
@@ -118,14 +120,40 @@ class Appliance:
         self.ingest_thread.start()
         if s.dicom.enabled:
             d = s.dicom
+            limits = GuardLimits(negotiation_timeout_s=d.negotiation_timeout_s, idle_timeout_s=d.idle_timeout_s,
+                                 max_pending=d.max_pending_connections, max_associations=d.max_associations,
+                                 max_associations_per_peer=d.max_associations_per_peer,
+                                 max_pdu_bytes=d.max_pdu_bytes)
             self.receiver = DicomReceiver(ReceiverSettings(d.ae_title, d.host, d.port, d.allowed_calling_aets,
-                                                           d.tls_cert, d.tls_key, d.tls_ca),
-                                          s.paths.incoming, self.metrics)
+                                                           d.tls_cert, d.tls_key, d.tls_ca, limits,
+                                                           s.ingest.max_instance_bytes),
+                                          s.paths.incoming, self.metrics, Quarantine(s.paths.quarantine))
             self.receiver.start()
         self.ready.set()
         self.metrics.ready.set(1)
         self.grpc.set_serving(True)
-        log.info("ready: gRPC on %s, watching %s", self.grpc.address, s.paths.incoming)
+        log.info("ready: gRPC on %s%s, watching %s", self.grpc.address,
+                 (" (TLS, client certificates required)" if s.grpc.tls_client_ca else " (TLS)")
+                 if self.grpc.tls else "", s.paths.incoming)
+
+    def _make_grpc(self) -> GrpcServer:
+        g = self.settings.grpc
+        try:
+            clients = load_clients(g.clients_file) if g.clients_file is not None else ()
+            policy = AccessPolicy(clients, frozenset(g.anonymous_roles), g.max_streams, g.max_streams_per_client)
+            tls = GrpcTls(g.tls_cert, g.tls_key, g.tls_client_ca) if g.tls_cert and g.tls_key else None
+            server = GrpcServer(ApplianceServicer(self.store, self.model_info, self._live_status, self._closing),
+                                g.host, g.port, max_workers=g.max_streams + 8, access=policy, tls=tls,
+                                on_denied=lambda method, reason: self.metrics.grpc_denied.labels(
+                                    method=method, reason=reason).inc())
+        except (AccessError, ValueError) as exc:
+            raise ConfigError(str(exc)) from None
+        if tls is None and not is_loopback(g.host):
+            log.warning("gRPC on %s without TLS (grpc.allow_plaintext_remote): results and tokens cross the "
+                        "network in the clear", g.host)
+        if any(c.certificate_cn for c in clients) and g.tls_client_ca is None:
+            log.warning("clients listed by certificate can never be recognised: grpc.tls_client_ca is not set")
+        return server
 
     def _make_exporter(self):
         # Imported here: highdicom and its image codecs cost ~30 MB of memory, for appliances that send SRs only.

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import struct
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -87,29 +84,3 @@ def cine_series(folder: Path, slices: int = 4, phases: int = 5, rows: int = 32, 
 
 
 ALL_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian)
-
-
-def deflated_bomb(path: Path, inflated_mb: int) -> Path:
-    """A Deflated Explicit VR Little Endian file whose Pixel Data inflates to `inflated_mb` MB of zeros, written
-    in pieces so that making it costs no more memory than the test's own budget."""
-    def parts(syntax):
-        ds = mr_dataset(16, 16, syntax=ExplicitVRLittleEndian)
-        ds.file_meta.TransferSyntaxUID = syntax
-        buf = io.BytesIO()
-        ds.save_as(buf, enforce_file_format=True)
-        data = buf.getvalue()
-        meta_end = 132 + 12 + struct.unpack_from("<I", data, 140)[0]  # after (0002,0000) and the group it counts
-        return data[:meta_end], data[meta_end:]
-
-    meta, _ = parts("1.2.840.10008.1.2.1.99")
-    _, dataset = parts(ExplicitVRLittleEndian)
-    head = dataset[: dataset.index(b"\xe0\x7f\x10\x00")]
-    comp = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    with open(path, "wb") as fh:
-        fh.write(meta)
-        fh.write(comp.compress(head + b"\xe0\x7f\x10\x00OW\x00\x00" + struct.pack("<I", inflated_mb << 20)))
-        block = bytes(1 << 20)
-        for _ in range(inflated_mb):
-            fh.write(comp.compress(block))
-        fh.write(comp.flush())
-    return path

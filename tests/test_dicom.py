@@ -10,9 +10,10 @@ import pytest
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
 from appliance.dicom import IncompleteFile, RejectedFile, read_instance
+from appliance.synth.hostile import deflate_bomb
 from appliance.preprocess import load_frame
 
-from dicom_factory import deflated_bomb, mr_dataset, with_private_sequence, write
+from dicom_factory import mr_dataset, with_private_sequence, write
 
 
 @pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian])
@@ -245,7 +246,7 @@ def test_rejection_reasons_are_a_closed_set():
 def test_a_deflate_bomb_is_too_large_and_measured_in_bounded_memory(tmp_path):
     import resource
 
-    path = deflated_bomb(tmp_path / "bomb.dcm", 1024)  # 1 GiB inflated
+    path = deflate_bomb(tmp_path / "bomb.dcm", 1024)  # 1 GiB inflated
     assert path.stat().st_size < 2 << 20
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(RejectedFile) as info:
@@ -256,7 +257,7 @@ def test_a_deflate_bomb_is_too_large_and_measured_in_bounded_memory(tmp_path):
 
 
 def test_a_deflated_file_within_the_limit_is_read(tmp_path):
-    path = deflated_bomb(tmp_path / "ok.dcm", 2)
+    path = deflate_bomb(tmp_path / "ok.dcm", 2)
     with pytest.raises(RejectedFile) as info:
         read_instance(path, settled=True, max_bytes=1 << 20)
     assert info.value.reason == "too_large"

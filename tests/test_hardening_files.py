@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 from conftest import wait_for
-from dicom_factory import cine_series, deflated_bomb, mr_dataset, write
+from dicom_factory import cine_series, mr_dataset, write
 
 from appliance.client import ApplianceClient
 from appliance.served import ServedAppliance
+from appliance.synth.hostile import deflate_bomb
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +38,7 @@ def _scored(client) -> set[str]:
 
 
 def test_a_deflate_bomb_in_the_watch_folder_is_set_aside_in_bounded_memory(tmp_path, tiny_bundle):
-    bomb = deflated_bomb(tmp_path / "bomb.dcm", 1024)  # 1 MB on disk, 1 GiB inflated
+    bomb = deflate_bomb(tmp_path / "bomb.dcm", 1024)  # 1 MB on disk, 1 GiB inflated
     with ServedAppliance(tmp_path / "a", engine={"bundle": str(tiny_bundle)},
                          ingest={"settle_seconds": 0.5, "poll_interval_s": 0.05}) as app:
         pid = app.proc.pid
@@ -60,7 +61,7 @@ def test_a_bomb_left_in_the_spool_by_a_crash_cannot_blow_up_recovery(tmp_path, t
     app = ServedAppliance(tmp_path / "a", engine={"bundle": str(tiny_bundle)})
     spool = app.data / "spool"
     spool.mkdir(parents=True)
-    deflated_bomb(spool / "0-00000001.dcm", 1024)
+    deflate_bomb(spool / "0-00000001.dcm", 1024)
     with app.start():
         folder = app.data / "quarantine" / "too_large"
         wait_for(lambda: list(folder.glob("*.reason.json")), what="the bomb moved from the spool to quarantine")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import shutil
 import threading
 import subprocess
 from pathlib import Path
@@ -16,6 +15,7 @@ import pydicom
 import pytest
 from conftest import wait_for
 from orthanc_peer import OrthancPeer, free_port, orthanc_binary
+from tls_factory import needs_openssl, self_signed
 
 from appliance.client import ApplianceClient
 from appliance.export.pacs import PacsPeer, PacsSender
@@ -245,20 +245,10 @@ def _flatten(sequence, deep: bool = True) -> list[tuple[str, str]]:
     return out
 
 
-def _certificate(folder: Path, name: str) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (IP subject alternative name, which TLS host checks use)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    key, cert = folder / f"{name}.key", folder / f"{name}.crt"
-    subprocess.run([shutil.which("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-                    "-out", str(cert), "-days", "1", "-subj", f"/CN={name}", "-addext",
-                    "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=60)
-    return key, cert
-
-
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make test certificates")
+@needs_openssl
 def test_srs_go_over_dicom_tls_with_both_sides_verified_and_not_to_an_unknown_pacs(appliance, orthanc, tmp_path):
-    pacs_key, pacs_cert = _certificate(tmp_path / "tls", "pacs")
-    our_key, our_cert = _certificate(tmp_path / "tls", "scanside")
+    pacs_key, pacs_cert = self_signed(tmp_path / "tls", "pacs")
+    our_key, our_cert = self_signed(tmp_path / "tls", "scanside")
     pacs = orthanc(extra_config={
         "DicomTlsEnabled": True, "DicomTlsCertificate": str(pacs_cert), "DicomTlsPrivateKey": str(pacs_key),
         "DicomTlsTrustedCertificates": str(our_cert), "DicomTlsRemoteCertificateRequired": True})
@@ -278,7 +268,7 @@ def test_srs_go_over_dicom_tls_with_both_sides_verified_and_not_to_an_unknown_pa
     assert not outcome.delivered
 
     # The same PACS under a certificate this appliance was not told to trust: nothing is sent.
-    _, stranger_cert = _certificate(tmp_path / "tls2", "stranger")
+    _, stranger_cert = self_signed(tmp_path / "tls2", "stranger")
     app2 = appliance(export=export_to(pacs, tls_ca=str(stranger_cert), tls_cert=str(our_cert),
                                       tls_key=str(our_key), max_attempts=1))
     _, second = send_study(app2, seed=47)

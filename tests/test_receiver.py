@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import wait_for
 from dicom_factory import mr_dataset, write
+from tls_factory import OPENSSL, self_signed
 
 from appliance.client import ApplianceClient
 from appliance.served import free_port
@@ -62,7 +63,7 @@ def test_a_calling_ae_that_is_not_allowed_is_rejected(appliance, tmp_path):
     assert run(ECHOSCU, "-aet", "MRI1", "-aec", "SCANSIDE", "127.0.0.1", str(port)).returncode == 0
     refused = run(ECHOSCU, "-aet", "INTRUDER", "-aec", "SCANSIDE", "127.0.0.1", str(port))
     assert refused.returncode != 0
-    assert app.registry.get_sample_value("scanside_dicom_rejections_total", {"reason": "association"}) == 1
+    assert app.registry.get_sample_value("scanside_dicom_rejections_total", {"reason": "calling_ae"}) == 1
 
 
 @needs_dcmtk
@@ -89,12 +90,9 @@ def test_an_unwritable_spool_answers_out_of_resources(appliance, tmp_path):
 
 @needs_dcmtk
 def test_dicom_tls_echo_with_a_verified_server_certificate(appliance, tmp_path):
-    openssl = shutil.which("openssl")
-    if openssl is None:
+    if OPENSSL is None:
         pytest.skip("openssl is needed to make a test certificate")
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+    key, cert = self_signed(tmp_path / "tls", "127.0.0.1")
     app, port = receiver_app(appliance, tls_cert=str(cert), tls_key=str(key))
     # echoscu verifies the server against the certificate it is given (+cf), over TLS (+tla: no client cert).
     ok = run(ECHOSCU, "+tla", "+cf", str(cert), "-aec", "SCANSIDE", "127.0.0.1", str(port))

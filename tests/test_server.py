@@ -10,6 +10,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from test_store import info, result
 
+from appliance.access import AccessPolicy
 from appliance.api import pb
 from appliance.client import ApplianceClient
 from appliance.models import SeriesState
@@ -149,8 +150,9 @@ def test_resuming_past_the_newest_event_is_refused(served):
 
 def test_streams_are_capped_and_queries_still_answer(tmp_path):
     store = Store(tmp_path / "db.sqlite")
-    servicer = ApplianceServicer(store, lambda: pb.ModelInfo(), lambda uid: None, threading.Event(), max_streams=2)
-    server = GrpcServer(servicer, "127.0.0.1", 0, max_workers=6)
+    servicer = ApplianceServicer(store, lambda: pb.ModelInfo(), lambda uid: None, threading.Event())
+    server = GrpcServer(servicer, "127.0.0.1", 0, max_workers=6,
+                        access=AccessPolicy(max_streams=2, max_streams_per_client=2))
     server.start()
     client = ApplianceClient(server.address, timeout_s=5)
     try:

@@ -1,10 +1,15 @@
 """The DICOM receiver: a C-STORE SCP (pynetdicom) in front of the watch folder.
 
 Each received instance is written as its encoded Part 10 file under a temporary name in a hidden folder of the
-watch folder, then renamed into place, so it enters the appliance exactly as a file from a scanner's export does:
-one pipeline, not two. C-ECHO is answered. Statuses mean something: out of resources (0xA700) when the file cannot
-be written, refused (0x0122) for an SOP class the appliance does not take; associations from calling AE titles that
-are not allowed are rejected during negotiation.
+watch folder, synced, checked with the same reader (and the same size bound) the watch folder uses, then renamed
+into place and the folder synced, so it enters the appliance exactly as a file from a scanner's export does: one
+pipeline, not two. Only then is it answered Success: whatever the sender was told is stored survives a crash.
+
+Statuses mean something (PS3.4 B.2.3): out of resources (0xA700) when the file cannot be written; 0xA900 when the
+dataset does not match its SOP class (not MR, or another SOP class than the request's); 0xC000 ("cannot
+understand") when it cannot be parsed or is larger than allowed, with the reason in the Error Comment; 0x0122
+for an SOP class the appliance does not take. A refused instance is kept in quarantine/<reason>/ like a bad file
+from the watch folder. Admission and network bounds are in `dicom_guard`.
 """
 
 from __future__ import annotations
@@ -12,15 +17,21 @@ from __future__ import annotations
 import logging
 import os
 import ssl
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydicom.dataset import Dataset
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
+from ..dicom import DEFAULT_MAX_INSTANCE_BYTES, IncompleteFile, RejectedFile, read_instance
+from ..fileio import PRIVATE_FILE_MODE, private_folder, sync_folder
 from ..logsafe import describe
 from ..metrics import Metrics
+from .dicom_guard import GuardedServer, GuardLimits
+from .quarantine import Quarantine
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +39,8 @@ log = logging.getLogger(__name__)
 TAKEN_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.4.1"})
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+STATUS_CANNOT_UNDERSTAND = 0xC000
 STATUS_SOP_CLASS_REFUSED = 0x0122
 RECEIVED_DIR = "received"
 TEMP_DIR = ".receiver-tmp"  # a hidden folder: the watcher leaves files there to their writer
@@ -42,32 +55,49 @@ class ReceiverSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None  # when set, callers must present a certificate signed by it
+    limits: GuardLimits = GuardLimits()
+    max_instance_bytes: int = DEFAULT_MAX_INSTANCE_BYTES
 
 
 class DicomReceiver:
-    def __init__(self, settings: ReceiverSettings, watch_dir: Path, metrics: Metrics) -> None:
+    def __init__(self, settings: ReceiverSettings, watch_dir: Path, metrics: Metrics,
+                 quarantine: Quarantine | None = None) -> None:
         self.settings = settings
         self.target = Path(watch_dir) / RECEIVED_DIR
         self.tmp = Path(watch_dir) / TEMP_DIR
         self.metrics = metrics
-        self._server = None
+        self.quarantine = quarantine
+        self._server: GuardedServer | None = None
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self.target.mkdir(parents=True, exist_ok=True)
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        ae = AE(ae_title=self.settings.ae_title)
+        private_folder(self.target)
+        private_folder(self.tmp)
+        s = self.settings
+        ae = AE(ae_title=s.ae_title)
         # Every storage SOP class may be proposed, so that one the appliance does not take gets a clear DIMSE
         # refusal rather than an opaque "no presentation context" on the sender's side.
         ae.supported_contexts = AllStoragePresentationContexts
         ae.add_supported_context(Verification)
-        if self.settings.allowed_calling_aets:
-            ae.require_calling_aet = list(self.settings.allowed_calling_aets)
+        if s.allowed_calling_aets:
+            ae.require_calling_aet = list(s.allowed_calling_aets)  # checked again by pynetdicom (the TLS path)
+        ae.acse_timeout = s.limits.negotiation_timeout_s
+        ae.network_timeout = s.limits.idle_timeout_s
+        ae.maximum_pdu_size = s.limits.max_pdu_bytes
+        ae.maximum_associations = 2 * s.limits.max_associations  # the guard's limits bind first
+        limits = GuardLimits(**{**s.limits.__dict__, "allowed_calling_aets": tuple(s.allowed_calling_aets),
+                                "max_message_bytes": s.max_instance_bytes})
         handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_ACCEPTED, self._on_accepted),
                     (evt.EVT_REJECTED, self._on_rejected)]
-        self._server = ae.start_server((self.settings.host, self.settings.port), block=False,
-                                       evt_handlers=handlers, ssl_context=self._ssl_context())
-        log.info("DICOM receiver %s listening on %s:%d%s", self.settings.ae_title, self.settings.host, self.port,
-                 " (TLS)" if self.settings.tls_cert else "")
+        self._server = ae.make_server((s.host, s.port), evt_handlers=handlers, server_class=GuardedServer,
+                                      limits=limits, tls_context=self._ssl_context(), on_refused=self._on_refused,
+                                      on_counts=self._on_counts)
+        ae._servers.append(self._server)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="scanside-dicom-accept",
+                                        daemon=True)
+        self._thread.start()
+        log.info("DICOM receiver %s listening on %s:%d%s", s.ae_title, s.host, self.port,
+                 " (TLS)" if s.tls_cert else "")
 
     @property
     def port(self) -> int:
@@ -88,29 +118,94 @@ class DicomReceiver:
         self.metrics.dicom_associations.inc()
 
     def _on_rejected(self, event: evt.Event) -> None:
-        self.metrics.dicom_rejections.labels(reason="association").inc()
+        # Only pynetdicom's own calling-AE check rejects here (over TLS, where the guard cannot read the request).
+        self.metrics.dicom_rejections.labels(reason="calling_ae").inc()
 
-    def _on_store(self, event: evt.Event) -> int:
+    def _on_refused(self, reason: str) -> None:
+        self.metrics.dicom_rejections.labels(reason=reason).inc()
+
+    def _on_counts(self, negotiating: int, associated: int) -> None:
+        self.metrics.dicom_connections.labels(state="negotiating").set(negotiating)
+        self.metrics.dicom_connections.labels(state="associated").set(associated)
+
+    def _on_store(self, event: evt.Event) -> int | Dataset:
         sop_class = str(event.request.AffectedSOPClassUID)
         if sop_class not in TAKEN_SOP_CLASSES:
             self.metrics.dicom_rejections.labels(reason="sop_class").inc()
             return STATUS_SOP_CLASS_REFUSED
+        name = f"{uuid.uuid4().hex}.dcm"
+        tmp = self.tmp / name
         try:
             data = event.encoded_dataset(include_meta=True)  # the bytes as sent, no decode/re-encode
-            name = f"{uuid.uuid4().hex}.dcm"
-            tmp = self.tmp / name
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, self.target / name)
+            _write_synced(tmp, data)
         except OSError as exc:
             log.error("could not spool a received instance: %s", describe(exc))
             self.metrics.dicom_rejections.labels(reason="out_of_resources").inc()
+            tmp.unlink(missing_ok=True)
+            return STATUS_OUT_OF_RESOURCES
+        refusal = self._check(tmp, sop_class)
+        if refusal is not None:
+            return refusal
+        try:
+            os.replace(tmp, self.target / name)
+            sync_folder(self.target)
+        except OSError as exc:
+            log.error("could not spool a received instance: %s", describe(exc))
+            self.metrics.dicom_rejections.labels(reason="out_of_resources").inc()
+            tmp.unlink(missing_ok=True)
             return STATUS_OUT_OF_RESOURCES
         self.metrics.dicom_instances.inc()
         self.metrics.dicom_bytes.inc(len(data))
         return STATUS_SUCCESS
 
+    def _check(self, path: Path, sop_class: str) -> Dataset | None:
+        """Parse the instance as the ingest will; a failure status (and the file set aside) if it cannot be
+        used, None if it can. The sender is never told Success for what the appliance would then throw away."""
+        try:
+            inst = read_instance(path, settled=True, max_bytes=self.settings.max_instance_bytes)
+            reason = None
+            if inst.sop_class_uid and inst.sop_class_uid != sop_class:
+                reason, detail = "sop_class_mismatch", "the dataset's SOP Class UID is not the request's"
+        except IncompleteFile:
+            reason, detail = "truncated", "the dataset ends early"
+        except RejectedFile as exc:
+            reason, detail = exc.reason, exc.detail
+        except Exception as exc:  # noqa: BLE001 - a reader bug must still answer the sender, and not with Success
+            reason, detail = "unreadable", f"unexpected {type(exc).__name__} in the reader"
+        if reason is None:
+            return None
+        if reason in ("not_mr", "sop_class_mismatch"):
+            status, label = STATUS_DOES_NOT_MATCH_SOP_CLASS, "sop_mismatch"
+        else:
+            status, label = STATUS_CANNOT_UNDERSTAND, "cannot_understand"
+        self.metrics.dicom_rejections.labels(reason=label).inc()
+        if self.quarantine is not None and self.quarantine.put(path, reason,
+                                                               f"received over C-STORE: {detail}") is not None:
+            self.metrics.files_quarantined.labels(reason=reason).inc()
+        else:
+            path.unlink(missing_ok=True)
+        answer = Dataset()
+        answer.Status = status
+        answer.ErrorComment = reason[:64]  # the reason code only: never a value from the dataset
+        return answer
+
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        for assoc in server.active_associations:
+            assoc.abort(block=False)  # what they had not been answered they send again; what was, is spooled
+        if self._thread is not None:
+            self._thread.join(5)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
