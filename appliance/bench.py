@@ -301,7 +301,7 @@ def bench_hostile(work: Path, numbers: Numbers) -> None:
                 for path in others:
                     path.unlink()
                 started = time.perf_counter()
-                subprocess.run([str(storescu), "-aet", "MRI1", "-aec", "SCANSIDE", "+sd", "127.0.0.1", str(port),
+                subprocess.run([str(storescu), "-aet", "MRI1", "-aec", "SCANSIDE", "+sd", "+r", "127.0.0.1", str(port),
                                 str(folder)], check=True, capture_output=True, timeout=300,
                                env={**os.environ, "TCP_NODELAY": "1"})
                 elapsed = time.perf_counter() - started

@@ -62,7 +62,7 @@ def test_a_bomb_left_in_the_spool_by_a_crash_cannot_blow_up_recovery(tmp_path, t
     spool = app.data / "spool"
     spool.mkdir(parents=True)
     deflate_bomb(spool / "0-00000001.dcm", 1024)
-    with app.start():
+    with app:  # entering starts it
         folder = app.data / "quarantine" / "too_large"
         wait_for(lambda: list(folder.glob("*.reason.json")), what="the bomb moved from the spool to quarantine")
         idle = _status(app.proc.pid, "VmRSS")

@@ -21,7 +21,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from appliance.client import ApplianceClient
 from appliance.served import ServedAppliance, free_port
 from appliance.synth import plan_study, write_study
-from appliance.synth.hostile import HostileNeighbour
+from appliance.synth.hostile import HostileNeighbour, deflate_bomb
 
 pytestmark = pytest.mark.slow
 
@@ -227,8 +227,34 @@ def test_what_was_answered_success_survives_a_kill_right_after(tmp_path, tiny_bu
                  str(folder))
     app.kill_hard()  # at once: whatever storescu was told is stored must already be on disk
     assert sent.returncode == 0, sent.stderr[-2000:]
-    with app.start():
+    with app:  # entering starts it
         wait_for(lambda: series_uid in {r.series_instance_uid for r in app.client.list_all()}, timeout=60,
                  what="the series scored after the restart")
         (result,) = [r for r in app.client.list_all() if r.series_instance_uid == series_uid]
         assert result.images == 120
+
+
+def test_a_deflate_bomb_over_c_store_is_refused_as_too_large(appliance, tmp_path):
+    """The dataset crosses the network deflated (1 MB here); the receiver measures what it would inflate to
+    before answering, and answers 0xC000 instead of taking it into the spool."""
+    from pynetdicom import AE, _config
+
+    app, port = receiver_app(appliance)
+    bomb = deflate_bomb(tmp_path / "bomb.dcm", 256)  # 256 MiB inflated, over the default 128 MiB
+    scu = AE(ae_title="MRI1")
+    scu.add_requested_context("1.2.840.10008.5.1.4.1.1.4", ["1.2.840.10008.1.2.1.99"])
+    chunked = _config.STORE_SEND_CHUNKED_DATASET
+    _config.STORE_SEND_CHUNKED_DATASET = True  # send the file's bytes as they are: never inflated on this side
+    try:
+        assoc = scu.associate("127.0.0.1", port, ae_title="SCANSIDE")
+        assert assoc.is_established
+        try:
+            answer = assoc.send_c_store(bomb)
+        finally:
+            assoc.release()
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = chunked
+    assert int(answer.Status) == 0xC000 and answer.ErrorComment == "too_large"
+    q = Path(app.settings.paths.quarantine) / "too_large"
+    assert len(list(q.glob("*.reason.json"))) == 1
+    assert not any((Path(app.settings.paths.incoming) / "received").iterdir())
