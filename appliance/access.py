@@ -14,8 +14,9 @@ outside the caller's roles is PERMISSION_DENIED, an unknown token UNAUTHENTICATE
 with the caller's name and the method, never with request contents. Health and reflection answer everyone: an
 orchestrator's probe must not need a secret, and reflection shows only the API's shape.
 
-Result streams hold a server thread each, so they are capped in all and per caller (RESOURCE_EXHAUSTED says
-which cap): one display cannot take every slot.
+Streams (result streams, but also health Watch and reflection sessions, which anyone may open) hold a server thread
+each, so they are capped in all and per caller (RESOURCE_EXHAUSTED says which cap): one client cannot take every
+thread.
 """
 
 from __future__ import annotations
@@ -56,7 +57,6 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     "GetSeriesStatus": frozenset({"display", "ops"}),
     "GetModelInfo": frozenset({"display", "ops"}),
 }
-STREAMING_METHODS = frozenset({"StreamResults"})
 DENIAL_REASONS = ("unauthenticated", "permission_denied", "stream_limit")
 _TOKEN_BYTES = 32
 
@@ -224,39 +224,60 @@ class AccessControl(grpc.ServerInterceptor):
 
     def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(details)
+        if handler is None:
+            return None
         service, _, method = details.method.lstrip("/").partition("/")
-        if handler is None or service != SERVICE:
-            return handler
+        ours = service == SERVICE
         allowed = METHOD_ROLES.get(method, frozenset())
+        label = method if ours and method in METHOD_ROLES else "other"
+
+        def admit(context: grpc.ServicerContext) -> Identity:
+            # Health and reflection answer everyone; the Appliance service by role.
+            return self._authorize(context, label, allowed) if ours else self.identify_or_anonymous(context)
+
         if handler.unary_unary is not None:
             inner = handler.unary_unary
 
             def unary(request: Any, context: grpc.ServicerContext) -> Any:
-                self._authorize(context, method, allowed)
+                admit(context)
                 return inner(request, context)
 
             return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer,
                                                        handler.response_serializer)
-        if handler.unary_stream is not None:
-            inner_stream = handler.unary_stream
+        if handler.stream_unary is not None:
+            inner_su = handler.stream_unary
 
-            def stream(request: Any, context: grpc.ServicerContext) -> Any:
-                identity = self._authorize(context, method, allowed)
-                counted = method in STREAMING_METHODS
-                if counted:
-                    refusal = self.streams.acquire(identity.key)
-                    if refusal is not None:
-                        self._deny(context, method, "stream_limit", grpc.StatusCode.RESOURCE_EXHAUSTED, refusal,
-                                   identity)
-                try:
-                    yield from inner_stream(request, context)
-                finally:
-                    if counted:
-                        self.streams.release(identity.key)
+            def stream_unary(requests: Any, context: grpc.ServicerContext) -> Any:
+                admit(context)
+                return inner_su(requests, context)
 
-            return grpc.unary_stream_rpc_method_handler(stream, handler.request_deserializer,
+            return grpc.stream_unary_rpc_method_handler(stream_unary, handler.request_deserializer,
                                                         handler.response_serializer)
-        return handler  # no client-streaming calls in this API
+        # Streams that answer over time (result streams, health Watch, reflection sessions) each hold a server
+        # thread as long as they are open: every one of them takes a stream slot, whoever calls.
+        streaming = handler.unary_stream or handler.stream_stream
+        make = (grpc.unary_stream_rpc_method_handler if handler.unary_stream is not None
+                else grpc.stream_stream_rpc_method_handler)
+
+        def stream(request: Any, context: grpc.ServicerContext) -> Any:
+            identity = admit(context)
+            refusal = self.streams.acquire(identity.key)
+            if refusal is not None:
+                self._deny(context, label, "stream_limit", grpc.StatusCode.RESOURCE_EXHAUSTED, refusal, identity)
+            try:
+                yield from streaming(request, context)
+            finally:
+                self.streams.release(identity.key)
+
+        return make(stream, handler.request_deserializer, handler.response_serializer)
+
+    def identify_or_anonymous(self, context: grpc.ServicerContext) -> Identity:
+        """For the calls open to everyone: an unknown token counts as no token (it is not refused there)."""
+        identity = self.identify(context)
+        if identity is None:
+            host = _peer_host(context.peer())
+            return Identity("anonymous", frozenset(), f"anonymous:{host}")
+        return identity
 
     def _authorize(self, context: grpc.ServicerContext, method: str, allowed: frozenset[str]) -> Identity:
         identity = self.identify(context)

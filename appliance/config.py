@@ -138,6 +138,7 @@ class DicomConfig:
     max_associations: int = 16  # associations at once, in all...
     max_associations_per_peer: int = 4  # ...and from one IP address
     max_pdu_bytes: int = 65536  # the Maximum Length announced; larger PDUs abort the association
+    max_inflight_mb: float = 512.0  # datasets held in memory by all associations together; beyond: aborted
 
 
 @dataclass(frozen=True)
@@ -354,6 +355,8 @@ def _validate(s: Settings) -> None:
     need(1 <= d.max_associations_per_peer <= d.max_associations,
          "dicom.max_associations_per_peer must be in [1, dicom.max_associations]")
     need(4096 <= d.max_pdu_bytes <= 16 << 20, "dicom.max_pdu_bytes must be in [4096, 16777216]")
+    need(s.ingest.max_instance_mb <= d.max_inflight_mb <= 65536,
+         "dicom.max_inflight_mb must be at least ingest.max_instance_mb (one instance must fit) and at most 65536")
     e = s.export
     need(e.pacs_ae_title == "" or _ae_title_ok(e.pacs_ae_title), f"export.pacs_ae_title {_AE_RULE} (or empty: off)")
     need(1 <= e.pacs_port <= 65535, "export.pacs_port must be in [1, 65535]")

@@ -171,17 +171,20 @@ def _check_inflated_size(fh: BinaryIO, start: int, max_bytes: int) -> None:
     fh.seek(start)
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)  # PS3.5 A.5: raw deflate, no zlib header
     total = 0
+    pending, file_ended = b"", False
     try:
-        while True:
-            chunk = fh.read(_INFLATE_IN)
-            if not chunk:
-                break
-            while chunk:
-                total += len(inflater.decompress(chunk, _INFLATE_OUT))
-                if total > max_bytes:
-                    raise RejectedFile("too_large", f"the deflated dataset inflates to more than {max_bytes} bytes")
-                chunk = inflater.unconsumed_tail
-            if inflater.eof:
+        while not inflater.eof:
+            if not pending:
+                pending = fh.read(_INFLATE_IN)
+                file_ended = not pending
+            # Once the input is used up, zlib may still hold output it could not return within the step's bound:
+            # b"" asks for it, and no output then means the stream really ends here.
+            out = inflater.decompress(pending, _INFLATE_OUT)
+            pending = inflater.unconsumed_tail
+            total += len(out)
+            if total > max_bytes:
+                raise RejectedFile("too_large", f"the deflated dataset inflates to more than {max_bytes} bytes")
+            if file_ended and not out and not pending:
                 break
     except zlib.error as exc:
         raise RejectedFile("corrupt", "the deflated dataset is not a valid deflate stream") from exc
@@ -210,6 +213,11 @@ def _read_file_meta(buf: bytes, fh: Any) -> tuple[dict[str, str], int]:
         if group != 0x0002:
             return meta, pos
         vr = buf[pos + 4 : pos + 6]
+        if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
+            # PS3.10 7.1: the file meta is always explicit VR. pydicom would read this element as implicit VR and
+            # might then find a transfer syntax (a deflated one) that this parser did not: both must agree, so
+            # that what pydicom inflates has been measured here first.
+            raise RejectedFile("corrupt", "the file meta information is not in explicit VR")
         if vr in _LONG_VRS:
             buf = _read_more(buf, fh, pos + 12)
             length = struct.unpack_from("<I", buf, pos + 8)[0]
@@ -221,6 +229,8 @@ def _read_file_meta(buf: bytes, fh: Any) -> tuple[dict[str, str], int]:
             raise RejectedFile("corrupt", "undefined length inside the file meta information")
         buf = _read_more(buf, fh, start + length)
         if elem == 0x0010:
+            if "TransferSyntaxUID" in meta:
+                raise RejectedFile("corrupt", "two transfer syntaxes in the file meta information")
             meta["TransferSyntaxUID"] = _text(buf[start : start + length])
         pos = start + length
 

@@ -18,7 +18,7 @@ STAGES = ("parse", "preprocess", "inference", "scoring", "source")
 # Refusals by the DICOM receiver: at admission and inside associations (appliance.ingest.dicom_guard.REASONS),
 # and per C-STORE (SOP class not taken, spool not writable, instance not usable or not matching its SOP class).
 DICOM_REJECTIONS = ("calling_ae", "association_limit", "evicted", "negotiation_timeout", "invalid_pdu",
-                    "pdu_too_large", "message_too_large", "stalled", "tls_handshake", "sop_class",
+                    "pdu_too_large", "message_too_large", "inflight_budget", "stalled", "tls_handshake", "sop_class",
                     "out_of_resources", "cannot_understand", "sop_mismatch")
 
 # Latency buckets: sub-millisecond parsing up to multi-second waits.

@@ -227,9 +227,10 @@ class GrpcServer:
         self.servicer = servicer
         self.access = AccessControl(access, on_denied)
         # Each open result stream holds a worker thread; max_workers bounds concurrent clients.
+        # Calls beyond maximum_concurrent_rpcs are refused (RESOURCE_EXHAUSTED) instead of queueing without bound.
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
                                                              thread_name_prefix="scanside-grpc"),
-                                  interceptors=[self.access])
+                                  interceptors=[self.access], maximum_concurrent_rpcs=4 * max_workers)
         pb_grpc.add_ApplianceServicer_to_server(servicer, self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

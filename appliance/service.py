@@ -123,7 +123,7 @@ class Appliance:
             limits = GuardLimits(negotiation_timeout_s=d.negotiation_timeout_s, idle_timeout_s=d.idle_timeout_s,
                                  max_pending=d.max_pending_connections, max_associations=d.max_associations,
                                  max_associations_per_peer=d.max_associations_per_peer,
-                                 max_pdu_bytes=d.max_pdu_bytes)
+                                 max_pdu_bytes=d.max_pdu_bytes, max_inflight_bytes=int(d.max_inflight_mb * (1 << 20)))
             self.receiver = DicomReceiver(ReceiverSettings(d.ae_title, d.host, d.port, d.allowed_calling_aets,
                                                            d.tls_cert, d.tls_key, d.tls_ca, limits,
                                                            s.ingest.max_instance_bytes),

@@ -277,3 +277,38 @@ def test_large_files_and_large_decoded_pixels_are_too_large(tmp_path):
     with pytest.raises(RejectedFile) as info:
         read_instance(path)
     assert info.value.reason == "too_large"
+
+
+@pytest.mark.parametrize("size", [1048673, 1048770, 1 << 20, 3 * (1 << 20) + 5])
+def test_valid_deflate_streams_are_measured_whole(size):
+    """Sizes where the last input step ends as the output bound is reached: zlib still holds output then, and the
+    stream used to be judged truncated."""
+    import io
+    import zlib
+
+    from appliance.dicom import _check_inflated_size
+
+    comp = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    stream = comp.compress(bytes(size)) + comp.flush()
+    _check_inflated_size(io.BytesIO(b"x" * 7 + stream), 7, 8 << 20)  # raises if judged incomplete or too large
+    with pytest.raises(IncompleteFile):
+        _check_inflated_size(io.BytesIO(stream[:-20]), 0, 8 << 20)
+
+
+def test_a_bomb_whose_file_meta_is_implicit_vr_is_refused_unread(tmp_path):
+    """pydicom reads a file meta element whose VR bytes are not letters as implicit VR; encoded so, the deflated
+    transfer syntax used to slip past the measuring and pydicom inflated the whole dataset."""
+    import resource
+    import struct
+
+    bomb = deflate_bomb(tmp_path / "bomb.dcm", 256)
+    data = bytearray(bomb.read_bytes())
+    at = data.index(b"\x02\x00\x10\x00UI")  # (0002,0010) Transfer Syntax UID, explicit VR
+    length = struct.unpack_from("<H", data, at + 6)[0]
+    data[at : at + 8] = b"\x02\x00\x10\x00" + struct.pack("<I", length)  # the same element in implicit VR
+    bomb.write_bytes(bytes(data))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(RejectedFile) as info:
+        read_instance(bomb, settled=True)
+    assert info.value.reason == "corrupt"
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 50

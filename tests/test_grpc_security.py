@@ -5,6 +5,7 @@ a loopback port, real clients."""
 from __future__ import annotations
 
 import threading
+import time
 
 import grpc
 import pytest
@@ -241,3 +242,47 @@ def test_anonymous_callers_from_other_hosts_get_no_role(tmp_path):
     finally:
         server.stop(0.2)
         store.close()
+
+
+def test_every_kind_of_stream_takes_a_slot_and_gives_it_back(serve):
+    """Reflection sessions and health Watch are open to everyone and hold a thread each, like result streams:
+    before, 12 reflection streams from a caller without a token starved health checks."""
+    address, denied = serve(access=AccessPolicy(max_streams=4, max_streams_per_client=2))
+    channel = grpc.insecure_channel(address)
+    reflect = channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                                    request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                                    response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+    gate = threading.Event()
+
+    def requests():
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+        gate.wait(10)  # keep the session open
+
+    try:
+        sessions = [reflect(requests()) for _ in range(2)]
+        for session in sessions:
+            next(session)
+        third = reflect(requests())
+        with pytest.raises(grpc.RpcError) as err:
+            next(third)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        with ApplianceClient(address) as c:
+            assert c.health.Check(health_pb2.HealthCheckRequest(), timeout=2) is not None
+        for session in sessions:
+            session.cancel()
+        # The slots come back once the streams end.
+        with ApplianceClient(address) as c:
+            deadline = time.monotonic() + 5
+            while True:
+                stream = c.stream(after_event_id=0)
+                try:
+                    assert next(stream).event_id == 1
+                    stream.cancel()
+                    break
+                except grpc.RpcError as exc:
+                    assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                    assert time.monotonic() < deadline, "the slots never came back"
+    finally:
+        gate.set()
+        channel.close()
+    assert ("other", "stream_limit") in denied

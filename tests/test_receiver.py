@@ -99,3 +99,18 @@ def test_dicom_tls_echo_with_a_verified_server_certificate(appliance, tmp_path):
     assert ok.returncode == 0, ok.stderr
     plain = run(ECHOSCU, "-aec", "SCANSIDE", "127.0.0.1", str(port))  # no TLS: the server does not answer it
     assert plain.returncode != 0
+
+
+@needs_dcmtk
+def test_over_dicom_tls_a_calling_ae_that_is_not_allowed_is_rejected(appliance, tmp_path):
+    """Over TLS the admission loop cannot read the request; pynetdicom's own check refuses it, counted alike."""
+    if OPENSSL is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    key, cert = self_signed(tmp_path / "tls", "127.0.0.1")
+    app, port = receiver_app(appliance, tls_cert=str(cert), tls_key=str(key), allowed_calling_aets=["MRI1"])
+    assert run(ECHOSCU, "+tla", "+cf", str(cert), "-aet", "MRI1", "-aec", "SCANSIDE", "127.0.0.1",
+               str(port)).returncode == 0
+    refused = run(ECHOSCU, "+tla", "+cf", str(cert), "-aet", "INTRUDER", "-aec", "SCANSIDE", "127.0.0.1", str(port))
+    assert refused.returncode != 0
+    wait_for(lambda: app.registry.get_sample_value("scanside_dicom_rejections_total", {"reason": "calling_ae"}) == 1,
+             timeout=5, what="the rejection counted")

@@ -188,7 +188,7 @@ def test_oversized_pdus_are_refused_before_they_are_buffered(tmp_path, tiny_bund
         ok = run(ECHOSCU, "-aec", "SCANSIDE", "127.0.0.1", str(app.dicom_port))
         assert ok.returncode == 0  # still serving
     log = (tmp_path / "served" / "serve.log").read_text()
-    assert "pdu_too_large" not in log or "refused a DICOM connection" in log
+    assert "refused a DICOM connection" in log and "aborted a DICOM association" in log
 
 
 def test_an_instance_that_cannot_be_used_is_answered_with_a_failure(appliance, tmp_path):
@@ -214,7 +214,9 @@ def test_an_instance_that_cannot_be_used_is_answered_with_a_failure(appliance, t
     assert len(list((q / "missing_geometry").glob("*.reason.json"))) == 1
     assert len(list((q / "not_mr").glob("*.reason.json"))) == 1
     assert rejections(app, "cannot_understand") == 1 and rejections(app, "sop_mismatch") == 1
-    assert len(list((Path(app.settings.paths.incoming) / "received").iterdir())) <= 1  # only the good one
+    received = Path(app.settings.paths.incoming) / "received"
+    wait_for(lambda: not any(received.iterdir()), what="the good one taken by the ingest")  # (it was there)
+    assert app.registry.get_sample_value("scanside_dicom_instances_received_total") == 1  # only the good one
     assert not any((Path(app.settings.paths.incoming) / ".receiver-tmp").iterdir())
 
 
@@ -258,3 +260,58 @@ def test_a_deflate_bomb_over_c_store_is_refused_as_too_large(appliance, tmp_path
     q = Path(app.settings.paths.quarantine) / "too_large"
     assert len(list(q.glob("*.reason.json"))) == 1
     assert not any((Path(app.settings.paths.incoming) / "received").iterdir())
+
+
+def test_a_trickled_pdu_is_aborted_and_stop_ends_it(appliance):
+    """One byte now and then used to keep an association (and a per-peer slot) for ever: each read waited
+    idle_timeout_s afresh. A PDU now has idle_timeout_s in all to arrive."""
+    app, port = receiver_app(appliance, idle_timeout_s=1.0)
+    sock, kind, _ = associate(port)
+    assert kind == 0x02
+    sock.sendall(struct.pack(">BBL", 0x04, 0, 1000))
+    started = time.monotonic()
+    try:
+        for _ in range(20):
+            time.sleep(0.3)
+            sock.sendall(b"\x00")
+    except OSError:
+        pass
+    assert time.monotonic() - started < 4
+    assert closed_by_peer(sock, within_s=5)
+    assert rejections(app, "stalled") == 1
+    # And a receiver that stops does not wait for a peer that is trickling.
+    other, kind, _ = associate(port)
+    other.sendall(struct.pack(">BBL", 0x04, 0, 1000) + b"\x00")
+    threads = threading.active_count()
+    started = time.monotonic()
+    app.receiver.stop()
+    wait_for(lambda: threading.active_count() <= threads - 2, timeout=5, what="the association's threads ended")
+    assert time.monotonic() - started < 5
+    other.close()
+
+
+def test_datasets_in_memory_are_bounded_across_associations(appliance):
+    port = free_port()
+    app = appliance(dicom={"enabled": True, "port": port, "max_inflight_mb": 1.0}, ingest={"max_instance_mb": 1.0})
+    pdv = bytes(60000)
+    fragment = struct.pack(">BBL", 0x04, 0, 6 + len(pdv)) + struct.pack(">LBB", 2 + len(pdv), 3, 0x00) + pdv
+    first, kind, _ = associate(port)
+    for _ in range(10):  # 600 kB of a dataset that has not ended: held by the receiver
+        first.sendall(fragment)
+    second, kind, _ = associate(port)
+    try:
+        for _ in range(10):
+            second.sendall(fragment)
+    except OSError:
+        pass
+    assert closed_by_peer(second, within_s=5)  # together they would pass 1 MiB: the later one is aborted
+    assert rejections(app, "inflight_budget") == 1
+    assert not closed_by_peer(first, within_s=0.5)  # the first goes on
+    first.close()
+
+
+def test_every_refusal_of_the_guard_is_a_metric_label():
+    from appliance.ingest.dicom_guard import REASONS
+    from appliance.metrics import DICOM_REJECTIONS
+
+    assert set(REASONS) <= set(DICOM_REJECTIONS)

@@ -43,7 +43,7 @@ from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from ..dicom import DEFAULT_MAX_INSTANCE_BYTES
-from ..logsafe import RateLimitedLog
+from ..logsafe import RateLimitedLog, describe
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ _PEEK_AGAIN_S = 0.02
 
 # The reasons a connection or association is refused here: closed sets for the metric label.
 REASONS = ("calling_ae", "association_limit", "evicted", "negotiation_timeout", "invalid_pdu", "pdu_too_large",
-           "message_too_large", "stalled", "tls_handshake")
+           "message_too_large", "inflight_budget", "stalled", "tls_handshake")
 
 _RJ_CALLING_AE = (0x01, 0x01, 0x03)  # rejected-permanent, service-user, calling AE title not recognised
 _RJ_LOCAL_LIMIT = (0x02, 0x03, 0x02)  # rejected-transient, service-provider (presentation), local limit exceeded
@@ -78,13 +78,20 @@ class GuardLimits:
     max_associations_per_peer: int = 4
     max_pdu_bytes: int = 65536  # the Maximum Length this receiver announces
     max_message_bytes: int = DEFAULT_MAX_INSTANCE_BYTES  # the dataset of one C-STORE as received
+    # Datasets held in memory by all associations together (pynetdicom buffers each one whole until it is
+    # answered); an association whose next fragment would pass it is aborted, and its sender retries.
+    max_inflight_bytes: int = 4 * DEFAULT_MAX_INSTANCE_BYTES
     allowed_calling_aets: tuple[str, ...] = ()  # empty: any
 
 
+_ABORT_NOT_SPECIFIED, _ABORT_UNRECOGNIZED_PDU, _ABORT_INVALID_PARAMETER = 0x00, 0x01, 0x06  # PS3.8 9.3.8
+
+
 class _Violation(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, diagnostic: int = _ABORT_NOT_SPECIFIED) -> None:
         super().__init__(detail)
         self.reason = reason
+        self.diagnostic = diagnostic
 
 
 class _PeerClosed(Exception):
@@ -136,6 +143,7 @@ class GuardedServer(ThreadedAssociationServer):
     thread; `shutdown()` stops it."""
 
     daemon_threads = True  # a request thread only starts the association's own threads
+    request_queue_size = 128  # the listen backlog: a burst of connections waits for the admission loop
 
     def __init__(self, ae: Any, address: tuple[str, int], ae_title: str, contexts: list, ssl_context: Any = None,
                  evt_handlers: list | None = None, *, limits: GuardLimits,
@@ -149,6 +157,7 @@ class GuardedServer(ThreadedAssociationServer):
         self._pending: dict[int, _Pending] = {}
         self._live: Counter[str] = Counter()  # peer host -> associations handed to pynetdicom, not yet ended
         self._live_lock = threading.Lock()
+        self._inflight = 0  # dataset bytes held by all associations (see GuardLimits.max_inflight_bytes)
         self._deadlines: dict[int, float] = {}  # socket fd -> negotiation deadline, read by the handler
         self._stop = threading.Event()
         self._done = threading.Event()
@@ -171,16 +180,26 @@ class GuardedServer(ThreadedAssociationServer):
         try:
             while not self._stop.is_set():
                 for key, _ in selector.select(timeout=poll_interval):
-                    if key.data is None:
-                        self._accept_all()
-                    elif key.data.sock.fileno() in self._pending:
-                        self._advance(key.data)
-                self._tick()
+                    self._guarded(self._accept_all if key.data is None else self._advance, key.data)
+                self._guarded(self._tick, None)
         finally:
             for p in list(self._pending.values()):
                 self._drop(p)
             selector.close()
             self._done.set()
+
+    def _guarded(self, step: Callable[..., None], p: _Pending | None) -> None:
+        """One step of the loop; whatever it raises costs at most that connection, never the loop itself (which
+        would silently stop the receiver taking anything)."""
+        if p is not None and p.sock.fileno() not in self._pending:
+            return  # closed earlier in this round
+        try:
+            step() if p is None else step(p)
+        except Exception as exc:  # noqa: BLE001 - e.g. no thread can be started for a hand-off
+            self._log.warning("loop", "the DICOM admission loop hit %s; the connection involved is closed",
+                              describe(exc))
+            if p is not None and p.sock.fileno() in self._pending:
+                self._drop(p)
 
     def shutdown(self) -> None:
         self._stop.set()
@@ -360,6 +379,18 @@ class GuardedServer(ThreadedAssociationServer):
                 del self._live[host]
         self._counts()
 
+    def reserve(self, size: int) -> bool:
+        """Take `size` bytes of the in-flight budget; False (nothing taken) if that would pass it."""
+        with self._live_lock:
+            if self._inflight + size > self.limits.max_inflight_bytes:
+                return False
+            self._inflight += size
+            return True
+
+    def unreserve(self, size: int) -> None:
+        with self._live_lock:
+            self._inflight -= size
+
     def refused(self, reason: str, host: str, detail: str) -> None:
         """A refusal made inside an association (by its DUL)."""
         self._log.warning(reason, "aborted a DICOM association from %s: %s", host, detail)
@@ -433,6 +464,7 @@ class GuardedAssociation(Association):
         try:
             super().run()
         finally:
+            self.dul.message_handled()
             self._guard.release(self.peer_host)
 
 
@@ -443,8 +475,11 @@ class GuardedDUL(DULServiceProvider):
         super().__init__(assoc)
         self._limits = limits
         self._deadline = deadline
-        self._dataset_bytes = 0
+        self._dataset_bytes = 0  # of the message being received
         self._command_bytes = 0
+        self._reserved = 0  # in-flight budget held for the current (or last, not yet answered) dataset
+        self._message_complete = False
+        self._budget_lock = threading.Lock()
 
     def _read_pdu_data(self) -> None:
         try:
@@ -455,7 +490,7 @@ class GuardedDUL(DULServiceProvider):
         except _Violation as exc:
             assoc = self.assoc
             assoc._guard.refused(exc.reason, assoc.peer_host, str(exc))
-            self._abort_and_close()
+            self._abort_and_close(exc.diagnostic)
             return
         try:
             pdu, event = self._decode_pdu(data)
@@ -468,11 +503,17 @@ class GuardedDUL(DULServiceProvider):
     def _read_bounded_pdu(self) -> bytes:
         # Sta1 as well: the reactor may read the request before it has processed the connection's own event.
         negotiating = not self.assoc.is_established and self.state_machine.current_state in ("Sta1", "Sta2")
-        deadline = self._deadline if negotiating else None
-        header = self._recv_exact(6, deadline)
+        # One deadline for the whole PDU, not per read: a peer that trickles a byte now and then must not hold
+        # an association (and a per-peer slot) for ever.
+        if negotiating:
+            deadline, late = self._deadline, "negotiation_timeout"
+        else:
+            deadline, late = time.monotonic() + self._limits.idle_timeout_s, "stalled"
+        header = self._recv_exact(6, deadline, late)
         pdu_type, _, length = struct.unpack(">BBL", header)
         if not 0x01 <= pdu_type <= 0x07 or (negotiating and pdu_type not in (0x01, 0x07)):
-            raise _Violation("invalid_pdu", f"a PDU of type 0x{pdu_type:02X} where it cannot be")
+            raise _Violation("invalid_pdu", f"a PDU of type 0x{pdu_type:02X} where it cannot be",
+                             _ABORT_UNRECOGNIZED_PDU)
         if pdu_type == 0x01:
             limit = MAX_ASSOCIATE_RQ_BYTES
         elif pdu_type == 0x04:
@@ -480,14 +521,16 @@ class GuardedDUL(DULServiceProvider):
         else:
             limit = _MAX_CONTROL_PDU
         if length > limit:
-            raise _Violation("pdu_too_large", f"a PDU of {length} bytes announced (at most {limit})")
-        body = self._recv_exact(length, deadline)
+            raise _Violation("pdu_too_large", f"a PDU of {length} bytes announced (at most {limit})",
+                             _ABORT_INVALID_PARAMETER)
+        body = self._recv_exact(length, deadline, late)
         if pdu_type == 0x04:
             self._count_message(body)
         return bytes(header + body)
 
     def _count_message(self, body: bytearray) -> None:
-        """Bound one DIMSE message across PDUs: sum its PDV values until the fragment marked last."""
+        """Bound one DIMSE message across PDUs (sum its PDV values until the fragment marked last), and all the
+        datasets held in memory together."""
         at = 0
         while at + 6 <= len(body):
             item_length = struct.unpack_from(">L", body, at)[0]
@@ -498,35 +541,50 @@ class GuardedDUL(DULServiceProvider):
             if control & 0x01:  # command
                 self._command_bytes += size
                 if self._command_bytes > _MAX_COMMAND_BYTES:
-                    raise _Violation("message_too_large", f"a DIMSE command of over {_MAX_COMMAND_BYTES} bytes")
+                    raise _Violation("message_too_large", f"a DIMSE command of over {_MAX_COMMAND_BYTES} bytes",
+                                     _ABORT_INVALID_PARAMETER)
                 if control & 0x02:
                     self._command_bytes = 0
             else:
+                if self._message_complete:  # a new dataset: the last one has been answered by now
+                    self.message_handled()
                 self._dataset_bytes += size
                 if self._dataset_bytes > self._limits.max_message_bytes:
-                    raise _Violation("message_too_large",
-                                     f"a dataset of over {self._limits.max_message_bytes} bytes")
+                    raise _Violation("message_too_large", f"a dataset of over {self._limits.max_message_bytes} "
+                                     "bytes", _ABORT_INVALID_PARAMETER)
+                if not self.assoc._guard.reserve(size):
+                    raise _Violation("inflight_budget", "the datasets in memory would pass "
+                                     f"{self._limits.max_inflight_bytes} bytes")
+                with self._budget_lock:
+                    self._reserved += size
                 if control & 0x02:
                     self._dataset_bytes = 0
+                    self._message_complete = True
             at += 4 + item_length
 
-    def _recv_exact(self, n: int, deadline: float | None) -> bytearray:
+    def message_handled(self) -> None:
+        """The last dataset was answered (or the association ended): its bytes leave the in-flight budget."""
+        with self._budget_lock:
+            reserved, self._reserved = self._reserved, 0
+            self._message_complete = False
+        if reserved:
+            self.assoc._guard.unreserve(reserved)
+
+    def _recv_exact(self, n: int, deadline: float, late: str) -> bytearray:
         sock = self.socket.socket if self.socket is not None else None
         if sock is None:
             raise _PeerClosed()
         buf = bytearray()
-        idle = self._limits.idle_timeout_s
         while len(buf) < n:
-            wait = idle if deadline is None else min(idle, deadline - time.monotonic())
+            wait = deadline - time.monotonic()
             if wait <= 0:
-                raise _Violation("negotiation_timeout", "the association request did not arrive in time")
+                raise _Violation(late, "the association request did not arrive in time" if late != "stalled"
+                                 else f"a PDU took longer than {self._limits.idle_timeout_s:g} s to arrive")
             try:
                 sock.settimeout(wait)
                 chunk = sock.recv(min(n - len(buf), 1 << 16))
             except (socket.timeout, TimeoutError):
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise _Violation("negotiation_timeout", "the association request did not arrive in time")
-                raise _Violation("stalled", f"a PDU stalled for {idle:g} s")
+                continue  # the deadline check above raises
             except OSError:
                 raise _PeerClosed() from None
             if not chunk:
@@ -534,10 +592,10 @@ class GuardedDUL(DULServiceProvider):
             buf += chunk
         return buf
 
-    def _abort_and_close(self) -> None:
+    def _abort_and_close(self, diagnostic: int) -> None:
         pdu = A_ABORT_RQ()
         pdu.source = 0x02  # service provider
-        pdu.reason_diagnostic = 0x06  # invalid PDU parameter value
+        pdu.reason_diagnostic = diagnostic
         sock = self.socket
         if sock is not None and sock.socket is not None:
             try:

@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 
 from ..fileio import PRIVATE_FILE_MODE, private_folder
+from ..logsafe import RateLimitedLog
 
 log = logging.getLogger(__name__)
+_chmod_log = RateLimitedLog(log, seconds=3600.0)
 
 
 class Quarantine:
@@ -46,7 +48,6 @@ def move_file(src: Path, dest: Path) -> None:
     (scanners and copy tools write 0644), and what is moved here is patient data."""
     try:
         os.replace(src, dest)
-        os.chmod(dest, PRIVATE_FILE_MODE)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
@@ -58,5 +59,13 @@ def move_file(src: Path, dest: Path) -> None:
             os.fsync(fout.fileno())
         os.replace(tmp, dest)
         os.unlink(src)
+        return
+    try:
+        os.chmod(dest, PRIVATE_FILE_MODE)
+    except PermissionError:
+        # Owned by the user who wrote it (a scanner's account on a shared export folder): this process may move
+        # it but not change its mode. The spool and quarantine folders are 0750, which keeps others out anyway.
+        _chmod_log.warning("chmod", "a file moved in keeps its writer's mode: it belongs to another user; the "
+                           "0750 folder still keeps others out")
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import ssl
 import threading
 import uuid
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.sop_class import Verification
 
 from ..dicom import DEFAULT_MAX_INSTANCE_BYTES, IncompleteFile, RejectedFile, read_instance
@@ -73,6 +75,8 @@ class DicomReceiver:
     def start(self) -> None:
         private_folder(self.target)
         private_folder(self.tmp)
+        for left in self.tmp.iterdir():  # never answered Success (a crash mid-write): the sender sends it again
+            left.unlink(missing_ok=True)
         s = self.settings
         ae = AE(ae_title=s.ae_title)
         # Every storage SOP class may be proposed, so that one the appliance does not take gets a clear DIMSE
@@ -118,8 +122,12 @@ class DicomReceiver:
         self.metrics.dicom_associations.inc()
 
     def _on_rejected(self, event: evt.Event) -> None:
-        # Only pynetdicom's own calling-AE check rejects here (over TLS, where the guard cannot read the request).
-        self.metrics.dicom_rejections.labels(reason="calling_ae").inc()
+        # pynetdicom's own checks: the calling AE title over TLS, where the guard cannot read the request, or its
+        # association count (set above the guard's, so only reached when association threads linger).
+        allowed = self.settings.allowed_calling_aets
+        calling = str(event.assoc.requestor.ae_title).strip()
+        reason = "calling_ae" if allowed and calling not in allowed else "association_limit"
+        self.metrics.dicom_rejections.labels(reason=reason).inc()
 
     def _on_refused(self, reason: str) -> None:
         self.metrics.dicom_rejections.labels(reason=reason).inc()
@@ -136,26 +144,23 @@ class DicomReceiver:
         name = f"{uuid.uuid4().hex}.dcm"
         tmp = self.tmp / name
         try:
-            data = event.encoded_dataset(include_meta=True)  # the bytes as sent, no decode/re-encode
-            _write_synced(tmp, data)
-        except OSError as exc:
-            log.error("could not spool a received instance: %s", describe(exc))
-            self.metrics.dicom_rejections.labels(reason="out_of_resources").inc()
-            tmp.unlink(missing_ok=True)
-            return STATUS_OUT_OF_RESOURCES
-        refusal = self._check(tmp, sop_class)
-        if refusal is not None:
-            return refusal
-        try:
+            size = _write_synced(tmp, event)
+            refusal = self._check(tmp, sop_class)
+            if refusal is not None:
+                return refusal
             os.replace(tmp, self.target / name)
             sync_folder(self.target)
         except OSError as exc:
             log.error("could not spool a received instance: %s", describe(exc))
             self.metrics.dicom_rejections.labels(reason="out_of_resources").inc()
-            tmp.unlink(missing_ok=True)
             return STATUS_OUT_OF_RESOURCES
+        finally:
+            tmp.unlink(missing_ok=True)  # gone already when it was renamed or set aside
+            dul = getattr(event.assoc, "dul", None)
+            if hasattr(dul, "message_handled"):
+                dul.message_handled()  # the dataset leaves the receiver's in-flight memory budget
         self.metrics.dicom_instances.inc()
-        self.metrics.dicom_bytes.inc(len(data))
+        self.metrics.dicom_bytes.inc(size)
         return STATUS_SUCCESS
 
     def _check(self, path: Path, sop_class: str) -> Dataset | None:
@@ -195,17 +200,31 @@ class DicomReceiver:
             return
         server.shutdown()
         for assoc in server.active_associations:
-            assoc.abort(block=False)  # what they had not been answered they send again; what was, is spooled
+            # What they had not been answered they send again; what was, is spooled. The socket is shut down as
+            # well: a DUL waiting in a read would not see the abort until the peer sent something.
+            assoc.abort(block=False)
+            sock = getattr(assoc.dul.socket, "socket", None)
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
         if self._thread is not None:
             self._thread.join(5)
 
 
-def _write_synced(path: Path, data: bytes) -> None:
+def _write_synced(path: Path, event: evt.Event) -> int:
+    """Write the instance as received, as a Part 10 file: preamble, file meta, then the dataset's bytes straight
+    from pynetdicom's buffer (not copied, as `encoded_dataset()` would twice), and sync it. Returns its size."""
+    head = b"\x00" * 128 + b"DICM" + encode_file_meta(event.file_meta)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        with event.request.DataSet.getbuffer() as body:
+            for part in (memoryview(head), body):
+                while part:
+                    part = part[os.write(fd, part):]
+            size = len(head) + len(body)
         os.fsync(fd)
     finally:
         os.close(fd)
+    return size
