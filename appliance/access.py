@@ -235,23 +235,17 @@ class AccessControl(grpc.ServerInterceptor):
             # Health and reflection answer everyone; the Appliance service by role.
             return self._authorize(context, label, allowed) if ours else self.identify_or_anonymous(context)
 
-        if handler.unary_unary is not None:
-            inner = handler.unary_unary
-
-            def unary(request: Any, context: grpc.ServicerContext) -> Any:
+        def checked(inner: Callable) -> Callable:
+            def call(request: Any, context: grpc.ServicerContext) -> Any:
                 admit(context)
                 return inner(request, context)
+            return call
 
-            return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer,
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(checked(handler.unary_unary), handler.request_deserializer,
                                                        handler.response_serializer)
         if handler.stream_unary is not None:
-            inner_su = handler.stream_unary
-
-            def stream_unary(requests: Any, context: grpc.ServicerContext) -> Any:
-                admit(context)
-                return inner_su(requests, context)
-
-            return grpc.stream_unary_rpc_method_handler(stream_unary, handler.request_deserializer,
+            return grpc.stream_unary_rpc_method_handler(checked(handler.stream_unary), handler.request_deserializer,
                                                         handler.response_serializer)
         # Streams that answer over time (result streams, health Watch, reflection sessions) each hold a server
         # thread as long as they are open: every one of them takes a stream slot, whoever calls.
