@@ -19,7 +19,7 @@ Jetson with JetPack 6, a T4 host), normally by the container's entrypoint at fir
             kept in the plan folder (<gpu>.sm<XY>.trt<x.y.z>.timing-cache) and reused by the next build on the same
             GPU and TensorRT. ONNX parser errors name the node and its op (exit 4); running out of GPU memory says
             which setting to lower (exit 5).
- 5. Verify: the new plan and ONNX Runtime FP32 embed the same generated studies (appliance.synth; --verify-studies,
+ 5. Verify: the new plan and ONNX Runtime FP32 embed the same generated studies (appliance.dev.synth; --verify-studies,
             --verify-seed); every study must have embedding cosine >= --min-cosine (0.999) and the same zero-shot
             decisions (positives per finding after thresholds). The table is printed and saved as
             <plan>.verify.json. Any failure: the plan is kept as <plan>.rejected for inspection, nothing is
@@ -250,8 +250,8 @@ def format_comparison(report: dict[str, Any], title: str) -> str:
 
 def generate_studies(bundle: Bundle, n: int, seed: int) -> tuple[np.ndarray, list[str]]:
     """(n, T, C, H, W) tensors of synthetic studies (vendors A, B, C in turn) with their conditions."""
-    from appliance.synth import plan_study
-    from appliance.synth.arrays import study_tensor
+    from appliance.dev.synth import plan_study
+    from appliance.dev.synth.arrays import study_tensor
 
     tensors, conditions = [], []
     for i in range(n):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .models import CompleteSeries, Frame, Instance, SeriesInfo, SeriesRole
+from appliance.handovers import CompleteSeries, Frame, Instance, SeriesInfo, SeriesRole
 
 ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
 

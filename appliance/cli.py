@@ -9,10 +9,10 @@ import sys
 import threading
 from pathlib import Path
 
-from . import RESEARCH_NOTICE, __version__
-from .bundle import BundleError
-from .inference import BackendError
-from .config import ConfigError, Settings, load_settings
+from appliance import RESEARCH_NOTICE, __version__
+from appliance.bundle import BundleError
+from appliance.inference import BackendError
+from appliance.config import ConfigError, Settings, load_settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -20,14 +20,14 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _setup_logging(level: str) -> None:
-    from .logsafe import withhold_warning_texts
+    from appliance.logsafe import withhold_warning_texts
 
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     withhold_warning_texts()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .service import Appliance
+    from appliance.service import Appliance
 
     settings = _settings(args)
     _setup_logging(settings.logging.level)
@@ -45,7 +45,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from appliance.dev.demo import run_demo
 
     settings = _settings(args)
     _setup_logging("WARNING" if not args.verbose else "INFO")
@@ -58,7 +58,7 @@ def _client(args: argparse.Namespace):
     `--token-file` or the SCANSIDE_TOKEN environment variable)."""
     import os
 
-    from .client import ApplianceClient
+    from appliance.serve.client import ApplianceClient
 
     token = None
     if args.token_file:
@@ -72,7 +72,7 @@ def _client(args: argparse.Namespace):
 def cmd_results(args: argparse.Namespace) -> int:
     import grpc
 
-    from .client import ResultsTable
+    from appliance.serve.client import ResultsTable
 
     with _client(args) as client:
         table = ResultsTable(sys.stdout)
@@ -80,7 +80,7 @@ def cmd_results(args: argparse.Namespace) -> int:
             table.header(client.model_info())
             if not args.follow:
                 for result in client.list_all():
-                    from .api import pb
+                    from appliance.api import pb
 
                     table.add(pb.ResultEvent(kind=pb.ResultEvent.SCORED, result=result))
                 return 0
@@ -95,7 +95,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_bench
+    from appliance.dev.bench import run_bench
 
     _setup_logging("WARNING")
     return run_bench(args)
@@ -104,7 +104,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_prompts(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from . import prompts
+    from appliance import prompts
 
     bundle = Path(args.bundle) if args.bundle else _settings(args).engine.bundle
     if args.action == "list":
@@ -124,7 +124,7 @@ def cmd_prompts(args: argparse.Namespace) -> int:
 
 
 def cmd_clients(args: argparse.Namespace) -> int:
-    from .access import AccessError, Client, hash_token, load_clients, new_token, save_clients
+    from appliance.serve.access import AccessError, Client, hash_token, load_clients, new_token, save_clients
 
     path = Path(args.file) if args.file else _settings(args).grpc.clients_file
     if path is None:
@@ -176,8 +176,8 @@ def cmd_clients(args: argparse.Namespace) -> int:
 def cmd_exports(args: argparse.Namespace) -> int:
     import time
 
-    from .models import ExportState
-    from .store import Store
+    from appliance.handovers import ExportState
+    from appliance.store import Store
 
     database = _settings(args).paths.database
     if not database.exists():

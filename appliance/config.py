@@ -102,7 +102,7 @@ class GrpcConfig:
     tls_cert: Path | None = None  # TLS: the server's certificate chain and key (PEM), loaded and checked at start
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # mutual TLS: every client must present a certificate signed by this CA
-    clients_file: Path | None = None  # who may call what (appliance/access.py; `scanside clients` edits it)
+    clients_file: Path | None = None  # who may call what (appliance/serve/access.py; `scanside clients` edits it)
     # Roles of a caller on this host (loopback) that presents neither a known token nor a listed certificate.
     # A caller from another host always needs one or the other.
     anonymous_roles: tuple[str, ...] = ("display", "ops")
@@ -383,7 +383,7 @@ def _validate(s: Settings) -> None:
          "logging.level must be DEBUG, INFO, WARNING or ERROR")
 
 
-# The gRPC API's roles (what each may call: appliance/access.py).
+# The gRPC API's roles (what each may call: appliance/serve/access.py).
 API_ROLES = ("display", "ops", "admin")
 
 

@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .models import ExportState, SeriesState
+from appliance.handovers import ExportState, SeriesState
 
 STAGES = ("parse", "preprocess", "inference", "scoring", "source")
 # Refusals by the DICOM receiver: at admission and inside associations (appliance.ingest.dicom_guard.REASONS),
@@ -141,7 +141,7 @@ class _SeriesByState(Collector):
 #
 # Separate from `Metrics` so that a CPU-only appliance exports none of these families. The service creates a
 # `GpuMetrics` on the same injected registry when it runs the TensorRT backend (or fell back from it), sets the
-# engine info once, and hands it a GPU statistics sampler (appliance.gpu_stats) that is read at scrape time, so the
+# engine info once, and hands it a GPU statistics sampler (appliance.inference.gpu_stats) that is read at scrape time, so the
 # gauges can never be staler than one sampler interval. Labels stay closed sets: no label carries an identifier.
 
 
@@ -161,7 +161,7 @@ class GpuMetrics:
         self.engine.info({str(k): str(v) for k, v in info.items()})
 
     def watch_gpu(self, sample: Callable[[], object], source: str) -> None:
-        """Export scanside_gpu_* from `sample()` (an appliance.gpu_stats.GpuSample or None) at scrape time;
+        """Export scanside_gpu_* from `sample()` (an appliance.inference.gpu_stats.GpuSample or None) at scrape time;
         `source` is the sampler's kind (nvml, tegrastats, jtop) and labels scanside_gpu_stats_up."""
         if self._collector is None:
             self._collector = _GpuStatsCollector(sample, source)

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from appliance.models import CompleteSeries, Frame, PixelRef, PreparedSeries
+from appliance.handovers import CompleteSeries, Frame, PixelRef, PreparedSeries
 
 # Identifies the algorithm below. A bundle trained with a different algorithm must not be fed by this one, so the
 # manifest carries this string and `PreprocessSpec.from_dict` refuses any other.

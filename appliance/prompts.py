@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import Bundle, BundleError, Finding, LabelBank, load_bundle, save_label_bank
-from .scoring import normalise
-from .text import TextEncoder
+from appliance.bundle import Bundle, BundleError, Finding, LabelBank, load_bundle, save_label_bank
+from appliance.scoring import normalise
+from appliance.text import TextEncoder
 
 
 @dataclass(frozen=True)

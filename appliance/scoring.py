@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from appliance.bundle import LabelBank, ReferenceStats
-from appliance.models import FindingScore, Scores
+from appliance.handovers import FindingScore, Scores
 
 NEAR_THRESHOLD = "near_threshold"
 RARE_FINDING = "rare_finding"

@@ -14,29 +14,29 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
-from . import __version__
-from .api import pb
-from .assembly import Assembler
-from .bundle import Bundle, load_bundle
-from .config import ConfigError, Settings
-from .export.source import capture_source
-from .fileio import keep_private, private_folder
-from .ingest import Ingestor, IngestThread, Quarantine
-from .ingest.quarantine import move_file
-from .ingest.dicom_guard import GuardLimits
-from .ingest.receiver import DicomReceiver, ReceiverSettings
-from .inference import create_backend
-from .inference.worker import InferenceWorker
-from .logsafe import describe, silence_value_echoes
-from .gpu_stats import open_sampler
-from .metrics import GpuMetrics, Metrics
-from .models import CompleteSeries, PreparedSeries, SeriesInfo, SeriesRole, SeriesState, StudyResult
-from .preprocess import PreprocessError, prepare
-from .scoring import ScoringPolicy
-from .access import AccessError, AccessPolicy, load_clients
-from .config import is_loopback
-from .server import ApplianceServicer, GrpcServer, GrpcTls
-from .store import Store, StoreError
+from appliance import __version__
+from appliance.api import pb
+from appliance.assembly import Assembler
+from appliance.bundle import Bundle, load_bundle
+from appliance.config import ConfigError, Settings
+from appliance.export.source import capture_source
+from appliance.fileio import keep_private, private_folder
+from appliance.ingest import Ingestor, IngestThread, Quarantine
+from appliance.ingest.quarantine import move_file
+from appliance.ingest.dicom_guard import GuardLimits
+from appliance.ingest.receiver import DicomReceiver, ReceiverSettings
+from appliance.inference import create_backend
+from appliance.inference.worker import InferenceWorker
+from appliance.logsafe import describe, silence_value_echoes
+from appliance.inference.gpu_stats import open_sampler
+from appliance.metrics import GpuMetrics, Metrics
+from appliance.handovers import CompleteSeries, PreparedSeries, SeriesInfo, SeriesRole, SeriesState, StudyResult
+from appliance.preprocess import PreprocessError, prepare
+from appliance.scoring import ScoringPolicy
+from appliance.serve.access import AccessError, AccessPolicy, load_clients
+from appliance.config import is_loopback
+from appliance.serve.server import ApplianceServicer, GrpcServer, GrpcTls
+from appliance.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +157,9 @@ class Appliance:
 
     def _make_exporter(self):
         # Imported here: highdicom and its image codecs cost ~30 MB of memory, for appliances that send SRs only.
-        from .export.outbox import Exporter, RetryPolicy
-        from .export.pacs import PacsPeer, PacsSender
-        from .export.sr import SrSettings
+        from appliance.export.outbox import Exporter, RetryPolicy
+        from appliance.export.pacs import PacsPeer, PacsSender
+        from appliance.export.sr import SrSettings
 
         e = self.settings.export
         if e.folder is not None and e.folder.exists() and not e.folder.is_dir():

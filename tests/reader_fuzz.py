@@ -36,8 +36,8 @@ U32S = (0, 1, 2, 3, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFE, 0xFFFFFFFF, 0xFFFF, 0x10
 def seeds() -> tuple[bytes, ...]:
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-    from appliance.synth.plan import plan_study
-    from appliance.synth.writer import encode, iter_instances
+    from appliance.dev.synth.plan import plan_study
+    from appliance.dev.synth.writer import encode, iter_instances
 
     out: list[bytes] = []
     for vendor, syntax in (("A", ExplicitVRLittleEndian), ("B", ImplicitVRLittleEndian), ("C", None)):
@@ -117,7 +117,7 @@ def mutate(data: bytes, ops: list[tuple[int, int, int]]) -> bytes:
 def check(path: Path, settled: bool, max_bytes: int | None = None) -> str:
     """Read one case; returns the outcome ('instance', 'incomplete' or the rejection reason) or raises
     AssertionError for an undeclared exception or a detail quoting the file."""
-    from appliance.dicom import DEFAULT_MAX_INSTANCE_BYTES, REJECT_REASONS, IncompleteFile, RejectedFile, read_instance
+    from appliance.ingest.reader import DEFAULT_MAX_INSTANCE_BYTES, REJECT_REASONS, IncompleteFile, RejectedFile, read_instance
 
     try:
         read_instance(path, settled=settled, max_bytes=max_bytes or DEFAULT_MAX_INSTANCE_BYTES)

@@ -1,5 +1,5 @@
 from appliance.assembly import Assembler, classify, expected_count, series_key
-from appliance.models import Frame, Instance, PixelRef, SeriesRole
+from appliance.handovers import Frame, Instance, PixelRef, SeriesRole
 
 
 def frame(z: float, t: float | None, orientation=(1, 0, 0, 0, 1, 0)) -> Frame:

@@ -9,8 +9,8 @@ import pydicom
 import pytest
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
-from appliance.dicom import IncompleteFile, RejectedFile, read_instance
-from appliance.synth.hostile import deflate_bomb
+from appliance.ingest.reader import IncompleteFile, RejectedFile, read_instance
+from appliance.dev.synth.hostile import deflate_bomb
 from appliance.preprocess import load_frame
 
 from dicom_factory import mr_dataset, with_private_sequence, write
@@ -286,7 +286,7 @@ def test_valid_deflate_streams_are_measured_whole(size):
     import io
     import zlib
 
-    from appliance.dicom import _check_inflated_size
+    from appliance.ingest.reader import _check_inflated_size
 
     comp = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
     stream = comp.compress(bytes(size)) + comp.flush()

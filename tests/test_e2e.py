@@ -15,8 +15,8 @@ import pydicom
 from dicom_factory import cine_series, mr_dataset, write
 from grpc_health.v1 import health_pb2
 
-from appliance.client import ApplianceClient
-from appliance.synth import SyntheticScanner, plan_study
+from appliance.serve.client import ApplianceClient
+from appliance.dev.synth import SyntheticScanner, plan_study
 
 pytestmark = pytest.mark.slow
 

@@ -136,9 +136,9 @@ def _bundle():
 
 @pytest.fixture(scope="module")
 def measured():
-    from appliance.synth import plan_study
-    from appliance.synth.arrays import study_tensor
-    from appliance.synth.reports import study_labels
+    from appliance.dev.synth import plan_study
+    from appliance.dev.synth.arrays import study_tensor
+    from appliance.dev.synth.reports import study_labels
 
     started = time.perf_counter()
     bundle = _bundle()

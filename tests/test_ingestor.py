@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from appliance.assembly import Assembler
 from appliance.ingest import Ingestor, Quarantine
 from appliance.metrics import Metrics
-from appliance.models import SeriesState
+from appliance.handovers import SeriesState
 from appliance.store import Store
 
 

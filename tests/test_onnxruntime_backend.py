@@ -149,7 +149,7 @@ def test_placeholder_calibration_puts_thresholds_at_the_median(tmp_path: Path) -
 def test_appliance_runtime_does_not_import_onnx_or_torch() -> None:
     code = (
         "import sys, appliance.preprocess, appliance.bundle, appliance.scoring, appliance.inference, "
-        "appliance.service, appliance.cli, appliance.prompts, appliance.text, appliance.synth.arrays; "
+        "appliance.service, appliance.cli, appliance.prompts, appliance.text, appliance.dev.synth.arrays; "
         "sys.exit(bool({'onnx', 'torch'} & set(sys.modules)))"
     )
     root = Path(__file__).resolve().parents[1]

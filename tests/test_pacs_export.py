@@ -17,10 +17,10 @@ from conftest import wait_for
 from orthanc_peer import OrthancPeer, free_port, orthanc_binary
 from tls_factory import needs_openssl, self_signed
 
-from appliance.client import ApplianceClient
+from appliance.serve.client import ApplianceClient
 from appliance.export.pacs import PacsPeer, PacsSender
-from appliance.models import ExportState
-from appliance.synth import SyntheticScanner, plan_study, write_study
+from appliance.handovers import ExportState
+from appliance.dev.synth import SyntheticScanner, plan_study, write_study
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(orthanc_binary() is None,

@@ -11,7 +11,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from appliance.models import CompleteSeries, Frame, PixelRef, PreparedSeries, SeriesInfo, SeriesRole
+from appliance.handovers import CompleteSeries, Frame, PixelRef, PreparedSeries, SeriesInfo, SeriesRole
 from appliance.preprocess import (
     ALGORITHM,
     ArrayFrame,

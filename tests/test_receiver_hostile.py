@@ -18,10 +18,10 @@ from dicom_peer import associate, associate_rq, closed_by_peer, connect, read_pd
 from test_receiver import ECHOSCU, STORESCU, needs_dcmtk, receiver_app, run
 from pydicom.uid import ExplicitVRLittleEndian
 
-from appliance.client import ApplianceClient
-from appliance.served import ServedAppliance, free_port
-from appliance.synth import plan_study, write_study
-from appliance.synth.hostile import HostileNeighbour, deflate_bomb
+from appliance.serve.client import ApplianceClient
+from appliance.dev.served import ServedAppliance, free_port
+from appliance.dev.synth import plan_study, write_study
+from appliance.dev.synth.hostile import HostileNeighbour, deflate_bomb
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import wait_for
 
-from appliance.served import ServedAppliance
-from appliance.synth import SyntheticScanner, plan_study
+from appliance.dev.served import ServedAppliance
+from appliance.dev.synth import SyntheticScanner, plan_study
 
 pytestmark = pytest.mark.slow
 

@@ -20,9 +20,9 @@ from appliance.export.outbox import Exporter, RetryPolicy
 from appliance.export.source import SourceError, capture_source
 from appliance.export.sr import SrSettings, build_sr
 from appliance.metrics import Metrics
-from appliance.models import ExportState, FindingScore, Scores, SeriesInfo, SeriesRole, SeriesState, StudyResult
+from appliance.handovers import ExportState, FindingScore, Scores, SeriesInfo, SeriesRole, SeriesState, StudyResult
 from appliance.store import Store
-from appliance.synth import plan_study, write_study
+from appliance.dev.synth import plan_study, write_study
 
 DSRDUMP = Path("/usr/bin/dsrdump")
 
@@ -416,7 +416,7 @@ def test_a_pacs_that_takes_no_sr_is_named_as_such():
     from pynetdicom.sop_class import MRImageStorage
 
     from appliance.export.pacs import PacsPeer, PacsSender
-    from appliance.served import free_port
+    from appliance.dev.served import free_port
 
     scp = AE(ae_title="IMAGESONLY")
     scp.add_supported_context(MRImageStorage)

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from appliance.models import FindingScore, Scores, SeriesInfo, SeriesRole, SeriesState, StudyResult
+from appliance.handovers import FindingScore, Scores, SeriesInfo, SeriesRole, SeriesState, StudyResult
 from appliance.store import Store, StoreError
 
 

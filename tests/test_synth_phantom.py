@@ -8,10 +8,10 @@ import numpy as np
 from image_measure import flood
 import pytest
 
-from appliance.synth.background import sax_background
-from appliance.synth.conditions import CONDITIONS, DEFAULT_MIX, findings, sample_condition, sample_params
-from appliance.synth.motion import contraction
-from appliance.synth.phantom import HeartParams, render_points, render_slice, slice_coordinates
+from appliance.dev.synth.background import sax_background
+from appliance.dev.synth.conditions import CONDITIONS, DEFAULT_MIX, findings, sample_condition, sample_params
+from appliance.dev.synth.motion import contraction
+from appliance.dev.synth.phantom import HeartParams, render_points, render_slice, slice_coordinates
 
 N = 121  # odd, so the heart centre (no offset) falls on pixel (60, 60)
 C = N // 2

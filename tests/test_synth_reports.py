@@ -10,9 +10,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from appliance.synth.conditions import CONDITIONS, findings, sample_condition, sample_params
-from appliance.synth.phantom import HeartParams
-from appliance.synth.reports import LABELS, impression, study_labels, study_measurements
+from appliance.dev.synth.conditions import CONDITIONS, findings, sample_condition, sample_params
+from appliance.dev.synth.phantom import HeartParams
+from appliance.dev.synth.reports import LABELS, impression, study_labels, study_measurements
 
 DIAGNOSES = ("nonischaemic_cm", "ischaemic_cm", "hcm", "amyloidosis")
 

@@ -12,9 +12,9 @@ import pydicom
 import pytest
 from pydicom.uid import MRImageStorage
 
-from appliance.synth import VENDORS, SyntheticScanner, demo_cohort, iter_instances, plan_study, write_study
-from appliance.synth.conditions import CONDITIONS
-from appliance.synth.writer import encode, write_instance
+from appliance.dev.synth import VENDORS, SyntheticScanner, demo_cohort, iter_instances, plan_study, write_study
+from appliance.dev.synth.conditions import CONDITIONS
+from appliance.dev.synth.writer import encode, write_instance
 
 SMALL = {"n_slices": 3, "n_phases": 4, "matrix": (64, 64)}
 

@@ -217,7 +217,7 @@ def test_onnx_parser_errors_name_the_node_and_op(be, built, tmp_path: Path, caps
 def test_gpu_statistics_on_this_gpu() -> None:
     import time
 
-    from appliance.gpu_stats import open_sampler
+    from appliance.inference.gpu_stats import open_sampler
 
     sampler = open_sampler("auto", interval_ms=200)
     if sampler is None:

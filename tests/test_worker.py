@@ -13,7 +13,7 @@ from appliance.bundle import load_bundle
 from appliance.inference import create_backend
 from appliance.inference.worker import InferenceWorker
 from appliance.metrics import Metrics
-from appliance.models import PreparedSeries, SeriesInfo, SeriesRole, SeriesState
+from appliance.handovers import PreparedSeries, SeriesInfo, SeriesRole, SeriesState
 from appliance.scoring import ScoringPolicy
 from appliance.store import Store
 

@@ -26,13 +26,13 @@ from appliance.preprocess import PreprocessSpec
 from appliance.text import TextEncoder as OnnxTextEncoder
 from appliance.text import Tokenizer
 
-from .cohort import CohortSpec, build_cohort
-from .evaluate import Evaluation, cpu_latency_ms, evaluate_split, ood_rate, retrieval, size_of, to_markdown
-from .export import export_text, export_video, onnx_cosine
-from .label_bank_fit import fit_bank, provisional_bank, select_prompts
-from .models import STUDENT, TEACHER, TextEncoder, VideoEncoder
-from .prompts import FINDINGS
-from .train import TrainConfig, distill_student, embed_images, embed_texts, train_teacher
+from training.cohort import CohortSpec, build_cohort
+from training.evaluate import Evaluation, cpu_latency_ms, evaluate_split, ood_rate, retrieval, size_of, to_markdown
+from training.export import export_text, export_video, onnx_cosine
+from training.label_bank_fit import fit_bank, provisional_bank, select_prompts
+from training.models import STUDENT, TEACHER, TextEncoder, VideoEncoder
+from training.prompts import FINDINGS
+from training.train import TrainConfig, distill_student, embed_images, embed_texts, train_teacher
 
 REFERENCE_SPEC = PreprocessSpec(frames=16, size=(64, 64), fov_mm=200.0)
 # Principal components of the reference embeddings in the out-of-distribution check. The embedding is trained to

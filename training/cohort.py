@@ -6,7 +6,7 @@
 - external: vendor C only, never seen in training - "the other hospital";
 - distill: vendors A and B, images only - the unlabelled archive the student is distilled on.
 
-Tensors come from the appliance's own preprocessing (`appliance.synth.arrays.study_tensor` ends in
+Tensors come from the appliance's own preprocessing (`appliance.dev.synth.arrays.study_tensor` ends in
 `appliance.preprocess.stack_from_arrays`), stored as float16 to halve memory; labels and reports from the
 generating parameters. Deterministic from the seed; built in parallel worker processes.
 """
@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from appliance.preprocess import PreprocessSpec
-from appliance.synth import plan_study
-from appliance.synth.arrays import study_tensor
-from appliance.synth.reports import impression, study_labels
+from appliance.dev.synth import plan_study
+from appliance.dev.synth.arrays import study_tensor
+from appliance.dev.synth.reports import impression, study_labels
 
-from .prompts import FINDING_IDS
+from training.prompts import FINDING_IDS
 
 SPLIT_VENDORS = {"train": "AB", "val": "AB", "test": "AB", "external": "C", "distill": "AB"}
 REPORTS_PER_STUDY = {"train": 3, "val": 1, "test": 1, "external": 1, "distill": 0}

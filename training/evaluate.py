@@ -15,8 +15,8 @@ import torch
 from appliance.bundle import LabelBank
 from appliance.scoring import finding_scores, ood_distances, normalise
 
-from .evalmath import auroc, recall_at_k
-from .models import VideoEncoder, count_parameters
+from training.evalmath import auroc, recall_at_k
+from training.models import VideoEncoder, count_parameters
 
 
 @dataclass

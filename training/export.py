@@ -11,7 +11,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from .models import TextEncoder, VideoEncoder
+from training.models import TextEncoder, VideoEncoder
 
 OPSET = 17
 MIN_COSINE = 0.9999

@@ -9,8 +9,8 @@ import numpy as np
 from appliance.bundle import Finding, LabelBank
 from appliance.scoring import finding_scores, fit_reference_stats
 
-from .evalmath import auroc, balanced_threshold, fit_logistic
-from .prompts import FINDINGS, FindingDef
+from training.evalmath import auroc, balanced_threshold, fit_logistic
+from training.prompts import FINDINGS, FindingDef
 
 
 def select_prompts(candidates: Sequence[str], embed_prompts: Callable[[list[str]], np.ndarray],

@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(1, f"error: {args.out} already holds a bundle; pass --force to replace it\n")
     calibration = np.load(args.calibration) if args.calibration else None
     if args.synthetic:
-        from .synthetic_cohort import cohort_tensors
+        from training.synthetic_cohort import cohort_tensors
 
         calibration = cohort_tensors(args.synthetic, seed=args.seed + 10_000, spec=PreprocessSpec())
     try:

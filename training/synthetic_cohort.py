@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from appliance.preprocess import ArrayFrame, PreprocessSpec, stack_from_arrays
-from appliance.synth import StudyPlan, iter_instances, plan_study
+from appliance.dev.synth import StudyPlan, iter_instances, plan_study
 
 
 def cine_frames(plan: StudyPlan) -> list[ArrayFrame]:

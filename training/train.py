@@ -15,8 +15,8 @@ import torch.nn.functional as F
 
 from appliance.text import Tokenizer
 
-from .cohort import Split
-from .models import STUDENT, TEACHER, TextConfig, TextEncoder, VideoConfig, VideoEncoder, clip_loss
+from training.cohort import Split
+from training.models import STUDENT, TEACHER, TextConfig, TextEncoder, VideoConfig, VideoEncoder, clip_loss
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import ComprehensiveSRStorage
 from pynetdicom.status import code_to_category
 
-from ..logsafe import describe
+from appliance.logsafe import describe
 
 log = logging.getLogger(__name__)
 

@@ -42,9 +42,9 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 from pydicom.valuerep import DA, TM
 
-from .. import __version__
-from ..models import StudyResult
-from .source import SourceStudy
+from appliance import __version__
+from appliance.handovers import StudyResult
+from appliance.export.source import SourceStudy
 
 # highdicom logs source UIDs at INFO, and a patient's name when it looks malformed: neither may reach our logs.
 logging.getLogger("highdicom").setLevel(logging.ERROR)

@@ -14,11 +14,11 @@ from typing import Callable
 
 import numpy as np
 
-from ..logsafe import describe
-from ..metrics import Metrics
-from ..models import PreparedSeries, StudyResult
-from ..scoring import ScoringPolicy, score_batch
-from ..store import Store
+from appliance.logsafe import describe
+from appliance.metrics import Metrics
+from appliance.handovers import PreparedSeries, StudyResult
+from appliance.scoring import ScoringPolicy, score_batch
+from appliance.store import Store
 
 log = logging.getLogger(__name__)
 

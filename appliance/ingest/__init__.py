@@ -1,7 +1,7 @@
 """Ingest: files from the watch folder (or the DICOM receiver's spool writes) become accepted instances."""
 
-from .ingestor import Ingestor, is_candidate
-from .quarantine import Quarantine
-from .watcher import IngestThread
+from appliance.ingest.ingestor import Ingestor, is_candidate
+from appliance.ingest.quarantine import Quarantine
+from appliance.ingest.watcher import IngestThread
 
 __all__ = ["Ingestor", "IngestThread", "Quarantine", "is_candidate"]

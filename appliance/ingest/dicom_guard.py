@@ -42,8 +42,8 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
-from ..dicom import DEFAULT_MAX_INSTANCE_BYTES
-from ..logsafe import RateLimitedLog, describe
+from appliance.ingest.reader import DEFAULT_MAX_INSTANCE_BYTES
+from appliance.logsafe import RateLimitedLog, describe
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..assembly import Assembler, series_key
-from ..dicom import DEFAULT_MAX_INSTANCE_BYTES, IncompleteFile, RejectedFile, read_instance
-from ..metrics import Metrics
-from ..logsafe import describe
-from ..models import CompleteSeries, Instance, SeriesInfo, SeriesRole, SeriesState
-from ..store import Store
-from .quarantine import Quarantine, move_file
+from appliance.assembly import Assembler, series_key
+from appliance.ingest.reader import DEFAULT_MAX_INSTANCE_BYTES, IncompleteFile, RejectedFile, read_instance
+from appliance.metrics import Metrics
+from appliance.logsafe import describe
+from appliance.handovers import CompleteSeries, Instance, SeriesInfo, SeriesRole, SeriesState
+from appliance.store import Store
+from appliance.ingest.quarantine import Quarantine, move_file
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import shutil
 import time
 from pathlib import Path
 
-from ..fileio import PRIVATE_FILE_MODE, private_folder
-from ..logsafe import RateLimitedLog
+from appliance.fileio import PRIVATE_FILE_MODE, private_folder
+from appliance.logsafe import RateLimitedLog
 
 log = logging.getLogger(__name__)
 _chmod_log = RateLimitedLog(log, seconds=3600.0)

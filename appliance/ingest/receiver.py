@@ -28,12 +28,12 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.sop_class import Verification
 
-from ..dicom import DEFAULT_MAX_INSTANCE_BYTES, IncompleteFile, RejectedFile, read_instance
-from ..fileio import PRIVATE_FILE_MODE, private_folder, sync_folder
-from ..logsafe import describe
-from ..metrics import Metrics
-from .dicom_guard import GuardedServer, GuardLimits
-from .quarantine import Quarantine
+from appliance.ingest.reader import DEFAULT_MAX_INSTANCE_BYTES, IncompleteFile, RejectedFile, read_instance
+from appliance.fileio import PRIVATE_FILE_MODE, private_folder, sync_folder
+from appliance.logsafe import describe
+from appliance.metrics import Metrics
+from appliance.ingest.dicom_guard import GuardedServer, GuardLimits
+from appliance.ingest.quarantine import Quarantine
 
 log = logging.getLogger(__name__)
 

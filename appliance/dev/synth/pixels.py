@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from appliance.synth.vendors import VendorProfile
+from appliance.dev.synth.vendors import VendorProfile
 
 
 def bias_field(rows: int, cols: int, rng: np.random.Generator) -> np.ndarray:

@@ -7,12 +7,12 @@ pace. Everything is deterministic from a seed. Patient identities are synthetic 
 a geometric phantom: they must never be used to make or support a clinical decision.
 """
 
-from appliance.synth.conditions import CONDITIONS, DEFAULT_MIX, FINDINGS, findings, sample_condition, sample_params
-from appliance.synth.geometry import HeartPose, ImagePlane, SaxStack
-from appliance.synth.phantom import HeartParams, render_points, render_slice
-from appliance.synth.scanner import SyntheticScanner, demo_cohort
-from appliance.synth.vendors import VENDORS, VendorProfile
-from appliance.synth.writer import (
+from appliance.dev.synth.conditions import CONDITIONS, DEFAULT_MIX, FINDINGS, findings, sample_condition, sample_params
+from appliance.dev.synth.geometry import HeartPose, ImagePlane, SaxStack
+from appliance.dev.synth.phantom import HeartParams, render_points, render_slice
+from appliance.dev.synth.scanner import SyntheticScanner, demo_cohort
+from appliance.dev.synth.vendors import VENDORS, VendorProfile
+from appliance.dev.synth.writer import (
     SeriesPlan,
     StudyPlan,
     SynthInstance,
@@ -51,9 +51,9 @@ __all__ = [
 ]
 
 # Training-side helpers (labels and report text for CLIP-style training; fast tensors without DICOM files).
-from appliance.synth.arrays import cine_frames, cine_geometry, study_tensor  # noqa: E402
-from appliance.synth.reports import LABELS as STUDY_LABELS  # noqa: E402
-from appliance.synth.reports import impression, study_labels, study_measurements  # noqa: E402
+from appliance.dev.synth.arrays import cine_frames, cine_geometry, study_tensor  # noqa: E402
+from appliance.dev.synth.reports import LABELS as STUDY_LABELS  # noqa: E402
+from appliance.dev.synth.reports import impression, study_labels, study_measurements  # noqa: E402
 
 __all__ += [
     "STUDY_LABELS",

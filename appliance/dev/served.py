@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .client import ApplianceClient
+from appliance.serve.client import ApplianceClient
 
 
 def free_port() -> int:

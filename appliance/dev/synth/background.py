@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from appliance.synth.phantom import HeartParams, Layer
+    from appliance.dev.synth.phantom import HeartParams, Layer
 
 FAT = 0.78
 SOFT_TISSUE = 0.28

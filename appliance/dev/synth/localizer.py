@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from appliance.synth.background import FAT, LIVER, LUNG, SOFT_TISSUE
-from appliance.synth.geometry import HeartPose, ImagePlane
-from appliance.synth.phantom import HeartParams, Layer, render_points
+from appliance.dev.synth.background import FAT, LIVER, LUNG, SOFT_TISSUE
+from appliance.dev.synth.geometry import HeartPose, ImagePlane
+from appliance.dev.synth.phantom import HeartParams, Layer, render_points
 
 
 def _ellipsoid(xyz: np.ndarray, centre: np.ndarray, semi: tuple[float, float, float]) -> np.ndarray:

@@ -29,17 +29,17 @@ import numpy as np
 import pydicom
 from prometheus_client import CollectorRegistry
 
-from . import __version__
-from .assembly import Assembler
-from .bundle import load_bundle
-from .client import ApplianceClient
-from .config import DEFAULT_BUNDLE
-from .ingest import Ingestor, Quarantine
-from .metrics import Metrics
-from .preprocess import prepare
-from .served import ServedAppliance
-from .store import Store
-from .synth import SyntheticScanner, iter_instances, plan_study, write_instance
+from appliance import __version__
+from appliance.assembly import Assembler
+from appliance.bundle import load_bundle
+from appliance.serve.client import ApplianceClient
+from appliance.config import DEFAULT_BUNDLE
+from appliance.ingest import Ingestor, Quarantine
+from appliance.metrics import Metrics
+from appliance.preprocess import prepare
+from appliance.dev.served import ServedAppliance
+from appliance.store import Store
+from appliance.dev.synth import SyntheticScanner, iter_instances, plan_study, write_instance
 
 
 @dataclass
@@ -215,12 +215,12 @@ def bench_sr_export(work: Path, numbers: Numbers, repeats: int) -> None:
     from pynetdicom import AE, evt
     from pynetdicom.sop_class import ComprehensiveSRStorage
 
-    from .export.outbox import Exporter, RetryPolicy
-    from .export.pacs import PacsPeer, PacsSender
-    from .export.source import capture_source
-    from .export.sr import SrSettings, build_sr
-    from .models import ExportState, FindingScore, Scores, SeriesInfo, SeriesRole, SeriesState, StudyResult
-    from .served import free_port
+    from appliance.export.outbox import Exporter, RetryPolicy
+    from appliance.export.pacs import PacsPeer, PacsSender
+    from appliance.export.source import capture_source
+    from appliance.export.sr import SrSettings, build_sr
+    from appliance.handovers import ExportState, FindingScore, Scores, SeriesInfo, SeriesRole, SeriesState, StudyResult
+    from appliance.dev.served import free_port
 
     bundle = load_bundle(DEFAULT_BUNDLE)
     plans = [plan_study(seed=5000 + i, vendor="A") for i in range(16)]
@@ -286,8 +286,8 @@ def _status_mb(pid: int, key: str) -> float:
 def bench_hostile(work: Path, numbers: Numbers) -> None:
     import subprocess
 
-    from .served import free_port
-    from .synth.hostile import HostileNeighbour, deflate_bomb
+    from appliance.dev.served import free_port
+    from appliance.dev.synth.hostile import HostileNeighbour, deflate_bomb
 
     storescu = Path("/usr/bin/storescu")  # dcmtk's; pynetdicom's script of the same name shadows it in a venv
     port = free_port()

@@ -16,12 +16,12 @@ from typing import TextIO
 
 from prometheus_client import CollectorRegistry
 
-from . import RESEARCH_NOTICE
-from .client import ApplianceClient, ResultsTable
-from .config import Settings
-from .models import ExportState
-from .service import Appliance
-from .synth import SyntheticScanner, demo_cohort
+from appliance import RESEARCH_NOTICE
+from appliance.serve.client import ApplianceClient, ResultsTable
+from appliance.config import Settings
+from appliance.handovers import ExportState
+from appliance.service import Appliance
+from appliance.dev.synth import SyntheticScanner, demo_cohort
 
 log = logging.getLogger(__name__)
 

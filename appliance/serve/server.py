@@ -19,11 +19,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from .access import AccessControl, AccessPolicy
-from .api import pb, pb_grpc
-from .models import SeriesInfo, SeriesState, StudyResult
-from .paging import BadPageToken, PageTokens
-from .store import Event, SeriesRow, Store
+from appliance.serve.access import AccessControl, AccessPolicy
+from appliance.api import pb, pb_grpc
+from appliance.handovers import SeriesInfo, SeriesState, StudyResult
+from appliance.serve.paging import BadPageToken, PageTokens
+from appliance.store import Event, SeriesRow, Store
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def status_from_live(info: SeriesInfo) -> pb.SeriesStatus:
 
 class ApplianceServicer(pb_grpc.ApplianceServicer):
     """The Appliance service. Who may call what, and how many result streams are open, is decided in front of it
-    (appliance.access.AccessControl, installed by GrpcServer)."""
+    (appliance.serve.access.AccessControl, installed by GrpcServer)."""
 
     def __init__(self, store: Store, model_info: Callable[[], pb.ModelInfo],
                  live_status: Callable[[str], SeriesInfo | None], closing: threading.Event) -> None:

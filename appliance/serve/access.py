@@ -35,9 +35,9 @@ from typing import Any, Callable, Iterable, NoReturn
 
 import grpc
 
-from .config import API_ROLES, is_loopback
-from .fileio import PRIVATE_FILE_MODE, write_bytes_atomic
-from .logsafe import RateLimitedLog
+from appliance.config import API_ROLES, is_loopback
+from appliance.fileio import PRIVATE_FILE_MODE, write_bytes_atomic
+from appliance.logsafe import RateLimitedLog
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import FileDataset
 
-from appliance.synth.dataset import ImageSpec, build_dataset
-from appliance.synth.geometry import localizer_planes
-from appliance.synth.localizer import render_localizer
-from appliance.synth.phantom import render_slice
-from appliance.synth.pixels import bias_field, to_stored
-from appliance.synth.plan import SeriesPlan, StudyPlan, Truth, plan_study
-from appliance.synth.uids import synth_uid
+from appliance.dev.synth.dataset import ImageSpec, build_dataset
+from appliance.dev.synth.geometry import localizer_planes
+from appliance.dev.synth.localizer import render_localizer
+from appliance.dev.synth.phantom import render_slice
+from appliance.dev.synth.pixels import bias_field, to_stored
+from appliance.dev.synth.plan import SeriesPlan, StudyPlan, Truth, plan_study
+from appliance.dev.synth.uids import synth_uid
 
 __all__ = ["StudyPlan", "SeriesPlan", "Truth", "SynthInstance", "plan_study", "iter_instances", "encode",
            "write_instance", "write_study", "WRITE_MODES"]

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from appliance.synth.phantom import HeartParams
+from appliance.dev.synth.phantom import HeartParams
 
 CONDITIONS = ("normal", "dcm", "icm", "hcm", "amyloid", "rv_dysfunction", "effusion")
 

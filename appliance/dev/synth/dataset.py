@@ -10,8 +10,8 @@ import numpy as np
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, MRImageStorage
 
-from appliance.synth.geometry import ImagePlane
-from appliance.synth.plan import SeriesPlan, StudyPlan
+from appliance.dev.synth.geometry import ImagePlane
+from appliance.dev.synth.plan import SeriesPlan, StudyPlan
 
 _SEQUENCES = {
     # kind -> (ScanningSequence, SequenceVariant, ScanOptions, TR ms, TE ms, flip deg)

@@ -22,7 +22,7 @@ def deflate_bomb(path: Path, inflated_mb: int, seed: int = 0) -> Path:
     of zeros: about 1 MB on disk per GiB inflated. Written in pieces: making it costs a few MB of memory."""
     from pydicom.uid import ExplicitVRLittleEndian
 
-    from .writer import iter_instances, plan_study
+    from appliance.dev.synth.writer import iter_instances, plan_study
 
     ds = next(iter_instances(plan_study(seed=seed, vendor="A", n_slices=1, n_phases=1, matrix=(16, 16)))).dataset
 

@@ -9,7 +9,7 @@ from typing import Iterator, TextIO
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from .api import pb, pb_grpc
+from appliance.api import pb, pb_grpc
 
 
 class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.synth.conditions import CONDITIONS, sample_condition
-from appliance.synth.plan import StudyPlan, plan_study
-from appliance.synth.vendors import VENDORS
-from appliance.synth.writer import SynthInstance, iter_instances, write_instance
+from appliance.dev.synth.conditions import CONDITIONS, sample_condition
+from appliance.dev.synth.plan import StudyPlan, plan_study
+from appliance.dev.synth.vendors import VENDORS
+from appliance.dev.synth.writer import SynthInstance, iter_instances, write_instance
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from .models import Frame, Instance, PixelRef
+from appliance.handovers import Frame, Instance, PixelRef
 
 IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"

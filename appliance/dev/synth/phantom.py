@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from appliance.synth.background import sax_background
-from appliance.synth.motion import contraction, end_systole_fraction
+from appliance.dev.synth.background import sax_background
+from appliance.dev.synth.motion import contraction, end_systole_fraction
 
 TERRITORIES: dict[str, tuple[float, float]] = {
     # coronary territory -> (centre angle, half width) in degrees at mid-ventricle, heart frame

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .fileio import PRIVATE_FILE_MODE
-from .models import ExportState, FindingScore, Scores, SeriesInfo, SeriesRole, SeriesState, StudyResult
+from appliance.fileio import PRIVATE_FILE_MODE
+from appliance.handovers import ExportState, FindingScore, Scores, SeriesInfo, SeriesRole, SeriesState, StudyResult
 
 SCHEMA_VERSION = 2
 # Version 2 added sources, reports and exports; tables are only ever added, so older files upgrade in place.

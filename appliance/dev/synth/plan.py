@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from appliance.synth.conditions import CONDITIONS, findings, sample_condition, sample_params, sample_severity
-from appliance.synth.geometry import SaxStack, make_pose, plan_sax_stack
-from appliance.synth.phantom import HeartParams
-from appliance.synth.uids import short_key, synth_uid
-from appliance.synth.vendors import VendorProfile, get_vendor
+from appliance.dev.synth.conditions import CONDITIONS, findings, sample_condition, sample_params, sample_severity
+from appliance.dev.synth.geometry import SaxStack, make_pose, plan_sax_stack
+from appliance.dev.synth.phantom import HeartParams
+from appliance.dev.synth.uids import short_key, synth_uid
+from appliance.dev.synth.vendors import VendorProfile, get_vendor
 
 # independent random streams of one plan
 _STREAM_CASE, _STREAM_PARAMS, _STREAM_GEOMETRY, _STREAM_PEOPLE, _STREAM_SIGNAL = range(1, 6)

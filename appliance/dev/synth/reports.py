@@ -36,8 +36,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from appliance.synth.conditions import findings
-from appliance.synth.phantom import HeartParams
+from appliance.dev.synth.conditions import findings
+from appliance.dev.synth.phantom import HeartParams
 
 __all__ = ["LABELS", "impression", "study_labels", "study_measurements"]
 
