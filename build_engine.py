@@ -221,7 +221,7 @@ def compare_embeddings(reference: np.ndarray, candidate: np.ndarray, bank: Any,
     worst = float(cos.min()) if len(cos) else 1.0
     return {
         "passed": bool(worst >= min_cosine and not mismatches),
-        "studies": int(len(cos)),
+        "studies": len(cos),
         "min_cosine_required": min_cosine,
         "min_cosine": worst,
         "mean_cosine": float(cos.mean()) if len(cos) else 1.0,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from appliance import RESEARCH_NOTICE, __version__
 from appliance.bundle import BundleError
-from appliance.inference import BackendError
 from appliance.config import ConfigError, Settings, load_settings
+from appliance.inference import BackendError
 
 
 def _settings(args: argparse.Namespace) -> Settings:

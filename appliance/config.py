@@ -14,9 +14,10 @@ import os
 import sys
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -190,7 +191,7 @@ class Settings:
     export: ExportConfig = field(default_factory=ExportConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
-    def replace(self, **sections: Mapping[str, Any]) -> "Settings":
+    def replace(self, **sections: Mapping[str, Any]) -> Settings:
         """A copy with some fields of some sections changed, validated: `s.replace(grpc={"port": 0})`."""
         merged = {name: dict(values) for name, values in sections.items()}
         return _build(merged, base=self)

@@ -8,9 +8,9 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
-
+from typing import Any
 
 # Patient data at rest (the database, the spool, quarantined images, SRs): owner and group only, whatever umask
 # the service was started with (a systemd unit sets UMask; a container or a shell often leaves 022).

@@ -29,7 +29,7 @@ def withhold_warning_texts() -> None:
 
     log = logging.getLogger("scanside.warnings")
 
-    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 - stdlib hook
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
         log.warning("%s from %s:%d (text withheld: it may quote data)", category.__name__,
                     os.path.basename(filename), lineno)
 

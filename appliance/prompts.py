@@ -87,7 +87,7 @@ def remove(bundle_path: Path, finding_id: str, prompt: str | None = None) -> Edi
     existing = next((f for f in bank.findings if f.id == finding_id), None)
     if existing is None:
         raise BundleError(f"no finding {finding_id!r} in bundle {bundle.name}")
-    if prompt is None or len(existing.prompts) == 1 and prompt in existing.prompts:
+    if prompt is None or (len(existing.prompts) == 1 and prompt in existing.prompts):
         findings = tuple(f for f in bank.findings if f.id != finding_id)
         if not findings:
             raise BundleError("refusing to remove the last finding of the bundle")

@@ -18,23 +18,22 @@ from appliance import __version__
 from appliance.api import pb
 from appliance.assembly import Assembler
 from appliance.bundle import Bundle, load_bundle
-from appliance.config import ConfigError, Settings
+from appliance.config import ConfigError, Settings, is_loopback
 from appliance.export.source import capture_source
 from appliance.fileio import keep_private, private_folder
-from appliance.ingest import Ingestor, IngestThread, Quarantine
-from appliance.ingest.quarantine import move_file
-from appliance.ingest.dicom_guard import GuardLimits
-from appliance.ingest.receiver import DicomReceiver, ReceiverSettings
-from appliance.inference import create_backend
-from appliance.inference.worker import InferenceWorker
-from appliance.logsafe import describe, silence_value_echoes
-from appliance.inference.gpu_stats import open_sampler
-from appliance.metrics import GpuMetrics, Metrics
 from appliance.handovers import CompleteSeries, PreparedSeries, SeriesInfo, SeriesRole, SeriesState, StudyResult
+from appliance.inference import create_backend
+from appliance.inference.gpu_stats import open_sampler
+from appliance.inference.worker import InferenceWorker
+from appliance.ingest import Ingestor, IngestThread, Quarantine
+from appliance.ingest.dicom_guard import GuardLimits
+from appliance.ingest.quarantine import move_file
+from appliance.ingest.receiver import DicomReceiver, ReceiverSettings
+from appliance.logsafe import describe, silence_value_echoes
+from appliance.metrics import GpuMetrics, Metrics
 from appliance.preprocess import PreprocessError, prepare
 from appliance.scoring import ScoringPolicy
 from appliance.serve.access import AccessError, AccessPolicy, load_clients
-from appliance.config import is_loopback
 from appliance.serve.server import ApplianceServicer, GrpcServer, GrpcTls
 from appliance.store import Store, StoreError
 
@@ -245,7 +244,7 @@ class Appliance:
             source = capture_source(series.instance_paths[0], series.instances)
             self.store.save_source(series.info.series_uid, source.header, source.instances_json())
             self.metrics.stage_seconds.labels(stage="source").observe(time.perf_counter() - started)
-        except Exception as exc:  # noqa: BLE001 - whatever it is (a busy database, an odd file), scoring goes on;
+        except Exception as exc:
             # the series' SR export then fails visibly, naming the missing source.
             log.warning("series %s: source header not kept for its SR: %s", series.info.key, describe(exc))
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -46,7 +46,7 @@ class Tokenizer:
         return len(self.tokens)
 
     @classmethod
-    def build(cls, texts: Iterable[str], min_count: int = 2, max_length: int = 64) -> "Tokenizer":
+    def build(cls, texts: Iterable[str], min_count: int = 2, max_length: int = 64) -> Tokenizer:
         counts = Counter(w for t in texts for w in words(t))
         vocab = sorted(w for w, c in counts.items() if c >= min_count)
         return cls((PAD, UNK, *vocab), max_length)
@@ -68,7 +68,7 @@ class Tokenizer:
         return json.dumps({"format": FORMAT, "max_length": self.max_length, "tokens": list(self.tokens)})
 
     @classmethod
-    def from_json(cls, text: str) -> "Tokenizer":
+    def from_json(cls, text: str) -> Tokenizer:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -7,8 +7,8 @@ nothing. Everything else is real: watchdog on a real folder, gRPC on a free loop
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from bundle_factory import make_tiny_bundle

@@ -78,7 +78,7 @@ def closed_by_peer(sock: socket.socket, within_s: float = 10.0) -> bool:
     while time.monotonic() < deadline:
         try:
             data = sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             continue
         except OSError:
             return True

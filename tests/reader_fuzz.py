@@ -117,7 +117,13 @@ def mutate(data: bytes, ops: list[tuple[int, int, int]]) -> bytes:
 def check(path: Path, settled: bool, max_bytes: int | None = None) -> str:
     """Read one case; returns the outcome ('instance', 'incomplete' or the rejection reason) or raises
     AssertionError for an undeclared exception or a detail quoting the file."""
-    from appliance.ingest.reader import DEFAULT_MAX_INSTANCE_BYTES, REJECT_REASONS, IncompleteFile, RejectedFile, read_instance
+    from appliance.ingest.reader import (
+        DEFAULT_MAX_INSTANCE_BYTES,
+        REJECT_REASONS,
+        IncompleteFile,
+        RejectedFile,
+        read_instance,
+    )
 
     try:
         read_instance(path, settled=settled, max_bytes=max_bytes or DEFAULT_MAX_INSTANCE_BYTES)

@@ -7,13 +7,12 @@ import os
 import numpy as np
 import pydicom
 import pytest
+from dicom_factory import mr_dataset, with_private_sequence, write
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
-from appliance.ingest.reader import IncompleteFile, RejectedFile, read_instance
 from appliance.dev.synth.hostile import deflate_bomb
+from appliance.ingest.reader import IncompleteFile, RejectedFile, read_instance
 from appliance.preprocess import load_frame
-
-from dicom_factory import mr_dataset, with_private_sequence, write
 
 
 @pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian])

@@ -9,14 +9,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pydicom
 import pytest
 from conftest import wait_for
-import pydicom
 from dicom_factory import cine_series, mr_dataset, write
 from grpc_health.v1 import health_pb2
 
-from appliance.serve.client import ApplianceClient
 from appliance.dev.synth import SyntheticScanner, plan_study
+from appliance.serve.client import ApplianceClient
 
 pytestmark = pytest.mark.slow
 
@@ -180,10 +180,11 @@ def test_tensorrt_without_a_gpu_falls_back_visibly_or_refuses(appliance, tmp_pat
     assert info.backend == "onnxruntime" and "TensorRT" in info.backend_note
     assert app.registry.get_sample_value("scanside_backend_fallback") == 1
 
-    from appliance.inference import BackendError
-    from appliance.service import Appliance
     from conftest import e2e_settings
     from prometheus_client import CollectorRegistry
+
+    from appliance.inference import BackendError
+    from appliance.service import Appliance
 
     strict = Appliance(e2e_settings(tmp_path / "strict", tiny_bundle,
                                     engine={"backend": "tensorrt", "fallback_to_onnxruntime": False}),

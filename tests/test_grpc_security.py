@@ -14,10 +14,10 @@ from grpc_reflection.v1alpha import reflection_pb2
 from test_store import info, result
 from tls_factory import TestCA, needs_openssl, self_signed
 
-from appliance.serve.access import AccessPolicy, Client, hash_token, load_clients, new_token, save_clients
 from appliance.api import pb
-from appliance.serve.client import ApplianceClient
 from appliance.config import ConfigError, Settings
+from appliance.serve.access import AccessPolicy, Client, hash_token, load_clients, new_token, save_clients
+from appliance.serve.client import ApplianceClient
 from appliance.serve.server import SERVICE_NAME, ApplianceServicer, GrpcServer, GrpcTls
 from appliance.store import Store
 

@@ -13,9 +13,9 @@ import pytest
 from conftest import wait_for
 from dicom_factory import cine_series, mr_dataset, write
 
-from appliance.serve.client import ApplianceClient
 from appliance.dev.served import ServedAppliance
 from appliance.dev.synth.hostile import deflate_bomb
+from appliance.serve.client import ApplianceClient
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,9 @@ from dicom_factory import cine_series, mr_dataset, write
 from prometheus_client import CollectorRegistry
 
 from appliance.assembly import Assembler
+from appliance.handovers import SeriesState
 from appliance.ingest import Ingestor, Quarantine
 from appliance.metrics import Metrics
-from appliance.handovers import SeriesState
 from appliance.store import Store
 
 

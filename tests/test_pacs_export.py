@@ -6,8 +6,8 @@ from __future__ import annotations
 import io
 import logging
 import os
-import threading
 import subprocess
+import threading
 from pathlib import Path
 
 import grpc
@@ -17,10 +17,10 @@ from conftest import wait_for
 from orthanc_peer import OrthancPeer, free_port, orthanc_binary
 from tls_factory import needs_openssl, self_signed
 
-from appliance.serve.client import ApplianceClient
+from appliance.dev.synth import SyntheticScanner, plan_study, write_study
 from appliance.export.pacs import PacsPeer, PacsSender
 from appliance.handovers import ExportState
-from appliance.dev.synth import SyntheticScanner, plan_study, write_study
+from appliance.serve.client import ApplianceClient
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(orthanc_binary() is None,

@@ -13,9 +13,9 @@ from conftest import wait_for
 from dicom_factory import mr_dataset, write
 from tls_factory import OPENSSL, self_signed
 
-from appliance.serve.client import ApplianceClient
 from appliance.dev.served import free_port
 from appliance.dev.synth import plan_study, write_study
+from appliance.serve.client import ApplianceClient
 
 pytestmark = pytest.mark.slow
 

@@ -15,13 +15,13 @@ import pytest
 from conftest import wait_for
 from dicom_factory import mr_dataset
 from dicom_peer import associate, associate_rq, closed_by_peer, connect, read_pdu
-from test_receiver import ECHOSCU, STORESCU, needs_dcmtk, receiver_app, run
 from pydicom.uid import ExplicitVRLittleEndian
+from test_receiver import ECHOSCU, STORESCU, needs_dcmtk, receiver_app, run
 
-from appliance.serve.client import ApplianceClient
 from appliance.dev.served import ServedAppliance, free_port
 from appliance.dev.synth import plan_study, write_study
 from appliance.dev.synth.hostile import HostileNeighbour, deflate_bomb
+from appliance.serve.client import ApplianceClient
 
 pytestmark = pytest.mark.slow
 

@@ -13,13 +13,13 @@ import pytest
 from appliance.assembly import Assembler
 from appliance.bundle import load_bundle
 from appliance.config import DEFAULT_BUNDLE
-from appliance.ingest.reader import read_instance
-from appliance.inference import create_backend
+from appliance.dev.synth import plan_study, write_study
 from appliance.handovers import SeriesRole
+from appliance.inference import create_backend
+from appliance.ingest.reader import read_instance
 from appliance.preprocess import prepare
 from appliance.prompts import add_prompt, describe, remove
 from appliance.scoring import ScoringPolicy, score_batch
-from appliance.dev.synth import plan_study, write_study
 
 REFERENCE = Path(__file__).resolve().parent.parent / "engines" / "reference-v1"
 

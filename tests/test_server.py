@@ -10,10 +10,10 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from test_store import info, result
 
-from appliance.serve.access import AccessPolicy
 from appliance.api import pb
-from appliance.serve.client import ApplianceClient
 from appliance.handovers import SeriesState
+from appliance.serve.access import AccessPolicy
+from appliance.serve.client import ApplianceClient
 from appliance.serve.server import SERVICE_NAME, ApplianceServicer, GrpcServer
 from appliance.store import Store
 

@@ -16,13 +16,13 @@ from dicom_factory import mr_dataset, write
 from prometheus_client import CollectorRegistry
 
 from appliance.cli import main as cli
+from appliance.dev.synth import plan_study, write_study
 from appliance.export.outbox import Exporter, RetryPolicy
 from appliance.export.source import SourceError, capture_source
 from appliance.export.sr import SrSettings, build_sr
-from appliance.metrics import Metrics
 from appliance.handovers import ExportState, FindingScore, Scores, SeriesInfo, SeriesRole, SeriesState, StudyResult
+from appliance.metrics import Metrics
 from appliance.store import Store
-from appliance.dev.synth import plan_study, write_study
 
 DSRDUMP = Path("/usr/bin/dsrdump")
 
@@ -415,8 +415,8 @@ def test_a_pacs_that_takes_no_sr_is_named_as_such():
     from pynetdicom import AE
     from pynetdicom.sop_class import MRImageStorage
 
-    from appliance.export.pacs import PacsPeer, PacsSender
     from appliance.dev.served import free_port
+    from appliance.export.pacs import PacsPeer, PacsSender
 
     scp = AE(ae_title="IMAGESONLY")
     scp.add_supported_context(MRImageStorage)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import appliance.dev.synth.arrays as arrays
-from appliance.preprocess import ArrayFrame, PreprocessSpec, plan_stack, stack_from_arrays
 from appliance.dev.synth import iter_instances, plan_study
 from appliance.dev.synth.arrays import cine_frames, cine_geometry, needed_frames, study_tensor
+from appliance.preprocess import ArrayFrame, PreprocessSpec, plan_stack, stack_from_arrays
 
 SPEC = PreprocessSpec(frames=16, size=(64, 64), fov_mm=200.0)
 SMALL = {"n_slices": 5, "n_phases": 6, "matrix": (48, 56)}

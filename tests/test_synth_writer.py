@@ -7,9 +7,9 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from image_measure import flood
 import pydicom
 import pytest
+from image_measure import flood
 from pydicom.uid import MRImageStorage
 
 from appliance.dev.synth import VENDORS, SyntheticScanner, demo_cohort, iter_instances, plan_study, write_study

@@ -19,7 +19,7 @@ import pytest
 
 from appliance.bundle import load_bundle, write_bundle
 from appliance.inference import OnnxRuntimeBackend, create_backend
-from appliance.inference.plans import read_sidecar, select_plan, sidecar_path, Requirements
+from appliance.inference.plans import Requirements, read_sidecar, select_plan, sidecar_path
 from appliance.scoring import normalise
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,10 +17,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from appliance.bundle import load_bundle
-from appliance.inference.gpu_stats import GpuSample, open_sampler, parse_tegrastats_line
 from appliance.inference import OnnxRuntimeBackend, create_backend, describe_backend
 from appliance.inference.backend import BackendError
 from appliance.inference.cuda_memory import CudaUnavailable, installed_bindings, open_cuda
+from appliance.inference.gpu_stats import GpuSample, open_sampler, parse_tegrastats_line
 from appliance.inference.plans import (
     GpuTarget,
     NoMatchingPlan,

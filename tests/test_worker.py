@@ -10,10 +10,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from appliance.bundle import load_bundle
+from appliance.handovers import PreparedSeries, SeriesInfo, SeriesRole, SeriesState
 from appliance.inference import create_backend
 from appliance.inference.worker import InferenceWorker
 from appliance.metrics import Metrics
-from appliance.handovers import PreparedSeries, SeriesInfo, SeriesRole, SeriesState
 from appliance.scoring import ScoringPolicy
 from appliance.store import Store
 

@@ -25,7 +25,6 @@ from appliance.bundle import load_bundle, write_bundle
 from appliance.preprocess import PreprocessSpec
 from appliance.text import TextEncoder as OnnxTextEncoder
 from appliance.text import Tokenizer
-
 from training.cohort import CohortSpec, build_cohort
 from training.evaluate import Evaluation, cpu_latency_ms, evaluate_split, ood_rate, retrieval, size_of, to_markdown
 from training.export import export_text, export_video, onnx_cosine

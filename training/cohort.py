@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.preprocess import PreprocessSpec
 from appliance.dev.synth import plan_study
 from appliance.dev.synth.arrays import study_tensor
 from appliance.dev.synth.reports import impression, study_labels
-
+from appliance.preprocess import PreprocessSpec
 from training.prompts import FINDING_IDS
 
 SPLIT_VENDORS = {"train": "AB", "val": "AB", "test": "AB", "external": "C", "distill": "AB"}

@@ -13,8 +13,7 @@ import onnxruntime as ort
 import torch
 
 from appliance.bundle import LabelBank
-from appliance.scoring import finding_scores, ood_distances, normalise
-
+from appliance.scoring import finding_scores, normalise, ood_distances
 from training.evalmath import auroc, recall_at_k
 from training.models import VideoEncoder, count_parameters
 

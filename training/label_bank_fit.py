@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from appliance.bundle import Finding, LabelBank
 from appliance.scoring import finding_scores, fit_reference_stats
-
 from training.evalmath import auroc, balanced_threshold, fit_logistic
 from training.prompts import FINDINGS, FindingDef
 

@@ -6,12 +6,12 @@ Training and calibration call exactly the code the appliance runs: the synthetic
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from appliance.preprocess import ArrayFrame, PreprocessSpec, stack_from_arrays
 from appliance.dev.synth import StudyPlan, iter_instances, plan_study
+from appliance.preprocess import ArrayFrame, PreprocessSpec, stack_from_arrays
 
 
 def cine_frames(plan: StudyPlan) -> list[ArrayFrame]:

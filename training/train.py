@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from appliance.text import Tokenizer
-
 from training.cohort import Split
 from training.models import STUDENT, TEACHER, TextConfig, TextEncoder, VideoConfig, VideoEncoder, clip_loss
 

@@ -32,14 +32,14 @@ from prometheus_client import CollectorRegistry
 from appliance import __version__
 from appliance.assembly import Assembler
 from appliance.bundle import load_bundle
-from appliance.serve.client import ApplianceClient
 from appliance.config import DEFAULT_BUNDLE
+from appliance.dev.served import ServedAppliance
+from appliance.dev.synth import SyntheticScanner, iter_instances, plan_study, write_instance
 from appliance.ingest import Ingestor, Quarantine
 from appliance.metrics import Metrics
 from appliance.preprocess import prepare
-from appliance.dev.served import ServedAppliance
+from appliance.serve.client import ApplianceClient
 from appliance.store import Store
-from appliance.dev.synth import SyntheticScanner, iter_instances, plan_study, write_instance
 
 
 @dataclass
@@ -215,12 +215,12 @@ def bench_sr_export(work: Path, numbers: Numbers, repeats: int) -> None:
     from pynetdicom import AE, evt
     from pynetdicom.sop_class import ComprehensiveSRStorage
 
+    from appliance.dev.served import free_port
     from appliance.export.outbox import Exporter, RetryPolicy
     from appliance.export.pacs import PacsPeer, PacsSender
     from appliance.export.source import capture_source
     from appliance.export.sr import SrSettings, build_sr
     from appliance.handovers import ExportState, FindingScore, Scores, SeriesInfo, SeriesRole, SeriesState, StudyResult
-    from appliance.dev.served import free_port
 
     bundle = load_bundle(DEFAULT_BUNDLE)
     plans = [plan_study(seed=5000 + i, vendor="A") for i in range(16)]

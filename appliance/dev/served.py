@@ -49,7 +49,7 @@ class ServedAppliance:
         self.proc: subprocess.Popen | None = None
         self.client: ApplianceClient | None = None
 
-    def start(self, timeout_s: float = 120.0) -> "ServedAppliance":
+    def start(self, timeout_s: float = 120.0) -> ServedAppliance:
         self.log = open(self.root / "serve.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(self.config)],
                                      stdout=self.log, stderr=subprocess.STDOUT)
@@ -84,7 +84,7 @@ class ServedAppliance:
         self.log.close()
         return self.proc.returncode
 
-    def __enter__(self) -> "ServedAppliance":
+    def __enter__(self) -> ServedAppliance:
         return self.start()
 
     def __exit__(self, *_: object) -> None:

@@ -18,14 +18,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.fileio import write_bytes_atomic
-from appliance.logsafe import describe
-from appliance.metrics import Metrics
-from appliance.handovers import ExportState
-from appliance.store import ExportItem, Store, StoredReport, StoreError
 from appliance.export.pacs import PacsSender, SendOutcome
 from appliance.export.source import SourceStudy
 from appliance.export.sr import SrSettings, build_sr
+from appliance.fileio import write_bytes_atomic
+from appliance.handovers import ExportState
+from appliance.logsafe import describe
+from appliance.metrics import Metrics
+from appliance.store import ExportItem, Store, StoredReport, StoreError
 
 log = logging.getLogger(__name__)
 

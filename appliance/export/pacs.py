@@ -75,7 +75,7 @@ class PacsSender:
             # does not wait for this thread at shutdown: a try cut short this way is simply made again at the next
             # start, with the same SR.
             assoc.abort(block=False)
-        except Exception:  # noqa: BLE001 - it is ending anyway
+        except Exception:
             pass
 
     def send(self, documents: list[bytes]) -> list[SendOutcome]:

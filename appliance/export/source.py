@@ -35,14 +35,14 @@ class SourceStudy:
     def dataset(self) -> Dataset:
         try:
             return pydicom.dcmread(io.BytesIO(self.header))
-        except Exception as exc:  # noqa: BLE001 - pydicom raises many types for damaged input
+        except Exception as exc:
             raise SourceError(f"stored source header does not parse: {type(exc).__name__}") from None
 
     def instances_json(self) -> str:
         return json.dumps([list(ref) for ref in self.instances])
 
     @classmethod
-    def from_row(cls, header: bytes, instances_json: str) -> "SourceStudy":
+    def from_row(cls, header: bytes, instances_json: str) -> SourceStudy:
         return cls(bytes(header), tuple((c, i) for c, i in json.loads(instances_json)))
 
 
@@ -50,7 +50,7 @@ def capture_source(path: str | Path, instances: tuple[tuple[str, str], ...]) -> 
     """Keep one instance's header for the SR. Raises SourceError if the file cannot be read as DICOM."""
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise SourceError(f"cannot read a source header: {type(exc).__name__}") from None
     ds.remove_private_tags()
     for keyword in _DROP:

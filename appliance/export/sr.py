@@ -32,9 +32,19 @@ from dataclasses import dataclass
 
 import highdicom as hd
 from highdicom.coding_schemes import CodingSchemeIdentificationItem
-from highdicom.sr import (CodeContentItem, CodedConcept, ComprehensiveSR, ContainerContentItem,
-                          DeviceObserverIdentifyingAttributes, NumContentItem, ObservationContext, ObserverContext,
-                          RelationshipTypeValues, TextContentItem, UIDRefContentItem)
+from highdicom.sr import (
+    CodeContentItem,
+    CodedConcept,
+    ComprehensiveSR,
+    ContainerContentItem,
+    DeviceObserverIdentifyingAttributes,
+    NumContentItem,
+    ObservationContext,
+    ObserverContext,
+    RelationshipTypeValues,
+    TextContentItem,
+    UIDRefContentItem,
+)
 from pydicom.charset import python_encoding
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -43,8 +53,8 @@ from pydicom.uid import generate_uid
 from pydicom.valuerep import DA, TM
 
 from appliance import __version__
-from appliance.handovers import StudyResult
 from appliance.export.source import SourceStudy
+from appliance.handovers import StudyResult
 
 # highdicom logs source UIDs at INFO, and a patient's name when it looks malformed: neither may reach our logs.
 logging.getLogger("highdicom").setLevel(logging.ERROR)

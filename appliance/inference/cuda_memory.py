@@ -31,8 +31,9 @@ import contextlib
 import ctypes
 import importlib.util
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 

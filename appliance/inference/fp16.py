@@ -209,4 +209,4 @@ def convert_bytes(fp32_onnx: bytes, keep_fp32_ops: tuple[str, ...] = KEEP_FP32_O
     return out.SerializeToString(), report
 
 
-__all__ = ["FP16ConversionError", "FP16Report", "KEEP_FP32_OPS", "METADATA_KEY", "convert", "convert_bytes"]
+__all__ = ["KEEP_FP32_OPS", "METADATA_KEY", "FP16ConversionError", "FP16Report", "convert", "convert_bytes"]

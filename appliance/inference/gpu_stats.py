@@ -261,5 +261,13 @@ def open_sampler(prefer: str = "auto", device: int = 0, interval_ms: int = 1000)
     return None
 
 
-__all__ = ["GpuSample", "GpuSampler", "JtopSampler", "NvmlSampler", "SOURCES", "TegrastatsSampler", "open_sampler",
-           "parse_tegrastats_line"]
+__all__ = [
+    "SOURCES",
+    "GpuSample",
+    "GpuSampler",
+    "JtopSampler",
+    "NvmlSampler",
+    "TegrastatsSampler",
+    "open_sampler",
+    "parse_tegrastats_line",
+]

@@ -462,9 +462,9 @@ def select_plan(plan_dirs: Path | Iterable[Path], target: GpuTarget, needs: Requ
 
 
 __all__ = [
+    "PLAN_FORMAT",
     "GpuTarget",
     "NoMatchingPlan",
-    "PLAN_FORMAT",
     "PlanChoice",
     "PlanError",
     "PlanInfo",

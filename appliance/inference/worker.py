@@ -10,13 +10,13 @@ import logging
 import queue
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
+from appliance.handovers import PreparedSeries, StudyResult
 from appliance.logsafe import describe
 from appliance.metrics import Metrics
-from appliance.handovers import PreparedSeries, StudyResult
 from appliance.scoring import ScoringPolicy, score_batch
 from appliance.store import Store
 

@@ -4,4 +4,4 @@ from appliance.ingest.ingestor import Ingestor, is_candidate
 from appliance.ingest.quarantine import Quarantine
 from appliance.ingest.watcher import IngestThread
 
-__all__ = ["Ingestor", "IngestThread", "Quarantine", "is_candidate"]
+__all__ = ["IngestThread", "Ingestor", "Quarantine", "is_candidate"]

@@ -30,10 +30,11 @@ import struct
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from copy import deepcopy
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from pynetdicom import evt
 from pynetdicom._globals import MODE_ACCEPTOR
@@ -195,7 +196,7 @@ class GuardedServer(ThreadedAssociationServer):
             return  # closed earlier in this round
         try:
             step() if p is None else step(p)
-        except Exception as exc:  # noqa: BLE001 - e.g. no thread can be started for a hand-off
+        except Exception as exc:
             self._log.warning("loop", "the DICOM admission loop hit %s; the connection involved is closed",
                               describe(exc))
             if p is not None and p.sock.fileno() in self._pending:
@@ -494,7 +495,7 @@ class GuardedDUL(DULServiceProvider):
             return
         try:
             pdu, event = self._decode_pdu(data)
-        except Exception:  # noqa: BLE001 - a PDU pynetdicom cannot decode is an invalid PDU (Evt19), whatever the
+        except Exception:
             self.event_queue.put("Evt19")  # exception; its text is not logged (it can quote the bytes)
             return
         self.event_queue.put(event)
@@ -583,7 +584,7 @@ class GuardedDUL(DULServiceProvider):
             try:
                 sock.settimeout(wait)
                 chunk = sock.recv(min(n - len(buf), 1 << 16))
-            except (socket.timeout, TimeoutError):
+            except TimeoutError:
                 continue  # the deadline check above raises
             except OSError:
                 raise _PeerClosed() from None
@@ -607,4 +608,4 @@ class GuardedDUL(DULServiceProvider):
             self.event_queue.put("Evt17")
 
 
-__all__ = ["GuardLimits", "GuardedServer", "REASONS", "check_associate_rq"]
+__all__ = ["REASONS", "GuardLimits", "GuardedServer", "check_associate_rq"]

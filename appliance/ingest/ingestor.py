@@ -13,17 +13,17 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from appliance.assembly import Assembler, series_key
-from appliance.ingest.reader import DEFAULT_MAX_INSTANCE_BYTES, IncompleteFile, RejectedFile, read_instance
-from appliance.metrics import Metrics
-from appliance.logsafe import describe
 from appliance.handovers import CompleteSeries, Instance, SeriesInfo, SeriesRole, SeriesState
-from appliance.store import Store
 from appliance.ingest.quarantine import Quarantine, move_file
+from appliance.ingest.reader import DEFAULT_MAX_INSTANCE_BYTES, IncompleteFile, RejectedFile, read_instance
+from appliance.logsafe import describe
+from appliance.metrics import Metrics
+from appliance.store import Store
 
 log = logging.getLogger(__name__)
 

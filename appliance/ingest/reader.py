@@ -448,7 +448,7 @@ def _read_with_pydicom(path: str, size: int, syntax: str, target: str, max_bytes
         return _from_dataset(ds, path, size, syntax, target, max_bytes)
     except (RejectedFile, IncompleteFile):
         raise
-    except Exception as exc:  # noqa: BLE001 - pydicom converts values lazily, as they are read, and a damaged
+    except Exception as exc:
         # element can raise almost anything then (NotImplementedError for an unknown VR, BytesLengthException for
         # an odd-length US, OverflowError for an IS of "inf"); each means the file cannot be used as it is.
         raise RejectedFile("corrupt", f"an element cannot be read ({type(exc).__name__})") from exc

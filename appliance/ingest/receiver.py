@@ -28,12 +28,12 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.sop_class import Verification
 
-from appliance.ingest.reader import DEFAULT_MAX_INSTANCE_BYTES, IncompleteFile, RejectedFile, read_instance
 from appliance.fileio import PRIVATE_FILE_MODE, private_folder, sync_folder
-from appliance.logsafe import describe
-from appliance.metrics import Metrics
 from appliance.ingest.dicom_guard import GuardedServer, GuardLimits
 from appliance.ingest.quarantine import Quarantine
+from appliance.ingest.reader import DEFAULT_MAX_INSTANCE_BYTES, IncompleteFile, RejectedFile, read_instance
+from appliance.logsafe import describe
+from appliance.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ class DicomReceiver:
             reason, detail = "truncated", "the dataset ends early"
         except RejectedFile as exc:
             reason, detail = exc.reason, exc.detail
-        except Exception as exc:  # noqa: BLE001 - a reader bug must still answer the sender, and not with Success
+        except Exception as exc:
             reason, detail = "unreadable", f"unexpected {type(exc).__name__} in the reader"
         if reason is None:
             return None

@@ -11,8 +11,8 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from appliance.logsafe import describe
 from appliance.ingest.ingestor import Ingestor
+from appliance.logsafe import describe
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,10 @@ import secrets
 import sys
 import threading
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, NoReturn
+from typing import Any, NoReturn
 
 import grpc
 
@@ -321,5 +322,16 @@ def _peer_host(peer: str) -> str:
     return kind or "unknown"
 
 
-__all__ = ["AccessControl", "AccessError", "AccessPolicy", "Client", "Identity", "METHOD_ROLES", "ROLES",
-           "hash_token", "load_clients", "new_token", "save_clients"]
+__all__ = [
+    "METHOD_ROLES",
+    "ROLES",
+    "AccessControl",
+    "AccessError",
+    "AccessPolicy",
+    "Client",
+    "Identity",
+    "hash_token",
+    "load_clients",
+    "new_token",
+    "save_clients",
+]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import TextIO
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -22,15 +23,15 @@ class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercepto
         return _CallDetails(details.method, details.timeout, [*(details.metadata or ()), self._metadata],
                             details.credentials, details.wait_for_ready, details.compression)
 
-    def intercept_unary_unary(self, continuation, details, request):  # noqa: ANN001 - grpc's interface
+    def intercept_unary_unary(self, continuation, details, request):
         return continuation(self._with_token(details), request)
 
-    def intercept_unary_stream(self, continuation, details, request):  # noqa: ANN001
+    def intercept_unary_stream(self, continuation, details, request):
         return continuation(self._with_token(details), request)
 
 
 class _CallDetails(grpc.ClientCallDetails):
-    def __init__(self, method, timeout, metadata, credentials, wait_for_ready, compression):  # noqa: ANN001
+    def __init__(self, method, timeout, metadata, credentials, wait_for_ready, compression):
         self.method, self.timeout, self.metadata = method, timeout, metadata
         self.credentials, self.wait_for_ready, self.compression = credentials, wait_for_ready, compression
 
@@ -61,7 +62,7 @@ class ApplianceClient:
     def close(self) -> None:
         self.channel.close()
 
-    def __enter__(self) -> "ApplianceClient":
+    def __enter__(self) -> ApplianceClient:
         return self
 
     def __exit__(self, *_: object) -> None:

@@ -10,18 +10,18 @@ import logging
 import sqlite3
 import ssl
 import threading
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from appliance.serve.access import AccessControl, AccessPolicy
 from appliance.api import pb, pb_grpc
 from appliance.handovers import SeriesInfo, SeriesState, StudyResult
+from appliance.serve.access import AccessControl, AccessPolicy
 from appliance.serve.paging import BadPageToken, PageTokens
 from appliance.store import Event, SeriesRow, Store
 

@@ -13,9 +13,10 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from appliance.fileio import PRIVATE_FILE_MODE
 from appliance.handovers import ExportState, FindingScore, Scores, SeriesInfo, SeriesRole, SeriesState, StudyResult

@@ -27,6 +27,7 @@ __all__ = [
     "CONDITIONS",
     "DEFAULT_MIX",
     "FINDINGS",
+    "VENDORS",
     "HeartParams",
     "HeartPose",
     "ImagePlane",
@@ -36,7 +37,6 @@ __all__ = [
     "SynthInstance",
     "SyntheticScanner",
     "Truth",
-    "VENDORS",
     "VendorProfile",
     "demo_cohort",
     "findings",
@@ -51,9 +51,9 @@ __all__ = [
 ]
 
 # Training-side helpers (labels and report text for CLIP-style training; fast tensors without DICOM files).
-from appliance.dev.synth.arrays import cine_frames, cine_geometry, study_tensor  # noqa: E402
-from appliance.dev.synth.reports import LABELS as STUDY_LABELS  # noqa: E402
-from appliance.dev.synth.reports import impression, study_labels, study_measurements  # noqa: E402
+from appliance.dev.synth.arrays import cine_frames, cine_geometry, study_tensor
+from appliance.dev.synth.reports import LABELS as STUDY_LABELS
+from appliance.dev.synth.reports import impression, study_labels, study_measurements
 
 __all__ += [
     "STUDY_LABELS",

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from appliance.preprocess import ArrayFrame, PreprocessSpec, plan_stack, stack_from_arrays
 from appliance.dev.synth.dataset import _ds
 from appliance.dev.synth.phantom import render_slice
 from appliance.dev.synth.pixels import bias_field, to_stored
 from appliance.dev.synth.plan import SeriesPlan, StudyPlan
 from appliance.dev.synth.writer import _noise_rng, _slice_order
+from appliance.preprocess import ArrayFrame, PreprocessSpec, plan_stack, stack_from_arrays
 
 __all__ = ["CineGeometry", "cine_frames", "cine_geometry", "needed_frames", "study_tensor"]
 

@@ -11,8 +11,8 @@ import struct
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 DEFLATED_EXPLICIT_LE = "1.2.840.10008.1.2.1.99"
 
@@ -66,7 +66,7 @@ class HostileNeighbour:
         sock.setblocking(False)
         return sock, junk
 
-    def start(self) -> "HostileNeighbour":
+    def start(self) -> HostileNeighbour:
         self._socks = [self._open(False) for _ in range(self.idle)] + [self._open(True) for _ in range(self.junk)]
         self._thread.start()
         return self
@@ -97,7 +97,7 @@ class HostileNeighbour:
         for sock, _ in self._socks:
             sock.close()
 
-    def __enter__(self) -> "HostileNeighbour":
+    def __enter__(self) -> HostileNeighbour:
         return self.start()
 
     def __exit__(self, *_: object) -> None:

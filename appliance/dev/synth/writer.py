@@ -27,8 +27,18 @@ from appliance.dev.synth.pixels import bias_field, to_stored
 from appliance.dev.synth.plan import SeriesPlan, StudyPlan, Truth, plan_study
 from appliance.dev.synth.uids import synth_uid
 
-__all__ = ["StudyPlan", "SeriesPlan", "Truth", "SynthInstance", "plan_study", "iter_instances", "encode",
-           "write_instance", "write_study", "WRITE_MODES"]
+__all__ = [
+    "WRITE_MODES",
+    "SeriesPlan",
+    "StudyPlan",
+    "SynthInstance",
+    "Truth",
+    "encode",
+    "iter_instances",
+    "plan_study",
+    "write_instance",
+    "write_study",
+]
 
 log = logging.getLogger(__name__)
 
