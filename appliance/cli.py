@@ -189,17 +189,17 @@ def cmd_exports(args: argparse.Namespace) -> int:
             if not args.ids and not args.all_failed:
                 print("scanside exports retry: name export ids, or --all-failed", file=sys.stderr)
                 return 2
-            count = store.retry_exports(tuple(args.ids))
+            count = store.exports.retry(tuple(args.ids))
             print(f"{count} failed export(s) queued again; a running appliance takes them within seconds")
             return 0
         state = ExportState(args.state) if args.state else None
-        items = store.exports(state=state, limit=args.limit)
+        items = store.exports.items(state=state, limit=args.limit)
         print(f"{'id':>6}  {'series':<14} {'to':<7}{'state':<10}{'tries':>5}  {'last change':<19}  last error")
         for e in items:
             changed = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.updated_at))
             print(f"{e.id:>6}  {e.key:<14} {e.destination:<7}{e.state.value:<10}{e.attempts:>5}  {changed}  "
                   f"{e.last_error or ''}")
-        counts = store.export_counts()
+        counts = store.exports.counts()
         print("total: " + (", ".join(f"{d} {s.value} {n}" for (d, s), n in sorted(counts.items())) or "none"))
         return 0
     finally:

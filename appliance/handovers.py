@@ -35,6 +35,14 @@ class ExportState(str, enum.Enum):
     FAILED = "failed"  # the last allowed try failed, or the SR could not be built; `scanside exports retry` re-queues
 
 
+class EventKind(str, enum.Enum):
+    """What an entry of the event log announces; stored as the string value."""
+
+    SCORED = "scored"  # a result was stored
+    FAILED = "failed"  # a series failed (the reason is on the series)
+    SR = "sr"  # an SR was delivered, or failed for good, at one destination
+
+
 class SeriesRole(str, enum.Enum):
     CINE_SAX = "cine_sax"
     CINE_LAX = "cine_lax"
@@ -133,6 +141,39 @@ class PreparedSeries:
     info: SeriesInfo
     tensor: np.ndarray
     timings_ms: dict[str, float] = field(default_factory=dict)
+    instance_paths: tuple[str, ...] = ()  # its images in the spool: removed once scored, set aside if it fails
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedSeries:
+    """Inference -> scoring: the engine's embedding of one series, (D,) float32, not yet normalised."""
+
+    info: SeriesInfo
+    embedding: np.ndarray
+    timings_ms: dict[str, float]
+    instance_paths: tuple[str, ...] = ()
+
+
+class Stage(str, enum.Enum):
+    """Where a series failed; the label of scanside_series_failed_total."""
+
+    PREPROCESS = "preprocess"
+    INFERENCE = "inference"
+    SCORING = "scoring"
+    STORE = "store"
+    RECOVERY = "recovery"  # its images were gone from the spool after a restart
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesFailure:
+    """Any stage -> the failure handler: why one series cannot be scored. `detail` may quote a library's message
+    (values, paths), so it goes to the series' reason.txt and the database, never to a log line."""
+
+    stage: Stage
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.stage.value}: {self.detail}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,3 +217,62 @@ class StudyResult:
     precision: str
     timings_ms: dict[str, float]
     scored_at: float  # time.time()
+
+
+# --- rows read back from the store ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesRow:
+    """A series as the store holds it: its state and what was known of it when the state last changed."""
+
+    series_uid: str
+    study_uid: str
+    key: str
+    role: SeriesRole
+    state: SeriesState
+    received: int
+    expected: int | None
+    manufacturer: str
+    description: str
+    completed_by: str | None
+    detail: str | None
+    first_seen: float
+    last_file_at: float | None
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of the event log; ids only ever increase, so a reader resumes after the last id it saw."""
+
+    id: int
+    created_at: float
+    kind: EventKind
+    series_uid: str
+    study_uid: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExportItem:
+    """Store -> export: one SR on its way to one destination."""
+
+    id: int
+    series_uid: str
+    study_uid: str
+    key: str  # the series' log-safe key
+    destination: str  # a destination kind registered in appliance.export.destinations, e.g. "pacs", "folder"
+    state: ExportState
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReport:
+    """A built SR, kept so that every try and every destination sends the same SOP instance."""
+
+    sop_instance_uid: str
+    document: bytes

@@ -45,7 +45,8 @@ class Metrics:
                                      ["reason"], namespace=ns, registry=registry)
         self.file_retries = Counter("file_parse_retries", "Parses that ended early on a file still being written.",
                                     namespace=ns, registry=registry)
-        self.series_failed = Counter("series_failed", "Series that could not be scored, by reason.", ["reason"],
+        self.series_failed = Counter("series_failed", "Series that could not be scored, by the stage that failed.",
+                                     ["stage"],
                                      namespace=ns, registry=registry)
         self.queue_depth = Gauge("inference_queue_depth", "Prepared series waiting for the engine.",
                                  namespace=ns, registry=registry)
@@ -141,8 +142,9 @@ class _SeriesByState(Collector):
 #
 # Separate from `Metrics` so that a CPU-only appliance exports none of these families. The service creates a
 # `GpuMetrics` on the same injected registry when it runs the TensorRT backend (or fell back from it), sets the
-# engine info once, and hands it a GPU statistics sampler (appliance.inference.gpu_stats) that is read at scrape time, so the
-# gauges can never be staler than one sampler interval. Labels stay closed sets: no label carries an identifier.
+# engine info once, and hands it a GPU statistics sampler (appliance.inference.gpu_stats) that is read at scrape
+# time, so the gauges can never be staler than one sampler interval. Labels stay closed sets: no label carries an
+# identifier.
 
 
 class GpuMetrics:

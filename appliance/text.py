@@ -10,7 +10,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ def words(text: str) -> list[str]:
 class Tokenizer:
     tokens: tuple[str, ...]  # index = id; 0 is padding, 1 unknown
     max_length: int = 64
+    _ids: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.tokens[:2] != (PAD, UNK):

@@ -212,8 +212,11 @@ tests:
       - series: 'scanside_scan_to_score_seconds_bucket{{job="scanside",instance="fast",le="+Inf"}}'
         values: '0+20x30'
       # The first failure since start: the counter appears at 1 from nothing.
-      - series: 'scanside_series_failed_total{{job="scanside",instance="slow",reason="preprocess"}}'
+      - series: 'scanside_series_failed_total{{job="scanside",instance="slow",stage="preprocess"}}'
         values: '_x20 1x10'
+      # Every stage is exported at 0 from the start: a zero that appears after a restart is not a failure.
+      - series: 'scanside_series_failed_total{{job="scanside",instance="fast",stage="inference"}}'
+        values: '_x20 0x10'
       # 10 files a minute, 1 of them truncated: 10% of files, and well over 5 in 15 minutes.
       - series: 'scanside_files_ingested_total{{job="scanside",instance="slow"}}'
         values: '0+9x30'
@@ -245,7 +248,7 @@ tests:
       - eval_time: 21m
         alertname: ScanSideSeriesFailed
         exp_alerts:
-          - exp_labels: {{severity: critical, instance: slow, reason: preprocess}}
+          - exp_labels: {{severity: critical, instance: slow, stage: preprocess}}
       - eval_time: 25m
         alertname: ScanSideQuarantineRising
         exp_alerts:

@@ -29,7 +29,7 @@ def serve(tmp_path):
 
     def start(access: AccessPolicy | None = None, tls: GrpcTls | None = None):
         store = Store(tmp_path / f"db{len(started)}.sqlite")
-        store.save_result(result(info(1)))
+        store.results.save(result(info(1)))
         denied: list[tuple[str, str]] = []
         servicer = ApplianceServicer(store, lambda: pb.ModelInfo(bundle_name="test"), lambda uid: None,
                                      threading.Event())

@@ -49,7 +49,7 @@ def test_series_complete_from_tags_moves_into_spool(tmp_path):
     assert all(f.pixels.path in series.instance_paths for f in series.frames)
     assert not any(p.exists() for p in paths)  # taken out of the watch folder
     assert count(metrics, "scanside_files_ingested_total") == 12
-    assert store.series(series.info.series_uid).state is SeriesState.RECEIVING
+    assert store.series.get(series.info.series_uid).state is SeriesState.RECEIVING
 
 
 def test_growing_file_waits_and_truncated_file_is_quarantined_after_settling(tmp_path):
@@ -115,7 +115,7 @@ def test_duplicates_and_late_files_are_ignored(tmp_path):
     ing.clock.now += 10
     ing.run_once()
     (series,) = done
-    store.set_state(series.info, SeriesState.SKIPPED)
+    store.series.set_state(series.info, SeriesState.SKIPPED)
     late = write(mr_dataset(series_uid=series.info.series_uid, study_uid=series.info.study_uid), tmp_path / "late.dcm")
     ing.submit(str(late))
     ing.run_once()
@@ -147,14 +147,14 @@ def test_a_resent_image_of_a_series_waiting_to_be_scored_is_dropped(tmp_path):
         ing.submit(str(p))
     ing.run_once()
     (series,) = done
-    store.set_state(series.info, SeriesState.COMPLETE)  # closed, queued for scoring, not yet scored
+    store.series.set_state(series.info, SeriesState.COMPLETE)  # closed, queued for scoring, not yet scored
     ing.submit(str(copy))
     ing.run_once()
     ing.clock.now += 60
     ing.run_once()
     assert len(done) == 1  # no second, partial series under the same UID
     assert count(metrics, "scanside_files_ignored_total", reason="late_for_finished_series") == 1
-    assert store.series(series.info.series_uid).state is SeriesState.COMPLETE
+    assert store.series.get(series.info.series_uid).state is SeriesState.COMPLETE
 
 
 def test_an_unexpected_reader_error_sets_the_file_aside(tmp_path, monkeypatch):

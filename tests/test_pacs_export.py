@@ -18,7 +18,7 @@ from orthanc_peer import OrthancPeer, free_port, orthanc_binary
 from tls_factory import needs_openssl, self_signed
 
 from appliance.dev.synth import SyntheticScanner, plan_study, write_study
-from appliance.export.pacs import PacsPeer, PacsSender
+from appliance.export.destinations.pacs import PacsPeer, PacsSender
 from appliance.handovers import ExportState
 from appliance.serve.client import ApplianceClient
 
@@ -58,7 +58,7 @@ def send_study(app, seed: int):
 
 
 def exports_of(app, series_uid: str):
-    return app.store.exports(series_uid=series_uid)
+    return app.store.exports.items(series_uid=series_uid)
 
 
 def take(stream, n: int, timeout: float = 10.0) -> list:
@@ -103,7 +103,7 @@ def test_the_sr_of_a_scored_study_arrives_in_orthanc_and_says_what_was_scored(ap
     assert series_ref.SeriesInstanceUID == cine.series_uid
     assert len(series_ref.ReferencedSOPSequence) == cine.n_images
 
-    stored = app.store.result_for_series(cine.series_uid)
+    stored = app.store.results.for_series(cine.series_uid)
     content = _flatten(sr.ContentSequence)
     assert any(v.startswith("RESEARCH USE ONLY - NOT FOR DIAGNOSTIC USE") for _, v in content)
     assert ("Algorithm Name", stored.bundle_name) in content
@@ -135,7 +135,7 @@ def test_the_sr_of_a_scored_study_arrives_in_orthanc_and_says_what_was_scored(ap
              what="both exports delivered")
     (written,) = (tmp_path / "sr-out").glob("*.dcm")
     assert written.name == f"{sr.SOPInstanceUID}.dcm"
-    assert app.store.sr_uid(cine.series_uid) == sr.SOPInstanceUID
+    assert app.store.exports.sr_uid(cine.series_uid) == sr.SOPInstanceUID
     with ApplianceClient(app.grpc_address) as client:  # what the technologists' display reads
         (served,) = client.study(plan.study_uid)
         events = take(client.stream(after_event_id=0, include_sr_updates=True), 3)  # scored, one SR per destination
@@ -146,7 +146,7 @@ def test_the_sr_of_a_scored_study_arrives_in_orthanc_and_says_what_was_scored(ap
     assert all(e.result.series_instance_uid == cine.series_uid for e in events)
     assert {d.state for d in events[2].result.sr_deliveries} == {"delivered"}
     assert [e.kind for e in plain] == [events[0].SCORED]
-    assert app.store.source(cine.series_uid) is None  # no patient data kept once delivered everywhere
+    assert app.store.exports.source(cine.series_uid) is None  # no patient data kept once delivered everywhere
     assert app.registry.get_sample_value("scanside_sr_export_tries_total",
                                          {"destination": "pacs", "outcome": "delivered"}) == 1
     assert app.registry.get_sample_value("scanside_sr_exports", {"destination": "pacs", "state": "delivered"}) == 1
@@ -221,7 +221,7 @@ def test_a_pacs_that_refuses_our_ae_leaves_the_sr_failed_after_the_configured_tr
     assert reg.get_sample_value("scanside_sr_exports", {"destination": "pacs", "state": "failed"}) == 1
     with ApplianceClient(app.grpc_address) as client:  # the display hears it once, when it is final
         scored_event, sr_event = take(client.stream(after_event_id=0, include_sr_updates=True), 2)
-    assert [e.kind for e in app.store.events_after(0)] == ["scored", "sr"]  # not one per try
+    assert [e.kind for e in app.store.events.after(0)] == ["scored", "sr"]  # not one per try
     assert sr_event.kind == sr_event.SR_UPDATED and scored_event.kind == scored_event.SCORED
     ((destination, state, tries),) = [(d.destination, d.state, d.tries) for d in sr_event.result.sr_deliveries]
     assert (destination, state, tries) == ("pacs", "failed", 3)

@@ -253,7 +253,7 @@ def test_fov_resampling_places_a_known_square(spacing: tuple[float, float], shap
 
 
 def test_resampling_is_vectorised_and_cached() -> None:
-    from appliance.preprocess import _resample_taps, resample_images
+    from appliance.preprocess.resample import _resample_taps, resample_images
 
     spec = PreprocessSpec()
     images = np.random.default_rng(0).random((25, 256, 256), dtype=np.float32)

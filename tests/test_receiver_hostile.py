@@ -284,7 +284,7 @@ def test_a_trickled_pdu_is_aborted_and_stop_ends_it(appliance):
     other.sendall(struct.pack(">BBL", 0x04, 0, 1000) + b"\x00")
     threads = threading.active_count()
     started = time.monotonic()
-    app.receiver.stop()
+    app.pipeline.receiver.stop()
     wait_for(lambda: threading.active_count() <= threads - 2, timeout=5, what="the association's threads ended")
     assert time.monotonic() - started < 5
     other.close()

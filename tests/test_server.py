@@ -47,7 +47,7 @@ def test_health_follows_readiness_and_reflection_lists_the_services(served):
 
 def test_results_status_and_errors(served):
     store, _, client, live = served
-    store.save_result(result(info(1)))
+    store.results.save(result(info(1)))
     (r,) = client.study("1.2.1")
     assert r.findings[0].finding_id == "lv_dilation" and r.findings[0].positive and r.needs_review
     assert r.timings.preprocess_ms == 5.0
@@ -64,7 +64,7 @@ def test_results_status_and_errors(served):
 def test_paging_covers_every_result_once(served):
     store, _, client, _ = served
     for n in range(1, 8):
-        store.save_result(result(info(n)))
+        store.results.save(result(info(n)))
     seen = [r.study_instance_uid for r in client.list_all(page_size=3)]
     assert seen == [f"1.2.{n}" for n in range(7, 0, -1)]
     with pytest.raises(grpc.RpcError) as err:
@@ -78,7 +78,7 @@ def test_page_tokens_the_server_never_issued_are_invalid_argument(served, token)
     """A 26-digit token used to overflow SQLite (UNKNOWN and a traceback); "-5" was taken as a position."""
     store, _, client, _ = served
     for n in range(1, 4):
-        store.save_result(result(info(n)))
+        store.results.save(result(info(n)))
     with pytest.raises(grpc.RpcError) as err:
         client.stub.ListResults(pb.ListResultsRequest(page_token=token), timeout=5)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -88,7 +88,7 @@ def test_page_tokens_the_server_never_issued_are_invalid_argument(served, token)
 def test_page_tokens_survive_a_restart_and_are_bound_to_their_query(served, tmp_path):
     store, _, client, _ = served
     for n in range(1, 6):
-        store.save_result(result(info(n)))
+        store.results.save(result(info(n)))
     first = client.stub.ListResults(pb.ListResultsRequest(page_size=2), timeout=5)
     assert first.next_page_token
     with pytest.raises(grpc.RpcError) as err:  # the same token with another query is refused, not misread
@@ -110,18 +110,18 @@ def test_page_tokens_survive_a_restart_and_are_bound_to_their_query(served, tmp_
 def test_stream_resumes_without_gaps_or_repeats(served):
     store, _, client, _ = served
     for n in range(1, 4):
-        store.save_result(result(info(n)))
+        store.results.save(result(info(n)))
     stream = client.stream(after_event_id=0)
     first = [next(stream) for _ in range(3)]
     stream.cancel()
     assert [e.event_id for e in first] == [1, 2, 3]
     # The client goes away; results keep coming; it resumes from the last id it saw.
     for n in range(4, 6):
-        store.save_result(result(info(n)))
-    store.set_state(info(6), SeriesState.FAILED, "preprocess: too few slices")
+        store.results.save(result(info(n)))
+    store.series.set_state(info(6), SeriesState.FAILED, "preprocess: too few slices")
     resumed = client.stream(after_event_id=first[-1].event_id)
     got = [next(resumed) for _ in range(3)]
-    threading.Timer(0.2, lambda: store.save_result(result(info(7)))).start()
+    threading.Timer(0.2, lambda: store.results.save(result(info(7)))).start()
     got.append(next(resumed))  # a live one, delivered as it happens
     resumed.cancel()
     assert [e.event_id for e in got] == [4, 5, 6, 7]
@@ -131,9 +131,9 @@ def test_stream_resumes_without_gaps_or_repeats(served):
 
 def test_live_end_skips_history(served):
     store, _, client, _ = served
-    store.save_result(result(info(1)))
+    store.results.save(result(info(1)))
     stream = client.stream(after_event_id=-1)
-    threading.Timer(0.3, lambda: store.save_result(result(info(2)))).start()
+    threading.Timer(0.3, lambda: store.results.save(result(info(2)))).start()
     event = next(stream)
     stream.cancel()
     assert event.result.study_instance_uid == "1.2.2"
@@ -141,7 +141,7 @@ def test_live_end_skips_history(served):
 
 def test_resuming_past_the_newest_event_is_refused(served):
     store, _, client, _ = served
-    store.save_result(result(info(1)))
+    store.results.save(result(info(1)))
     stream = client.stream(after_event_id=99)
     with pytest.raises(grpc.RpcError) as err:
         next(stream)
@@ -157,7 +157,7 @@ def test_streams_are_capped_and_queries_still_answer(tmp_path):
     client = ApplianceClient(server.address, timeout_s=5)
     try:
         open_streams = [client.stream(after_event_id=0) for _ in range(2)]
-        store.save_result(result(info(1)))
+        store.results.save(result(info(1)))
         for s in open_streams:
             assert next(s).event_id == 1
         third = client.stream(after_event_id=-1)

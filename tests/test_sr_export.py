@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from appliance.cli import main as cli
 from appliance.dev.synth import plan_study, write_study
+from appliance.export.destinations.folder import FolderDestination
 from appliance.export.outbox import Exporter, RetryPolicy
 from appliance.export.source import SourceError, capture_source
 from appliance.export.sr import SrSettings, build_sr
@@ -159,18 +160,19 @@ def queued(tmp_path, cine_files):
     plan, cine, files, refs = cine_files
     store = Store(tmp_path / "scanside.db", export_destinations=("folder",))  # where paths.data_dir=tmp_path has it
     result = scored(cine.series_uid, plan.study_uid)
-    store.set_state(result.info, SeriesState.COMPLETE)
+    store.series.set_state(result.info, SeriesState.COMPLETE)
     source = capture_source(files[0], refs)
-    store.save_source(cine.series_uid, source.header, source.instances_json())
-    store.save_result(result)
+    store.exports.save_source(cine.series_uid, source.header, source.instances_json())
+    store.results.save(result)
     yield store, cine.series_uid
     store.close()
 
 
 def exporter(store: Store, folder: Path, attempts: int = 3) -> tuple[Exporter, CollectorRegistry]:
     registry = CollectorRegistry()
-    exp = Exporter(store, Metrics(registry), RetryPolicy(attempts, 10.0, 25.0), SrSettings(), folder=folder)
-    exp.metrics.watch_exports(store.export_counts)
+    exp = Exporter(store, Metrics(registry), RetryPolicy(attempts, 10.0, 25.0), SrSettings(),
+                   {"folder": FolderDestination(folder)})
+    exp.metrics.watch_exports(store.exports.counts)
     return exp, registry
 
 
@@ -188,17 +190,17 @@ def test_retry_policy_doubles_up_to_its_ceiling_then_stops():
 def test_the_sr_lands_in_the_folder_once(queued, tmp_path):
     store, series_uid = queued
     exp, registry = exporter(store, tmp_path / "out")
-    exp.folder.mkdir()
+    (tmp_path / "out").mkdir()
     assert exp.run_once() is True
     assert exp.run_once() is False  # nothing left to do
-    (item,) = store.exports(series_uid=series_uid)
+    (item,) = store.exports.items(series_uid=series_uid)
     assert item.state is ExportState.DELIVERED and item.attempts == 1
     (written,) = (tmp_path / "out").iterdir()
-    assert written.name == f"{store.sr_uid(series_uid)}.dcm"
+    assert written.name == f"{store.exports.sr_uid(series_uid)}.dcm"
     assert written.stat().st_mode & 0o777 == 0o640  # it carries patient identity
     assert pydicom.dcmread(written).Modality == "SR"
     # Delivered everywhere: the patient data kept for the SR goes, the SR's UID stays.
-    assert store.source(series_uid) is None and store.report(series_uid) is None
+    assert store.exports.source(series_uid) is None and store.exports.report(series_uid) is None
     assert registry.get_sample_value("scanside_sr_exports", {"destination": "folder", "state": "delivered"}) == 1
 
 
@@ -209,19 +211,19 @@ def test_failed_tries_back_off_keep_the_same_document_and_end_failed(queued, tmp
     exp, registry = exporter(store, blocker, attempts=3)
     t0 = time.time()
     exp.run_once()
-    (item,) = store.exports(series_uid=series_uid)
+    (item,) = store.exports.items(series_uid=series_uid)
     assert item.state is ExportState.PENDING and item.attempts == 1 and "could not write" in item.last_error
     assert item.next_attempt_at == pytest.approx(t0 + 10, abs=2)
     assert exp.run_once(now=t0) is False  # not due yet
-    first_uid = store.report(series_uid).sop_instance_uid
+    first_uid = store.exports.report(series_uid).sop_instance_uid
     exp.run_once(now=t0 + 11)
-    (item,) = store.exports(series_uid=series_uid)
+    (item,) = store.exports.items(series_uid=series_uid)
     assert item.attempts == 2 and item.next_attempt_at == pytest.approx(t0 + 20, abs=3)
     exp.run_once(now=t0 + 100)
-    (item,) = store.exports(series_uid=series_uid)
+    (item,) = store.exports.items(series_uid=series_uid)
     assert item.state is ExportState.FAILED and item.attempts == 3
     assert exp.run_once(now=t0 + 10_000) is False  # failed items are never tried again on their own
-    assert store.report(series_uid).sop_instance_uid == first_uid  # one document for every try
+    assert store.exports.report(series_uid).sop_instance_uid == first_uid  # one document for every try
     assert registry.get_sample_value("scanside_sr_export_tries_total",
                                      {"destination": "folder", "outcome": "failed"}) == 1
 
@@ -230,7 +232,7 @@ def test_failed_tries_back_off_keep_the_same_document_and_end_failed(queued, tmp
     blocker.mkdir()
     assert cli(["exports", "--config", str(write_config(tmp_path)), "retry", "--all-failed"]) == 0
     exp.run_once()
-    (item,) = store.exports(series_uid=series_uid)
+    (item,) = store.exports.items(series_uid=series_uid)
     assert item.state is ExportState.DELIVERED and item.attempts == 1
     assert (blocker / f"{first_uid}.dcm").exists()
 
@@ -238,11 +240,11 @@ def test_failed_tries_back_off_keep_the_same_document_and_end_failed(queued, tmp
 def test_a_series_without_a_captured_source_fails_at_once_saying_why(tmp_path):
     store = Store(tmp_path / "db.sqlite", export_destinations=("folder",))
     result = scored("1.2.3.4", "1.2.3")
-    store.set_state(result.info, SeriesState.COMPLETE)
-    store.save_result(result)
+    store.series.set_state(result.info, SeriesState.COMPLETE)
+    store.results.save(result)
     exp, _ = exporter(store, tmp_path / "out")
     exp.run_once()
-    (item,) = store.exports()
+    (item,) = store.exports.items()
     assert item.state is ExportState.FAILED and item.attempts == 1
     assert "no source header is held" in item.last_error
     store.close()
@@ -265,13 +267,13 @@ def test_a_source_highdicom_cannot_use_fails_its_export_once_and_the_queue_goes_
             (ds.SeriesInstanceUID, ds.StudyInstanceUID, private, ((str(ds.SOPClassUID), str(ds.SOPInstanceUID)),)),
             (cine.series_uid, plan.study_uid, files[0], refs)):
         result = scored(series_uid, study_uid)
-        store.set_state(result.info, SeriesState.COMPLETE)
+        store.series.set_state(result.info, SeriesState.COMPLETE)
         source = capture_source(path, instance_refs)
-        store.save_source(series_uid, source.header, source.instances_json())
-        store.save_result(result)
+        store.exports.save_source(series_uid, source.header, source.instances_json())
+        store.results.save(result)
     exp, _ = exporter(store, tmp_path / "out")
     assert exp.run_once() is True and exp.run_once() is False  # no endless retry of the one that cannot be built
-    bad, good = (store.exports(series_uid=uid)[0] for uid in (ds.SeriesInstanceUID, cine.series_uid))
+    bad, good = (store.exports.items(series_uid=uid)[0] for uid in (ds.SeriesInstanceUID, cine.series_uid))
     assert bad.state is ExportState.FAILED and bad.attempts == 1 and "could not be built" in bad.last_error
     assert good.state is ExportState.DELIVERED
     store.close()
@@ -283,16 +285,16 @@ def test_a_failed_sr_is_dropped_after_its_retention_and_says_so(queued, tmp_path
     blocker.write_text("a file where the folder should be")
     exp, _ = exporter(store, blocker, attempts=1)
     exp.run_once()
-    (item,) = store.exports(series_uid=series_uid)
-    assert item.state is ExportState.FAILED and store.report(series_uid) is not None
-    assert store.expire_failed_exports(failed_before=item.updated_at - 1) == 0  # not old enough yet
-    assert store.expire_failed_exports(failed_before=item.updated_at + 1) == 1
-    (item,) = store.exports(series_uid=series_uid)
-    assert store.report(series_uid) is None and store.source(series_uid) is None
+    (item,) = store.exports.items(series_uid=series_uid)
+    assert item.state is ExportState.FAILED and store.exports.report(series_uid) is not None
+    assert store.exports.expire_failed(failed_before=item.updated_at - 1) == 0  # not old enough yet
+    assert store.exports.expire_failed(failed_before=item.updated_at + 1) == 1
+    (item,) = store.exports.items(series_uid=series_uid)
+    assert store.exports.report(series_uid) is None and store.exports.source(series_uid) is None
     assert item.state is ExportState.FAILED and "kept past export.keep_failed_days" in item.last_error
-    assert store.retry_exports() == 1  # an operator retries anyway: it fails at once, saying why
+    assert store.exports.retry() == 1  # an operator retries anyway: it fails at once, saying why
     exp.run_once()
-    (item,) = store.exports(series_uid=series_uid)
+    (item,) = store.exports.items(series_uid=series_uid)
     assert item.state is ExportState.FAILED and "was dropped" in item.last_error
 
 
@@ -302,34 +304,34 @@ def test_retention_waits_for_every_destination_and_also_drops_a_lone_source(tmp_
     cases = {}
     for n, states in enumerate((("failed", "pending"), ("failed", "failed"), ("failed", "delivered"))):
         result = scored(f"1.2.{n}.1", f"1.2.{n}")
-        store.set_state(result.info, SeriesState.COMPLETE)
-        store.save_result(result)
-        store.save_report(result.info.series_uid, f"1.9.{n}", b"document")
+        store.series.set_state(result.info, SeriesState.COMPLETE)
+        store.results.save(result)
+        store.exports.save_report(result.info.series_uid, f"1.9.{n}", b"document")
         cases[states] = result.info.series_uid
         # states are (folder, pacs), in destination order
-        for item, state in zip(sorted(store.exports(series_uid=result.info.series_uid), key=lambda e: e.destination),
+        for item, state in zip(sorted(store.exports.items(series_uid=result.info.series_uid), key=lambda e: e.destination),
                                states):
             if state != "pending":
-                store.record_export_try(item.id, state == "delivered", "x", None)
+                store.exports.record_try(item.id, state == "delivered", "x", None)
     source_only = scored("1.2.9.1", "1.2.9")  # failed before its SR was built: only the source is held
-    store.set_state(source_only.info, SeriesState.COMPLETE)
-    store.save_source("1.2.9.1", b"header", "[]")
-    store.save_result(source_only)
-    for item in store.exports(series_uid="1.2.9.1"):
-        store.record_export_try(item.id, False, "no PACS", None)
-    with store._tx() as db:  # every PACS outcome is old now; every folder failure is recent
+    store.series.set_state(source_only.info, SeriesState.COMPLETE)
+    store.exports.save_source("1.2.9.1", b"header", "[]")
+    store.results.save(source_only)
+    for item in store.exports.items(series_uid="1.2.9.1"):
+        store.exports.record_try(item.id, False, "no PACS", None)
+    with store.db.transaction() as db:  # every PACS outcome is old now; every folder failure is recent
         db.execute("UPDATE exports SET updated_at=? WHERE destination='pacs'", (now - 100,))
     # Each series still has a recent folder failure (or a pending PACS export): none is due, although the
     # two-failures case has an old PACS failure.
-    assert store.expire_failed_exports(failed_before=now - 50) == 0
-    assert store.report(cases[("failed", "failed")]) is not None
-    with store._tx() as db:  # now every failure is old
+    assert store.exports.expire_failed(failed_before=now - 50) == 0
+    assert store.exports.report(cases[("failed", "failed")]) is not None
+    with store.db.transaction() as db:  # now every failure is old
         db.execute("UPDATE exports SET updated_at=? WHERE state='failed'", (now - 100,))
-    assert store.expire_failed_exports(failed_before=now - 50) == 3
-    assert store.report(cases[("failed", "pending")]) is not None  # something still on its way: kept
-    assert store.report(cases[("failed", "failed")]) is None and store.report(cases[("failed", "delivered")]) is None
-    assert store.source("1.2.9.1") is None
-    assert all("keep_failed_days" in e.last_error for e in store.exports(series_uid="1.2.9.1"))
+    assert store.exports.expire_failed(failed_before=now - 50) == 3
+    assert store.exports.report(cases[("failed", "pending")]) is not None  # something still on its way: kept
+    assert store.exports.report(cases[("failed", "failed")]) is None and store.exports.report(cases[("failed", "delivered")]) is None
+    assert store.exports.source("1.2.9.1") is None
+    assert all("keep_failed_days" in e.last_error for e in store.exports.items(series_uid="1.2.9.1"))
     store.close()
 
 
@@ -337,31 +339,31 @@ def test_a_final_export_outcome_wakes_stream_waiters(queued):
     import threading
 
     store, series_uid = queued
-    (item,) = store.exports(series_uid=series_uid)
-    last = store.last_event_id()
-    threading.Timer(0.2, store.record_export_try, (item.id, True, None, None)).start()
+    (item,) = store.exports.items(series_uid=series_uid)
+    last = store.events.last_id()
+    threading.Timer(0.2, store.exports.record_try, (item.id, True, None, None)).start()
     started = time.monotonic()
-    assert store.wait_for_event(last, timeout=10) is True
+    assert store.events.wait(last, timeout=10) is True
     assert time.monotonic() - started < 5  # woken by the commit, not by the timeout
 
 
 def test_a_late_answer_does_not_undo_a_recorded_outcome(queued, tmp_path):
     store, series_uid = queued
-    (item,) = store.exports(series_uid=series_uid)
-    assert store.record_export_try(item.id, True, None, None) is ExportState.DELIVERED
+    (item,) = store.exports.items(series_uid=series_uid)
+    assert store.exports.record_try(item.id, True, None, None) is ExportState.DELIVERED
     # e.g. the thread of an appliance that was stopped while it waited for the PACS, answering late
-    assert store.record_export_try(item.id, False, "no C-STORE response", time.time() + 10) is ExportState.DELIVERED
-    (item,) = store.exports(series_uid=series_uid)
+    assert store.exports.record_try(item.id, False, "no C-STORE response", time.time() + 10) is ExportState.DELIVERED
+    (item,) = store.exports.items(series_uid=series_uid)
     assert item.state is ExportState.DELIVERED and item.attempts == 1
 
 
 def test_a_source_is_dropped_when_its_series_fails(tmp_path):
     store = Store(tmp_path / "scanside.db", export_destinations=("pacs",))
     result = scored("1.2.3.4", "1.2.3")
-    store.set_state(result.info, SeriesState.COMPLETE)
-    store.save_source("1.2.3.4", b"header", "[]")
-    store.set_state(result.info, SeriesState.FAILED, "preprocess: no slices")
-    assert store.source("1.2.3.4") is None
+    store.series.set_state(result.info, SeriesState.COMPLETE)
+    store.exports.save_source("1.2.3.4", b"header", "[]")
+    store.series.set_state(result.info, SeriesState.FAILED, "preprocess: no slices")
+    assert store.exports.source("1.2.3.4") is None
     store.close()
 
 
@@ -374,7 +376,7 @@ def test_a_version_1_database_is_upgraded_in_place(tmp_path):
         db.executescript("DROP TABLE exports; DROP TABLE reports; DROP TABLE sources;"
                          "UPDATE meta SET value='1' WHERE key='schema_version';")
     store = Store(path, export_destinations=("pacs",))
-    assert store.export_counts() == {}
+    assert store.exports.counts() == {}
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
     store.close()
@@ -386,7 +388,7 @@ def test_a_try_cut_short_by_shutdown_costs_no_try_and_stays_queued(queued, tmp_p
     import socket
     import threading
 
-    from appliance.export.pacs import PacsPeer, PacsSender
+    from appliance.export.destinations.pacs import PacsPeer, PacsSender
 
     store, series_uid = queued
     silent = socket.socket()
@@ -394,9 +396,9 @@ def test_a_try_cut_short_by_shutdown_costs_no_try_and_stays_queued(queued, tmp_p
     silent.listen(1)  # accepts the connection, never answers the association request
     sender = PacsSender(PacsPeer("PACS", "127.0.0.1", silent.getsockname()[1], timeout_s=2))
     registry = CollectorRegistry()
-    exp = Exporter(store, Metrics(registry), RetryPolicy(3, 10.0, 25.0), SrSettings(), pacs=sender)
-    store.export_destinations = ("pacs",)
-    with store._tx() as db:  # queue a PACS export beside the folder one the fixture made
+    exp = Exporter(store, Metrics(registry), RetryPolicy(3, 10.0, 25.0), SrSettings(), {"pacs": sender})
+    store.results.export_destinations = ("pacs",)
+    with store.db.transaction() as db:  # queue a PACS export beside the folder one the fixture made
         db.execute("UPDATE exports SET destination='pacs'")
     worker = threading.Thread(target=exp.run_once)
     worker.start()
@@ -404,7 +406,7 @@ def test_a_try_cut_short_by_shutdown_costs_no_try_and_stays_queued(queued, tmp_p
     sender.abort()
     worker.join(10)
     silent.close()
-    (item,) = store.exports(series_uid=series_uid)
+    (item,) = store.exports.items(series_uid=series_uid)
     assert not worker.is_alive()
     assert item.state is ExportState.PENDING and item.attempts == 0  # made again at the next start
     assert registry.get_sample_value("scanside_sr_export_tries_total",
@@ -416,7 +418,7 @@ def test_a_pacs_that_takes_no_sr_is_named_as_such():
     from pynetdicom.sop_class import MRImageStorage
 
     from appliance.dev.served import free_port
-    from appliance.export.pacs import PacsPeer, PacsSender
+    from appliance.export.destinations.pacs import PacsPeer, PacsSender
 
     scp = AE(ae_title="IMAGESONLY")
     scp.add_supported_context(MRImageStorage)
@@ -431,7 +433,7 @@ def test_a_pacs_that_takes_no_sr_is_named_as_such():
 
 
 def test_a_pacs_host_that_does_not_exist_is_a_failed_try_not_a_crash():
-    from appliance.export.pacs import PacsPeer, PacsSender
+    from appliance.export.destinations.pacs import PacsPeer, PacsSender
 
     # .invalid never resolves (RFC 6761); pynetdicom lets the resolver's error out of associate().
     (outcome,) = PacsSender(PacsPeer("PACS", "pacs.invalid", 104, timeout_s=2)).send([b"unused"])

@@ -32,14 +32,13 @@ from prometheus_client import CollectorRegistry
 from appliance import __version__
 from appliance.assembly import Assembler
 from appliance.bundle import load_bundle
-from appliance.config import DEFAULT_BUNDLE
+from appliance.config import DEFAULT_BUNDLE, Settings
 from appliance.dev.served import ServedAppliance
 from appliance.dev.synth import SyntheticScanner, iter_instances, plan_study, write_instance
-from appliance.ingest import Ingestor, Quarantine
 from appliance.metrics import Metrics
+from appliance.pipeline.build import build_ingestor, build_store
 from appliance.preprocess import prepare
 from appliance.serve.client import ApplianceClient
-from appliance.store import Store
 
 
 @dataclass
@@ -169,8 +168,10 @@ def bench_ingest(work: Path, numbers: Numbers, studies: int) -> None:
             copies.append(dest)
         done: list = []
         on_complete = (lambda s: done.append(prepare(s, bundle.preprocess))) if with_preprocess else done.append
-        ing = Ingestor(root / "spool", Quarantine(root / "q"), Store(root / "db.sqlite"), Assembler(5.0),
-                       Metrics(CollectorRegistry()), on_complete)
+        settings = Settings().replace(paths={"data_dir": str(root), "watch_dir": str(incoming)},
+                                      assembly={"quiet_period_s": 5.0})
+        ing = build_ingestor(settings, build_store(settings), Assembler(settings.assembly.quiet_period_s),
+                             Metrics(CollectorRegistry()), on_complete)
         started = time.perf_counter()
         for p in copies:
             ing.submit(str(p))
@@ -216,11 +217,19 @@ def bench_sr_export(work: Path, numbers: Numbers, repeats: int) -> None:
     from pynetdicom.sop_class import ComprehensiveSRStorage
 
     from appliance.dev.served import free_port
-    from appliance.export.outbox import Exporter, RetryPolicy
-    from appliance.export.pacs import PacsPeer, PacsSender
+    from appliance.export import build_exporter
     from appliance.export.source import capture_source
-    from appliance.export.sr import SrSettings, build_sr
-    from appliance.handovers import ExportState, FindingScore, Scores, SeriesInfo, SeriesRole, SeriesState, StudyResult
+    from appliance.export.sr import build_sr
+    from appliance.handovers import (
+        ExportState,
+        FindingScore,
+        Scores,
+        SeriesInfo,
+        SeriesRole,
+        SeriesState,
+        StoredReport,
+        StudyResult,
+    )
 
     bundle = load_bundle(DEFAULT_BUNDLE)
     plans = [plan_study(seed=5000 + i, vendor="A") for i in range(16)]
@@ -230,10 +239,14 @@ def bench_sr_export(work: Path, numbers: Numbers, repeats: int) -> None:
     port = free_port()
     server = scp.start_server(("127.0.0.1", port), block=False, evt_handlers=[
         (evt.EVT_C_STORE, lambda event: received.append(len(event.request.DataSet.getvalue())) or 0x0000)])
-    store = Store(work / "sr.db", export_destinations=("pacs",))
-    registry = CollectorRegistry()
-    exporter = Exporter(store, Metrics(registry), RetryPolicy(3, 1.0, 1.0), SrSettings(),
-                        pacs=PacsSender(PacsPeer("BENCHPACS", "127.0.0.1", port)))
+    settings = Settings().replace(paths={"data_dir": str(work / "sr")}, export={
+        "pacs_ae_title": "BENCHPACS", "pacs_host": "127.0.0.1", "pacs_port": port, "max_attempts": 3,
+        "retry_initial_s": 1.0, "retry_max_s": 1.0})
+    settings.paths.data_dir.mkdir(parents=True, exist_ok=True)
+    store = build_store(settings)
+    exporter = build_exporter(settings, store, Metrics(CollectorRegistry()))
+    assert exporter is not None
+    pacs = exporter.destinations["pacs"]
     try:
         build_ms, send_ms = [], []
         for i, plan in enumerate(plans):
@@ -247,22 +260,22 @@ def bench_sr_export(work: Path, numbers: Numbers, repeats: int) -> None:
                              for f in bundle.label_bank.findings)
             result = StudyResult(info, Scores(findings, 3.0, ()), bundle.name, bundle.version, "onnxruntime",
                                  "fp32", {}, time.time())
-            store.set_state(info, SeriesState.COMPLETE)
-            store.save_source(info.series_uid, source.header, source.instances_json())
+            store.series.set_state(info, SeriesState.COMPLETE)
+            store.exports.save_source(info.series_uid, source.header, source.instances_json())
             if i < repeats:  # one SR at a time, as results come in: build, then send over a fresh association
                 started = time.perf_counter()
                 doc = build_sr(result, source)
                 build_ms.append((time.perf_counter() - started) * 1000)
                 started = time.perf_counter()
-                exporter.pacs.send([doc.data])
+                pacs.deliver([StoredReport(doc.sop_instance_uid, doc.data)])
                 send_ms.append((time.perf_counter() - started) * 1000)
-            store.save_result(result)
-        queued = sum(len(r[0]) + len(r[1]) for r in (store.source(_cine_uid(p)) for p in plans))
+            store.results.save(result)
+        queued = sum(len(r[0]) + len(r[1]) for r in (store.exports.source(_cine_uid(p)) for p in plans))
         started = time.perf_counter()
         while exporter.run_once():  # the backlog after an outage: built, then sent over one association
             pass
         drained = time.perf_counter() - started
-        delivered = store.export_counts().get(("pacs", ExportState.DELIVERED), 0)
+        delivered = store.exports.counts().get(("pacs", ExportState.DELIVERED), 0)
     finally:
         server.shutdown()
         store.close()

@@ -53,7 +53,7 @@ def run_demo(settings: Settings, studies: int = 4, seed: int = 7, pace_s: float 
         out.write(f"{len(scanners)} synthetic scanner(s) writing {expected} studies "
                   f"({', '.join(f'vendor {p.vendor}: {p.condition}' for p in plans)})\n\n")
         truth = {p.study_uid: f"{p.condition} (vendor {p.vendor})" for p in plans}
-        before = appliance.store.export_counts()  # a configured data folder may hold SRs of earlier runs
+        before = appliance.store.exports.counts()  # a configured data folder may hold SRs of earlier runs
         code, scored = _watch(appliance.grpc_address, scanners, expected, timeout_s, out, truth)
         if sr_out is not None and scored:
             code = max(code, _await_srs(appliance, scored, before, Path(sr_out), out))
@@ -69,14 +69,14 @@ def _await_srs(appliance: Appliance, expected: int, before: dict, folder: Path, 
     """Wait until this run's SRs are written or failed for good (a failed write is retried with backoff first)."""
     def count(state: ExportState) -> int:
         key = ("folder", state)
-        return appliance.store.export_counts().get(key, 0) - before.get(key, 0)
+        return appliance.store.exports.counts().get(key, 0) - before.get(key, 0)
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and count(ExportState.DELIVERED) + count(ExportState.FAILED) < expected:
         time.sleep(0.1)
     delivered, failed = count(ExportState.DELIVERED), count(ExportState.FAILED)
     out.write(f"DICOM SR: {delivered} of {expected} written to {folder} (e.g. `dsrdump {folder}/<file>.dcm`)\n")
-    for item in appliance.store.exports(state=ExportState.FAILED, limit=failed) if failed > 0 else []:
+    for item in appliance.store.exports.items(state=ExportState.FAILED, limit=failed) if failed > 0 else []:
         out.write(f"  SR of {item.key} failed: {item.last_error}\n")
     return 0 if delivered >= expected else 1
 

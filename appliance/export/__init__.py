@@ -1,7 +1,49 @@
 """Results back to PACS: each scored series becomes a DICOM Comprehensive SR in the source study, queued in the
-database and delivered over C-STORE and/or into a folder.
+database and delivered to each configured destination (C-STORE to a PACS, a folder, ...).
 
 source.py captures what the SR copies from the images (patient and study modules, instance references) while the
-images are still in the spool; sr.py builds the document; pacs.py sends documents; outbox.py is the thread that
-works the persistent queue with bounded retries.
+images are still in the spool; sr.py builds the document; destinations/ holds one module per destination kind,
+behind one protocol and a registry; outbox.py is the thread that works the persistent queue with bounded retries.
+
+Importing this package costs nothing: highdicom (~30 MB) and pynetdicom load in `build_exporter`, and only where
+`[export]` names a destination.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from appliance.config import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from appliance.export.outbox import Exporter
+    from appliance.metrics import Metrics
+    from appliance.store import Store
+
+__all__ = ["build_exporter"]
+
+
+def build_exporter(settings: Settings, store: Store, metrics: Metrics) -> Exporter | None:
+    """The SR exporter of these settings, its destinations built and checked, not started; None where export is
+    off. ConfigError, naming the setting, where a destination cannot work as configured."""
+    e = settings.export
+    if not e.enabled:
+        return None
+    from appliance.export.destinations import build_destinations
+    from appliance.export.outbox import Exporter, RetryPolicy
+    from appliance.export.sr import SrSettings
+
+    try:
+        destinations = build_destinations(settings)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    for kind, destination in destinations.items():
+        try:
+            destination.check()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        except OSError as exc:
+            raise ConfigError(f"export destination {kind!r} cannot be used: {exc}") from None
+    return Exporter(store, metrics, RetryPolicy(e.max_attempts, e.retry_initial_s, e.retry_max_s),
+                    SrSettings(series_number=e.series_number, institution_name=e.institution_name),
+                    destinations, keep_failed_days=e.keep_failed_days)

@@ -1,7 +1,8 @@
-"""The one worker that owns the engine: a bounded queue in front, micro-batches, scoring and storing behind.
+"""The one worker that owns the engine: a bounded queue in front, micro-batches, embeddings handed on.
 
 Producers block on `submit` when the queue is full (back-pressure): the images stay in the spool meanwhile, so
-nothing is lost, and memory stays bounded however fast series arrive.
+nothing is lost, and memory stays bounded however fast series arrive. Scoring and storing are the next stage's
+(appliance/pipeline/scorer.py), called on this thread with each embedding.
 """
 
 from __future__ import annotations
@@ -14,32 +15,30 @@ from collections.abc import Callable
 
 import numpy as np
 
-from appliance.handovers import PreparedSeries, StudyResult
+from appliance.handovers import EmbeddedSeries, PreparedSeries, SeriesFailure, Stage
+from appliance.inference.backend import InferenceBackend
 from appliance.logsafe import describe
 from appliance.metrics import Metrics
-from appliance.scoring import ScoringPolicy, score_batch
-from appliance.store import Store
 
 log = logging.getLogger(__name__)
 
 
 class InferenceWorker:
-    def __init__(self, backend, bundle, policy: ScoringPolicy, store: Store, metrics: Metrics, *,
-                 max_batch: int = 4, batch_wait_ms: float = 10.0, queue_size: int = 16,
-                 on_result: Callable[[StudyResult], None] | None = None,
-                 on_failure: Callable[[PreparedSeries, str], None] | None = None) -> None:
+    def __init__(self, backend: InferenceBackend, metrics: Metrics, *,
+                 on_embedded: Callable[[EmbeddedSeries], None],
+                 on_failure: Callable[[PreparedSeries, SeriesFailure], None],
+                 max_batch: int = 4, batch_wait_ms: float = 10.0, queue_size: int = 16) -> None:
         self.backend = backend
-        self.bundle = bundle
-        self.policy = policy
-        self.store = store
         self.metrics = metrics
         self.max_batch = max_batch
         self.batch_wait_s = batch_wait_ms / 1000.0
         self._queue: queue.Queue[PreparedSeries] = queue.Queue(maxsize=queue_size)
-        self.on_result = on_result
+        self.on_embedded = on_embedded
         self.on_failure = on_failure
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._warmed = threading.Event()
+        self._warm_error: BaseException | None = None
 
     def submit(self, item: PreparedSeries, timeout: float | None = None) -> None:
         self._queue.put(item, timeout=timeout)
@@ -49,7 +48,7 @@ class InferenceWorker:
         return self._queue.qsize()
 
     def run_once(self, timeout: float = 0.5) -> int:
-        """Take one micro-batch (waiting up to `timeout` for its first series), run, score, store it."""
+        """Take one micro-batch (waiting up to `timeout` for its first series), run it, hand the embeddings on."""
         try:
             first = self._queue.get(timeout=timeout)
         except queue.Empty:
@@ -71,46 +70,22 @@ class InferenceWorker:
         started = time.perf_counter()
         try:
             embeddings = self.backend.infer(np.stack([item.tensor for item in batch]))
+            if len(embeddings) != len(batch):
+                raise RuntimeError(f"the engine returned {len(embeddings)} embeddings for {len(batch)} series")
         except Exception as exc:  # the engine failing on one batch must not stop the service
             log.error("inference failed for a batch of %d: %s", len(batch), describe(exc))
             for item in batch:
-                self._fail(item, f"inference: {type(exc).__name__}")
+                self.on_failure(item, SeriesFailure(Stage.INFERENCE, type(exc).__name__))
             return
         infer_s = time.perf_counter() - started
         self.metrics.stage_seconds.labels(stage="inference").observe(infer_s)
-        for item, embedding in zip(batch, embeddings):
-            # One series at a time from here: a bad embedding (NaN from an overflowing engine) or a failed write
-            # fails that series, visibly, and the rest of the batch is still scored.
-            try:
-                self._finish(item, embedding, infer_s, len(batch))
-            except Exception as exc:
-                log.error("series %s: scoring or storing failed: %s", item.info.key, describe(exc))
-                self._fail(item, f"scoring: {type(exc).__name__}")
-
-    def _finish(self, item: PreparedSeries, embedding: np.ndarray, infer_s: float, batch_size: int) -> None:
-        started = time.perf_counter()
-        (scores,) = score_batch(embedding[None], self.bundle.label_bank, self.policy)
-        score_s = time.perf_counter() - started
-        self.metrics.stage_seconds.labels(stage="scoring").observe(score_s)
-        timings = dict(item.timings_ms)
-        timings["inference"] = infer_s * 1000.0
-        timings["scoring"] = score_s * 1000.0
-        timings["batch_size"] = float(batch_size)
-        result = StudyResult(info=item.info, scores=scores, bundle_name=self.bundle.name,
-                             bundle_version=self.bundle.version, backend=self.backend.name,
-                             precision=self.backend.precision, timings_ms=timings, scored_at=time.time())
-        event_id = self.store.save_result(result)
-        if event_id is None:
-            log.warning("series %s already had a result; not scored twice", item.info.key)
-            return
-        self.metrics.results.labels(needs_review=str(scores.needs_review).lower()).inc()
-        self.metrics.scan_to_score.observe(max(result.scored_at - item.info.last_file_at, 0.0))
-        if self.on_result is not None:
-            self.on_result(result)
-
-    def _fail(self, item: PreparedSeries, detail: str) -> None:
-        if self.on_failure is not None:
-            self.on_failure(item, detail)
+        for item, embedding in zip(batch, embeddings, strict=True):
+            timings = dict(item.timings_ms)
+            timings["inference"] = infer_s * 1000.0
+            timings["batch_size"] = float(len(batch))
+            # One series at a time from here: the next stage fails a bad one (a NaN from an overflowing engine)
+            # and the rest of the batch is still scored.
+            self.on_embedded(EmbeddedSeries(item.info, embedding, timings, item.instance_paths))
 
     # --- thread ---------------------------------------------------------------------------------------------------
 
@@ -118,8 +93,6 @@ class InferenceWorker:
         """Start the thread and return once it has warmed the engine up: the warm-up runs on the thread that
         will run inference, because a TensorRT backend keeps one execution context (and its GPU memory) per
         thread. Raises whatever the warm-up raised."""
-        self._warmed = threading.Event()
-        self._warm_error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="scanside-inference", daemon=True)
         self._thread.start()
         if not self._warmed.wait(warm_up_timeout_s):

@@ -194,7 +194,7 @@ class Ingestor:
             self._drop(path, "duplicate")
             return
         if not known:
-            prior = self.store.series_seen(self._first_info(inst, seen_at))
+            prior = self.store.series.seen(self._first_info(inst, seen_at))
             if prior is not None and prior is not SeriesState.RECEIVING:
                 # Closed already (complete and waiting to be scored, or finished): a re-sent or late image must
                 # not open a second, partial series under the same UID.
@@ -205,7 +205,7 @@ class Ingestor:
                 move_file(Path(path), spool_path)
             except FileNotFoundError:
                 if not known:
-                    self.store.forget_series(inst.series_uid)
+                    self.store.series.forget(inst.series_uid)
                 return
         with self.lock:
             outcome = self.assembler.add(inst, str(spool_path), seen_at)
@@ -254,7 +254,7 @@ class Ingestor:
             except Exception as exc:
                 self._reject(path, "unreadable", f"in the spool at start-up: unexpected {type(exc).__name__}")
                 continue
-            row = self.store.series(inst.series_uid)
+            row = self.store.series.get(inst.series_uid)
             if row is not None and row.state is SeriesState.FAILED:
                 self.on_leftover_failed(row.key, path)  # set aside with the rest of its series, not deleted
                 continue

@@ -23,7 +23,7 @@ from appliance.api import pb, pb_grpc
 from appliance.handovers import SeriesInfo, SeriesState, StudyResult
 from appliance.serve.access import AccessControl, AccessPolicy
 from appliance.serve.paging import BadPageToken, PageTokens
-from appliance.store import Event, SeriesRow, Store
+from appliance.store import Event, EventKind, SeriesRow, Store
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class ApplianceServicer(pb_grpc.ApplianceServicer):
         self.page_tokens = PageTokens(store.secret("page-token"))
 
     def _results(self, results: list[StudyResult]) -> list[pb.SeriesResult]:
-        deliveries = self.store.deliveries([r.info.series_uid for r in results])
+        deliveries = self.store.exports.deliveries([r.info.series_uid for r in results])
         return [result_to_pb(r, [pb.SrDelivery(destination=e.destination, state=e.state.value, tries=e.attempts,
                                                last_error=e.last_error or "", sr_instance_uid=sr_uid or "",
                                                updated_unix=e.updated_at)
@@ -88,7 +88,7 @@ class ApplianceServicer(pb_grpc.ApplianceServicer):
     def GetStudyResult(self, request: pb.GetStudyResultRequest, context: grpc.ServicerContext):
         if not request.study_instance_uid:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "study_instance_uid is required")
-        results = self.store.results_for_study(request.study_instance_uid)
+        results = self.store.results.for_study(request.study_instance_uid)
         if not results:
             context.abort(grpc.StatusCode.NOT_FOUND, "no result for this study (yet)")
         return pb.GetStudyResultResponse(results=self._results(results))
@@ -103,7 +103,7 @@ class ApplianceServicer(pb_grpc.ApplianceServicer):
                 before = self.page_tokens.read(request.page_token, request.since_unix)
             except BadPageToken as exc:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        rows = self.store.list_results(size + 1, before_id=before, since=request.since_unix or None)
+        rows = self.store.results.page(size + 1, before_id=before, since=request.since_unix or None)
         page, more = rows[:size], len(rows) > size
         token = self.page_tokens.issue(page[-1][0], request.since_unix) if more else ""
         return pb.ListResultsResponse(results=self._results([r for _, r in page]), next_page_token=token)
@@ -111,7 +111,7 @@ class ApplianceServicer(pb_grpc.ApplianceServicer):
     def StreamResults(self, request: pb.StreamResultsRequest, context: grpc.ServicerContext) -> Iterator:
         last = request.after_event_id
         try:
-            newest = self.store.last_event_id()
+            newest = self.store.events.last_id()
             if last < 0:
                 last = newest
             elif last > newest:
@@ -120,25 +120,25 @@ class ApplianceServicer(pb_grpc.ApplianceServicer):
                 context.abort(grpc.StatusCode.OUT_OF_RANGE,
                               f"after_event_id {last} is beyond the newest event ({newest}); resume from 0")
             while context.is_active() and not self.closing.is_set():
-                events = self.store.events_after(last, limit=100)
+                events = self.store.events.after(last, limit=100)
                 for event in events:
                     last = event.id
-                    if event.kind == "sr" and not request.include_sr_updates:
+                    if event.kind is EventKind.SR and not request.include_sr_updates:
                         continue
                     yield self._event_to_pb(event)
                 if not events:
-                    self.store.wait_for_event(last, timeout=STREAM_POLL_S)
+                    self.store.events.wait(last, timeout=STREAM_POLL_S)
         except sqlite3.ProgrammingError:
             if not self.closing.is_set():
                 raise
             # The appliance is shutting down and closed its store under this stream: end it cleanly.
 
     def _event_to_pb(self, event: Event) -> pb.ResultEvent:
-        if event.kind in ("scored", "sr"):
-            result = self.store.result_for_series(event.series_uid)
-            kind = pb.ResultEvent.SCORED if event.kind == "scored" else pb.ResultEvent.SR_UPDATED
+        if event.kind in (EventKind.SCORED, EventKind.SR):
+            result = self.store.results.for_series(event.series_uid)
+            kind = pb.ResultEvent.SCORED if event.kind is EventKind.SCORED else pb.ResultEvent.SR_UPDATED
             return pb.ResultEvent(event_id=event.id, kind=kind, result=self._result(result) if result else None)
-        row = self.store.series(event.series_uid)
+        row = self.store.series.get(event.series_uid)
         return pb.ResultEvent(event_id=event.id, kind=pb.ResultEvent.FAILED,
                               status=status_from_row(row) if row else None)
 
@@ -148,10 +148,10 @@ class ApplianceServicer(pb_grpc.ApplianceServicer):
         live = self.live_status(request.series_instance_uid)
         if live is not None:
             return status_from_live(live)
-        row = self.store.series(request.series_instance_uid)
-        if row is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, "this series has not been seen")
-        return status_from_row(row)
+        row = self.store.series.get(request.series_instance_uid)
+        if row is not None:
+            return status_from_row(row)
+        context.abort(grpc.StatusCode.NOT_FOUND, "this series has not been seen")
 
     def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.ServicerContext):
         return self.model_info()

@@ -1,4 +1,5 @@
-"""Sending SR documents to a PACS: one pynetdicom association per batch, one C-STORE per document.
+"""The "pacs" destination: SR documents over DICOM C-STORE (optionally TLS), one pynetdicom association per batch,
+one C-STORE per document.
 
 An association that cannot be made (nothing listening, rejected, aborted, timed out, SR not accepted) fails every
 document of the batch for this try; the outbox decides about retrying. Per-document statuses are read by their
@@ -14,15 +15,20 @@ import logging
 import socket
 import ssl
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pydicom
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import ComprehensiveSRStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import ComprehensiveSRStorage
+from pynetdicom.association import Association
 from pynetdicom.status import code_to_category
 
+from appliance.config import Settings
+from appliance.export.destinations import SendOutcome, register
+from appliance.handovers import StoredReport
 from appliance.logsafe import describe
 
 log = logging.getLogger(__name__)
@@ -48,19 +54,35 @@ class PacsPeer:
         return context, self.host
 
 
-@dataclass(frozen=True, slots=True)
-class SendOutcome:
-    delivered: bool
-    detail: str = ""  # why not, or the warning status when delivered with one
-    tried: bool = True  # False: never left the appliance (shutdown), so it costs no try
+@register("pacs", hint="export.pacs_ae_title")
+def from_settings(settings: Settings) -> PacsSender | None:
+    e = settings.export
+    if not e.pacs_ae_title:
+        return None
+    return PacsSender(PacsPeer(e.pacs_ae_title, e.pacs_host, e.pacs_port, calling_ae_title=settings.dicom.ae_title,
+                               timeout_s=e.timeout_s, tls_ca=e.tls_ca, tls_cert=e.tls_cert, tls_key=e.tls_key))
 
 
 class PacsSender:
+    """A Destination (appliance.export.destinations)."""
+
+    kind = "pacs"
+
     def __init__(self, peer: PacsPeer) -> None:
         self.peer = peer
         self._lock = threading.Lock()
-        self._assoc = None
+        self._assoc: Association | None = None
         self._stopping = False
+
+    def check(self) -> None:
+        """A missing or wrong certificate file stops the start, not every later send."""
+        try:
+            self.peer.tls_args()
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"export.tls_ca / tls_cert / tls_key cannot be loaded: {exc}") from None
+
+    def deliver(self, reports: Sequence[StoredReport]) -> list[SendOutcome]:
+        return self.send([report.document for report in reports])
 
     def abort(self) -> None:
         """Stop sending (thread-safe): abort the association in progress and refuse further sends."""
@@ -103,8 +125,11 @@ class PacsSender:
             if stopping:  # abort() came while the connection was still being made
                 event.assoc.abort(block=False)
             # Nagle's algorithm holds each DIMSE message's second PDU for the peer's delayed ACK (~40 ms each).
+            wrapper = event.assoc.dul.socket
+            raw = wrapper.socket if wrapper is not None else None
             try:
-                event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if raw is not None:
+                    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except (AttributeError, OSError):
                 pass  # a TLS or unusual socket: correct, only slower
 
@@ -138,7 +163,7 @@ class PacsSender:
                 assoc.release()
 
 
-def _store_one(assoc, data: bytes) -> SendOutcome:
+def _store_one(assoc: Association, data: bytes) -> SendOutcome:
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
         status = assoc.send_c_store(ds)
@@ -155,7 +180,7 @@ def _store_one(assoc, data: bytes) -> SendOutcome:
     return SendOutcome(False, f"C-STORE failed with status 0x{code:04X} ({category.lower()})")
 
 
-def _association_failure(assoc, connected: bool, tls: bool) -> str:
+def _association_failure(assoc: Association, connected: bool, tls: bool) -> str:
     if not connected:  # pynetdicom reports a refused or timed-out connection (or a failed handshake) as an abort
         if tls:
             return ("no connection: the PACS did not answer, or the TLS handshake failed (its certificate not "
@@ -177,7 +202,7 @@ def _association_failure(assoc, connected: bool, tls: bool) -> str:
 
 
 # PS3.8 Table 9-21: (source, reason) -> meaning.
-_REJECT_REASONS = {
+_REJECT_REASONS: dict[tuple[Any, Any], str] = {
     (1, 1): "no reason given", (1, 2): "application context name not supported",
     (1, 3): "calling AE title not recognised", (1, 7): "called AE title not recognised",
     (2, 1): "no reason given", (2, 2): "protocol version not supported",

@@ -1,0 +1,110 @@
+"""What makes settings valid, checked once at start; each message names the setting to fix."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from appliance.config.sections import ConfigError, Settings
+
+
+def check_settings(s: Settings) -> None:
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    need(0 < s.ingest.settle_seconds <= 3600, "ingest.settle_seconds must be in (0, 3600]")
+    need(0 < s.ingest.poll_interval_s <= 5, "ingest.poll_interval_s must be in (0, 5]")
+    need(0.01 <= s.ingest.max_instance_mb <= 4096, "ingest.max_instance_mb must be in [0.01, 4096]")
+    need(0 < s.assembly.quiet_period_s <= 3600, "assembly.quiet_period_s must be in (0, 3600]")
+    need(str(s.paths.data_dir) not in ("", "."), "paths.data_dir must name a folder")
+    need(s.engine.backend in ("auto", "onnxruntime", "tensorrt"),
+         f"engine.backend must be auto, onnxruntime or tensorrt, not {s.engine.backend!r}")
+    need(1 <= s.engine.max_batch <= 256, "engine.max_batch must be in [1, 256]")
+    need(0 <= s.engine.batch_wait_ms <= 10_000, "engine.batch_wait_ms must be in [0, 10000]")
+    need(s.engine.queue_size >= 1, "engine.queue_size must be >= 1")
+    need(s.engine.intra_op_threads >= 0, "engine.intra_op_threads must be >= 0")
+    need(0 <= s.engine.trt_max_batch <= 256, "engine.trt_max_batch must be in [0, 256]")
+    need(s.metrics.gpu_stats in ("auto", "nvml", "tegrastats", "jtop", "off"),
+         "metrics.gpu_stats must be auto, nvml, tegrastats, jtop or off")
+    need(0 <= s.scoring.review_low <= s.scoring.review_high <= 1,
+         "scoring.review_low and review_high must satisfy 0 <= low <= high <= 1")
+    g = s.grpc
+    need((g.tls_cert is None) == (g.tls_key is None), "grpc.tls_cert and grpc.tls_key go together")
+    need(g.tls_client_ca is None or g.tls_cert is not None,
+         "grpc.tls_client_ca needs grpc.tls_cert and tls_key: client certificates are checked only over TLS")
+    need(g.tls_cert is not None or g.allow_plaintext_remote or is_loopback(g.host),
+         f"grpc.host {g.host} is not a loopback address: set grpc.tls_cert and tls_key (the API carries patient "
+         "data), or grpc.allow_plaintext_remote = true on a network where that is acceptable")
+    need(all(r in API_ROLES for r in g.anonymous_roles),
+         f"grpc.anonymous_roles: each role must be one of {', '.join(API_ROLES)}")
+    need(1 <= g.max_streams <= 64, "grpc.max_streams must be in [1, 64]")
+    need(1 <= g.max_streams_per_client <= g.max_streams, "grpc.max_streams_per_client must be in [1, max_streams]")
+    for name, port in (("grpc.port", s.grpc.port), ("metrics.port", s.metrics.port)):
+        need(0 <= port <= 65535, f"{name} must be in [0, 65535]")
+    need(not (s.metrics.enabled and s.grpc.port and s.grpc.port == s.metrics.port),
+         "grpc.port and metrics.port must differ")
+    need(0 <= s.dicom.port <= 65535, "dicom.port must be in [0, 65535]")
+    need(_ae_title_ok(s.dicom.ae_title),
+         f"dicom.ae_title {_AE_RULE}")
+    need(all(_ae_title_ok(a) for a in s.dicom.allowed_calling_aets),
+         f"dicom.allowed_calling_aets: each AE title {_AE_RULE}")
+    need((s.dicom.tls_cert is None) == (s.dicom.tls_key is None), "dicom.tls_cert and dicom.tls_key go together")
+    need(s.dicom.tls_ca is None or s.dicom.tls_cert is not None,
+         "dicom.tls_ca needs dicom.tls_cert and tls_key: client certificates are checked only over TLS")
+    d = s.dicom
+    need(0.1 <= d.negotiation_timeout_s <= 120, "dicom.negotiation_timeout_s must be in [0.1, 120]")
+    need(1 <= d.idle_timeout_s <= 3600, "dicom.idle_timeout_s must be in [1, 3600]")
+    need(1 <= d.max_pending_connections <= 4096, "dicom.max_pending_connections must be in [1, 4096]")
+    need(1 <= d.max_associations <= 256, "dicom.max_associations must be in [1, 256]")
+    need(1 <= d.max_associations_per_peer <= d.max_associations,
+         "dicom.max_associations_per_peer must be in [1, dicom.max_associations]")
+    need(4096 <= d.max_pdu_bytes <= 16 << 20, "dicom.max_pdu_bytes must be in [4096, 16777216]")
+    need(s.ingest.max_instance_mb <= d.max_inflight_mb <= 65536,
+         "dicom.max_inflight_mb must be at least ingest.max_instance_mb (one instance must fit) and at most 65536")
+    e = s.export
+    need(e.pacs_ae_title == "" or _ae_title_ok(e.pacs_ae_title), f"export.pacs_ae_title {_AE_RULE} (or empty: off)")
+    need(1 <= e.pacs_port <= 65535, "export.pacs_port must be in [1, 65535]")
+    need(1 <= e.max_attempts <= 1000, "export.max_attempts must be in [1, 1000]")
+    need(0 < e.retry_initial_s <= e.retry_max_s <= 86_400,
+         "export.retry_initial_s and retry_max_s must satisfy 0 < initial <= max <= 86400")
+    need(0 < e.timeout_s <= 600, "export.timeout_s must be in (0, 600]")
+    need(1 <= e.series_number <= 2**31 - 1, "export.series_number must be a positive integer")
+    need(len(e.institution_name) <= 64, "export.institution_name must be at most 64 characters")
+    need(0 <= e.keep_failed_days <= 36_500, "export.keep_failed_days must be in [0, 36500] (0: keep forever)")
+    need((e.tls_cert is None) == (e.tls_key is None), "export.tls_cert and export.tls_key go together")
+    need(e.tls_cert is None or e.tls_ca is not None,
+         "export.tls_cert needs export.tls_ca: TLS to the PACS always verifies the PACS' certificate")
+    spool, quarantine, watch = (p.resolve() for p in (s.paths.spool, s.paths.quarantine, s.paths.incoming))
+    for inner in (spool, quarantine):
+        need(not inner.is_relative_to(watch),
+             f"paths.watch_dir ({watch}) must not contain the data folder's {inner.name}/: the watcher would see "
+             "its own files")
+        need(not watch.is_relative_to(inner), f"paths.watch_dir ({watch}) must not be inside {inner}")
+    if s.export.folder is not None:
+        need(not s.export.folder.resolve().is_relative_to(watch),
+             f"export.folder must not be inside the watch folder ({watch}): the appliance would ingest its own SRs")
+    need(s.logging.level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
+         "logging.level must be DEBUG, INFO, WARNING or ERROR")
+
+
+# The gRPC API's roles (what each may call: appliance/serve/access.py).
+API_ROLES = ("display", "ops", "admin")
+
+
+def is_loopback(host: str) -> bool:
+    """A host name or address that only this machine reaches."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+_AE_RULE = "must be 1-16 printable ASCII characters, no backslash, no leading or trailing spaces"
+
+
+def _ae_title_ok(title: str) -> bool:
+    """DICOM AE titles (PS3.5 AE): default repertoire without control characters or backslash."""
+    return (1 <= len(title) <= 16 and title.strip() == title
+            and all(32 <= ord(c) < 127 and c != "\\" for c in title))

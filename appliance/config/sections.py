@@ -1,0 +1,182 @@
+"""The settings object: one frozen dataclass per section, every default documented beside its field."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_BUNDLE = PROJECT_ROOT / "engines" / "reference-v1"
+ENV_PREFIX = "SCANSIDE_"
+
+
+class ConfigError(ValueError):
+    """A setting is missing, mistyped or out of range. The message names it."""
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    data_dir: Path = Path("scanside-data")  # holds scanside.db, spool/ (accepted files) and quarantine/
+    watch_dir: Path | None = None  # folder the scanner writes into; default <data_dir>/incoming
+
+    @property
+    def incoming(self) -> Path:
+        return self.watch_dir if self.watch_dir is not None else self.data_dir / "incoming"
+
+    @property
+    def spool(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.data_dir / "quarantine"
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "scanside.db"
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    settle_seconds: float = 2.0  # a file that still parses short after this long unchanged is quarantined
+    poll_interval_s: float = 0.2  # how often growing files and quiet series are re-checked
+    rescan_on_start: bool = True  # take files already in the watch folder at start-up
+    # The largest instance taken, in MiB, as stored, inflated (deflated transfer syntax) or decoded (compressed
+    # pixels); bigger ones are quarantined as too_large, on the watch folder and over C-STORE alike. A classic MR
+    # image is under 1 MiB; an enhanced MR cine of 300 frames of 256 x 256 about 40 MiB.
+    max_instance_mb: float = 128.0
+
+    @property
+    def max_instance_bytes(self) -> int:
+        return int(self.max_instance_mb * (1 << 20))
+
+
+@dataclass(frozen=True)
+class AssemblyConfig:
+    quiet_period_s: float = 5.0  # a series whose tags give no count is complete after this long without a file
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    bundle: Path = DEFAULT_BUNDLE
+    backend: str = "auto"  # auto | onnxruntime | tensorrt
+    max_batch: int = 4  # series per inference call
+    batch_wait_ms: float = 10.0  # how long the worker waits for more ready series to fill a batch
+    queue_size: int = 16  # prepared series waiting for the engine; producers block when full
+    intra_op_threads: int = 0  # ONNX Runtime threads; 0 = its default (all cores)
+    plan_dir: Path | None = None  # TensorRT plans, besides the bundle folder (which is always searched)
+    trt_max_batch: int = 0  # refuse plans whose profile takes fewer series than this; 0 = max_batch
+    fallback_to_onnxruntime: bool = True  # backend "tensorrt" without a usable plan runs ONNX Runtime, and says so
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    review_low: float = 0.35  # calibrated probabilities inside [review_low, review_high] need review
+    review_high: float = 0.65
+    flag_rare_positive: bool = True
+    ood_check: bool = True
+
+
+@dataclass(frozen=True)
+class GrpcConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051  # 0 picks a free port (tests)
+    tls_cert: Path | None = None  # TLS: the server's certificate chain and key (PEM), loaded and checked at start
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # mutual TLS: every client must present a certificate signed by this CA
+    clients_file: Path | None = None  # who may call what (appliance/serve/access.py; `scanside clients` edits it)
+    # Roles of a caller on this host (loopback) that presents neither a known token nor a listed certificate.
+    # A caller from another host always needs one or the other.
+    anonymous_roles: tuple[str, ...] = ("display", "ops")
+    allow_plaintext_remote: bool = False  # plaintext (no TLS) on a non-loopback address only when set
+    max_streams: int = 8  # result streams open at once, in all...
+    max_streams_per_client: int = 4  # ...and per client (or anonymous caller's address)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9108  # 0 picks a free port (tests)
+    gpu_stats: str = "auto"  # auto | nvml | tegrastats | jtop | off: where GPU memory/utilisation/temperature come from
+
+
+@dataclass(frozen=True)
+class DicomConfig:
+    enabled: bool = False  # the C-STORE receiver; the watch folder works without it
+    ae_title: str = "SCANSIDE"
+    host: str = "127.0.0.1"  # loopback unless configured: scanners and routers are named explicitly
+    port: int = 11112
+    allowed_calling_aets: tuple[str, ...] = ()  # empty: any calling AE title is accepted
+    tls_cert: Path | None = None  # DICOM TLS (secure transport profile): certificate chain and key
+    tls_key: Path | None = None
+    tls_ca: Path | None = None  # when set, callers must present a certificate signed by this CA
+    # Admission and bounds (appliance/ingest/dicom_guard.py): a sender has this long from connecting (TLS
+    # handshake included) to a complete association request; until then it holds no thread, and at most
+    # max_pending_connections such connections are held (a new one evicts the oldest of the busiest peer).
+    negotiation_timeout_s: float = 5.0
+    idle_timeout_s: float = 60.0  # an association with no traffic this long is aborted
+    max_pending_connections: int = 64
+    max_associations: int = 16  # associations at once, in all...
+    max_associations_per_peer: int = 4  # ...and from one IP address
+    max_pdu_bytes: int = 65536  # the Maximum Length announced; larger PDUs abort the association
+    max_inflight_mb: float = 512.0  # datasets held in memory by all associations together; beyond: aborted
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Results back to PACS: one DICOM Comprehensive SR per scored series, sent over C-STORE and/or written to a
+    folder. Off unless a destination is named. When on, the database keeps each scored series' patient and study
+    attributes (copied into its SR), so protect it like the PACS itself."""
+
+    pacs_ae_title: str = ""  # the PACS' AE title (called AE); empty: nothing is sent
+    pacs_host: str = "127.0.0.1"
+    pacs_port: int = 104
+    folder: Path | None = None  # also (or only) write each SR here as <SOP Instance UID>.dcm
+    max_attempts: int = 8  # tries per destination before the item is marked failed (shown by `scanside exports`)
+    retry_initial_s: float = 30.0  # wait after the first failed try; doubles after each further one
+    retry_max_s: float = 900.0  # the wait never grows beyond this
+    timeout_s: float = 30.0  # association, DIMSE and network timeouts of one try
+    series_number: int = 9901  # Series Number of the SR series; high, so PACS lists it after the images
+    institution_name: str = ""  # written into the SR when set
+    keep_failed_days: float = 30.0  # a failed SR (patient data) is kept this long for `exports retry`; 0: forever
+    tls_ca: Path | None = None  # DICOM TLS to the PACS: its certificate must chain to this CA (setting it turns TLS on)
+    tls_cert: Path | None = None  # this appliance's certificate and key, for a PACS that requires client certificates
+    tls_key: Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.pacs_ae_title) or self.folder is not None
+
+    @property
+    def destinations(self) -> tuple[str, ...]:
+        return tuple(name for name, on in (("pacs", bool(self.pacs_ae_title)), ("folder", self.folder is not None))
+                     if on)
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class Settings:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    assembly: AssemblyConfig = field(default_factory=AssemblyConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    grpc: GrpcConfig = field(default_factory=GrpcConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    dicom: DicomConfig = field(default_factory=DicomConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def replace(self, **sections: Mapping[str, Any]) -> Settings:
+        """A copy with some fields of some sections changed, validated: `s.replace(grpc={"port": 0})`."""
+        from appliance.config.loading import build  # loading builds Settings: imported when first used
+
+        merged = {name: dict(values) for name, values in sections.items()}
+        return build(merged, base=self)

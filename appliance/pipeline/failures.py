@@ -1,0 +1,50 @@
+"""The one place a series fails: its state and reason recorded, its images set aside, the failure counted by the
+stage it happened at. Every stage hands its failures here as a SeriesFailure."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from appliance.fileio import private_folder
+from appliance.handovers import SeriesFailure, SeriesInfo, SeriesState, Stage
+from appliance.ingest.quarantine import move_file
+from appliance.metrics import Metrics
+from appliance.store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+
+class FailureHandler:
+    def __init__(self, store: Store, metrics: Metrics, quarantine: Path) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.root = Path(quarantine) / "failed_series"
+        for stage in Stage:  # every stage shows, at 0, before its first failure
+            metrics.series_failed.labels(stage=stage.value)
+
+    def fail(self, info: SeriesInfo, paths: tuple[str, ...], failure: SeriesFailure) -> None:
+        """Record why, then set the series' images aside under quarantine/failed_series/<key>/. In that order: a
+        crash part-way through the moves leaves a FAILED series whose leftovers recovery moves the same way."""
+        try:
+            self.store.series.set_state(info, SeriesState.FAILED, str(failure))
+        except StoreError as exc:  # already finished (e.g. scored): nothing to set aside
+            log.warning("series %s: not marking failed: %s", info.key, exc)
+            return
+        (self.folder(info.key) / "reason.txt").write_text(f"{failure}\n")
+        for path in paths:
+            self.set_aside(info.key, path)
+        self.metrics.series_failed.labels(stage=failure.stage.value).inc()
+        # The detail can quote a library's message (values, paths): it goes to reason.txt and the database, the log
+        # line names the stage only.
+        log.warning("series %s failed at %s; the reason is in quarantine/failed_series/%s/reason.txt", info.key,
+                    failure.stage.value, info.key)
+
+    def folder(self, key: str) -> Path:
+        return private_folder(self.root / key)
+
+    def set_aside(self, key: str, path: str) -> None:
+        try:
+            move_file(Path(path), self.folder(key) / Path(path).name)
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,105 @@
+"""Complete series -> model tensors, on their own thread, in front of the inference worker.
+
+A complete series that is not a role the bundle scores is recorded as skipped and its images removed. A scored
+one keeps its source header for the SR first (its images leave the spool once scored), then is prepared and
+queued; `submit` blocks while the engine is behind, which holds the images in the spool, not in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+from appliance.export.source import capture_source
+from appliance.handovers import CompleteSeries, PreparedSeries, SeriesFailure, SeriesRole, SeriesState, Stage
+from appliance.inference.worker import InferenceWorker
+from appliance.logsafe import describe
+from appliance.metrics import Metrics
+from appliance.pipeline.failures import FailureHandler
+from appliance.pipeline.scorer import remove_files
+from appliance.preprocess import PreprocessError, PreprocessSpec, prepare
+from appliance.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Preparer:
+    def __init__(self, spec: PreprocessSpec, store: Store, metrics: Metrics, worker: InferenceWorker,
+                 failures: FailureHandler, *, keep_sources: bool) -> None:
+        self.spec = spec
+        self.store = store
+        self.metrics = metrics
+        self.worker = worker
+        self.failures = failures
+        self.keep_sources = keep_sources  # an SR will need the source header
+        self._queue: queue.Queue[CompleteSeries | None] = queue.Queue()
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scanside-prepare", daemon=True)
+
+    def on_complete(self, series: CompleteSeries) -> None:
+        """The assembler's hand-over: called on the ingest thread, so it only records and queues."""
+        info = series.info
+        if info.role is not SeriesRole.CINE_SAX:
+            self.store.series.set_state(info, SeriesState.SKIPPED, f"role {info.role.value} is not scored")
+            remove_files(series.instance_paths)
+            log.info("series %s complete (%s, %d images): %s, not scored", info.key, info.completed_by,
+                     info.received, info.role.value)
+            return
+        self.store.series.set_state(info, SeriesState.COMPLETE)
+        if self.keep_sources:
+            self._keep_source(series)
+        log.info("series %s complete (%s, %d images): queued for scoring", info.key, info.completed_by,
+                 info.received)
+        self._queue.put(series)
+
+    def _keep_source(self, series: CompleteSeries) -> None:
+        """The SR copies patient and study identity from the images, which leave the spool once scored."""
+        try:
+            started = time.perf_counter()
+            source = capture_source(series.instance_paths[0], series.instances)
+            self.store.exports.save_source(series.info.series_uid, source.header, source.instances_json())
+            self.metrics.stage_seconds.labels(stage="source").observe(time.perf_counter() - started)
+        except Exception as exc:  # whatever it is (a busy database, an odd file), scoring goes on; the series'
+            # SR export then fails visibly, naming the missing source.
+            log.warning("series %s: source header not kept for its SR: %s", series.info.key, describe(exc))
+
+    def prepare(self, series: CompleteSeries) -> PreparedSeries | None:
+        """The tensor, or None once the series has been failed (at the preprocess stage)."""
+        try:
+            started = time.perf_counter()
+            prepared = prepare(series, self.spec)
+            self.metrics.stage_seconds.labels(stage="preprocess").observe(time.perf_counter() - started)
+            return prepared
+        except PreprocessError as exc:
+            failure = SeriesFailure(Stage.PREPROCESS, str(exc))
+        except Exception as exc:  # an unexpected bug on one series must not stop the others
+            log.error("series %s: preprocessing crashed: %s", series.info.key, describe(exc))
+            failure = SeriesFailure(Stage.PREPROCESS, f"{type(exc).__name__}: {exc}")
+        self.failures.fail(series.info, series.instance_paths, failure)
+        return None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._closing.set()
+        self._queue.put(None)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            series = self._queue.get()
+            if series is None:
+                return
+            prepared = self.prepare(series)
+            if prepared is None:
+                continue
+            while not self._closing.is_set():
+                try:
+                    self.worker.submit(prepared, timeout=0.5)  # blocks while the engine is behind
+                    break
+                except queue.Full:
+                    continue

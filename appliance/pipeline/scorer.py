@@ -1,0 +1,78 @@
+"""Embedding -> scores -> stored result: the zero-shot head and the transaction that records the outcome.
+
+Runs on the inference thread, one series at a time, so a bad embedding (a NaN from an overflowing engine) or a
+failed write fails that series alone and the rest of its batch is still scored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from appliance.bundle import Bundle
+from appliance.handovers import EmbeddedSeries, SeriesFailure, Stage, StudyResult
+from appliance.logsafe import describe
+from appliance.metrics import Metrics
+from appliance.pipeline.failures import FailureHandler
+from appliance.scoring import ScoringPolicy, score_batch
+from appliance.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Scorer:
+    def __init__(self, bundle: Bundle, backend_name: str, precision: str, policy: ScoringPolicy, store: Store,
+                 metrics: Metrics, failures: FailureHandler,
+                 on_result: Callable[[StudyResult], None] | None = None) -> None:
+        self.bundle = bundle
+        self.backend_name = backend_name
+        self.precision = precision
+        self.policy = policy
+        self.store = store
+        self.metrics = metrics
+        self.failures = failures
+        self.on_result = on_result
+
+    def __call__(self, item: EmbeddedSeries) -> None:
+        started = time.perf_counter()
+        try:
+            (scores,) = score_batch(item.embedding[None], self.bundle.label_bank, self.policy)
+        except Exception as exc:
+            log.error("series %s: scoring failed: %s", item.info.key, describe(exc))
+            self.failures.fail(item.info, item.instance_paths, SeriesFailure(Stage.SCORING, type(exc).__name__))
+            return
+        score_s = time.perf_counter() - started
+        self.metrics.stage_seconds.labels(stage="scoring").observe(score_s)
+        timings = dict(item.timings_ms)
+        timings["scoring"] = score_s * 1000.0
+        result = StudyResult(info=item.info, scores=scores, bundle_name=self.bundle.name,
+                             bundle_version=self.bundle.version, backend=self.backend_name,
+                             precision=self.precision, timings_ms=timings, scored_at=time.time())
+        try:
+            event_id = self.store.results.save(result)
+        except Exception as exc:  # a full disk, a locked database: this series fails visibly, the next one tries
+            log.error("series %s: storing the result failed: %s", item.info.key, describe(exc))
+            self.failures.fail(item.info, item.instance_paths, SeriesFailure(Stage.STORE, type(exc).__name__))
+            return
+        if event_id is None:
+            log.warning("series %s already had a result; not scored twice", item.info.key)
+            return
+        self.metrics.results.labels(needs_review=str(scores.needs_review).lower()).inc()
+        self.metrics.scan_to_score.observe(max(result.scored_at - item.info.last_file_at, 0.0))
+        remove_files(item.instance_paths)
+        findings = ", ".join(f"{f.finding_id}={'+' if f.positive else '-'}" for f in scores.findings)
+        log.info("series %s scored in %.0f ms after its last image%s: %s", item.info.key,
+                 (result.scored_at - item.info.last_file_at) * 1000,
+                 " (needs review)" if scores.needs_review else "", findings)
+        if self.on_result is not None:
+            self.on_result(result)
+
+
+def remove_files(paths: tuple[str, ...]) -> None:
+    for path in paths:
+        try:
+            Path(path).unlink()
+        except FileNotFoundError:
+            pass

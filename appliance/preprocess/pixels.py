@@ -1,0 +1,74 @@
+"""Pixel data of one frame, read from the spool: the raw little-endian path for uncompressed data (no pydicom
+dataset is built), pydicom's handlers for everything else."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from appliance.handovers import PixelRef
+from appliance.preprocess.spec import PreprocessError
+
+
+def load_frame(ref: PixelRef) -> np.ndarray:
+    """The frame's modality values (rescale applied) as float32 (rows, columns)."""
+    out = np.empty((ref.rows, ref.columns), dtype=np.float32)
+    load_into(ref, out)
+    return out
+
+
+def load_into(ref: PixelRef, out: np.ndarray) -> None:
+    # Converting straight into the caller's buffer saves a copy per frame on the latency-critical path.
+    raw = _decode_with_pydicom(ref) if ref.decode_with_pydicom else _read_raw(ref)
+    if raw.shape != out.shape:
+        raise PreprocessError(f"{ref.path}: pixels are {raw.shape}, expected {out.shape}")
+    np.copyto(out, raw, casting="unsafe")
+    if ref.rescale_slope != 1.0 or ref.rescale_intercept != 0.0:
+        out *= np.float32(ref.rescale_slope)
+        out += np.float32(ref.rescale_intercept)
+
+
+def _read_raw(ref: PixelRef) -> np.ndarray:
+    if ref.offset < 0:
+        raise PreprocessError(f"{ref.path}: no byte offset for the pixel data and decode_with_pydicom is not set")
+    try:
+        dtype = np.dtype(ref.dtype)
+    except TypeError as exc:
+        raise PreprocessError(f"{ref.path}: unknown pixel dtype {ref.dtype!r}") from exc
+    if not 0 <= ref.frame_index < max(ref.number_of_frames, 1):
+        raise PreprocessError(f"{ref.path}: frame index {ref.frame_index} outside 0..{ref.number_of_frames - 1}")
+    size = ref.frame_bytes
+    start = ref.offset + ref.frame_index * size
+    try:
+        fd = os.open(ref.path, os.O_RDONLY)
+    except OSError as exc:
+        raise PreprocessError(f"{ref.path}: cannot open pixel data: {exc.strerror}") from exc
+    try:
+        data = os.pread(fd, size, start)
+    finally:
+        os.close(fd)
+    if len(data) != size:
+        raise PreprocessError(
+            f"{ref.path}: file too short for frame {ref.frame_index}: needed {size} bytes at offset {start}, "
+            f"got {len(data)}"
+        )
+    return np.frombuffer(data, dtype=dtype).reshape(ref.rows, ref.columns)
+
+
+def _decode_with_pydicom(ref: PixelRef) -> np.ndarray:
+    # Imported here: the fast path never needs pydicom's pixel handlers.
+    from pydicom.pixels import pixel_array
+
+    index = ref.frame_index if ref.number_of_frames > 1 else None
+    try:
+        arr = pixel_array(ref.path, index=index)
+    except Exception as exc:  # pydicom raises many types (missing codec, bad data, I/O)
+        raise PreprocessError(f"{ref.path}: pydicom could not decode frame {ref.frame_index}: {exc}") from exc
+    if arr.ndim == 3 and index is None:
+        arr = arr[ref.frame_index]
+    if arr.shape != (ref.rows, ref.columns):
+        raise PreprocessError(
+            f"{ref.path}: decoded frame is {arr.shape}, expected ({ref.rows}, {ref.columns}) (colour or wrong frame?)"
+        )
+    return arr

@@ -1,0 +1,83 @@
+"""The SQLite schema and its version. Tables are only ever added, so older files upgrade in place."""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 2
+# Version 2 added sources, reports and exports.
+UPGRADABLE = (1,)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS series (
+    series_uid TEXT PRIMARY KEY,
+    study_uid TEXT NOT NULL,
+    key TEXT NOT NULL,
+    role TEXT NOT NULL DEFAULT 'other',
+    state TEXT NOT NULL,
+    received INTEGER NOT NULL DEFAULT 0,
+    expected INTEGER,
+    manufacturer TEXT NOT NULL DEFAULT '',
+    description TEXT NOT NULL DEFAULT '',
+    completed_by TEXT,
+    detail TEXT,
+    first_seen REAL NOT NULL,
+    last_file_at REAL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS series_study ON series(study_uid);
+CREATE INDEX IF NOT EXISTS series_state ON series(state);
+CREATE TABLE IF NOT EXISTS results (
+    id INTEGER PRIMARY KEY,
+    series_uid TEXT NOT NULL UNIQUE REFERENCES series(series_uid),
+    study_uid TEXT NOT NULL,
+    scored_at REAL NOT NULL,
+    bundle_name TEXT NOT NULL,
+    bundle_version TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    precision TEXT NOT NULL,
+    needs_review INTEGER NOT NULL,
+    review_reasons TEXT NOT NULL,
+    ood_distance REAL,
+    findings TEXT NOT NULL,
+    timings TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_study ON results(study_uid);
+CREATE INDEX IF NOT EXISTS results_time ON results(scored_at);
+-- The header of one source instance (patient and study modules, no pixels) and the series' instance references,
+-- kept for its SR: the images themselves leave the spool once scored.
+CREATE TABLE IF NOT EXISTS sources (
+    series_uid TEXT PRIMARY KEY REFERENCES series(series_uid),
+    header BLOB NOT NULL,
+    instances TEXT NOT NULL,
+    captured_at REAL NOT NULL
+);
+-- Built once and kept, so every try (and every destination) sends the same SOP instance. Once every destination has
+-- it, the document and the series' source are dropped (the patient data they carry is in PACS now); the SR's UID
+-- stays, linking the result to the SR in PACS.
+CREATE TABLE IF NOT EXISTS reports (
+    series_uid TEXT PRIMARY KEY REFERENCES series(series_uid),
+    sop_instance_uid TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL,
+    document BLOB
+);
+CREATE TABLE IF NOT EXISTS exports (
+    id INTEGER PRIMARY KEY,
+    series_uid TEXT NOT NULL REFERENCES series(series_uid),
+    destination TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    UNIQUE (series_uid, destination)
+);
+CREATE INDEX IF NOT EXISTS exports_due ON exports(state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    series_uid TEXT NOT NULL,
+    study_uid TEXT NOT NULL
+);
+"""

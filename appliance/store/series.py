@@ -1,0 +1,93 @@
+"""Series and their states. A series in a final state never moves again: one outcome per series."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Any
+
+from appliance.handovers import EventKind, SeriesInfo, SeriesRole, SeriesRow, SeriesState
+from appliance.store import events
+from appliance.store.database import Database, StoreError
+
+
+def insert_bare(db: sqlite3.Connection, info: SeriesInfo, state: SeriesState, now: float) -> None:
+    """The row for a series first heard of at a later stage (e.g. a result after a crash lost its first image)."""
+    db.execute("INSERT INTO series (series_uid, study_uid, key, role, state, first_seen, updated_at)"
+               " VALUES (?,?,?,?,?,?,?)",
+               (info.series_uid, info.study_uid, info.key, info.role.value, state.value, now, now))
+
+
+def state_of(db: sqlite3.Connection, series_uid: str) -> SeriesState | None:
+    row = db.execute("SELECT state FROM series WHERE series_uid=?", (series_uid,)).fetchone()
+    return SeriesState(row[0]) if row else None
+
+
+class SeriesTable:
+    def __init__(self, db: Database, log: events.EventLog) -> None:
+        self._db = db
+        self._events = log
+
+    def seen(self, info: SeriesInfo) -> SeriesState | None:
+        """Record a series on its first instance; returns its state if it was already known."""
+        now = time.time()
+        with self._db.transaction() as db:
+            known = state_of(db, info.series_uid)
+            if known is not None:
+                return known
+            db.execute(
+                "INSERT INTO series (series_uid, study_uid, key, role, state, received, expected, manufacturer,"
+                " description, first_seen, last_file_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (info.series_uid, info.study_uid, info.key, info.role.value, SeriesState.RECEIVING.value,
+                 info.received, info.expected, info.manufacturer, info.description, now, info.last_file_at, now))
+            return None
+
+    def set_state(self, info: SeriesInfo, state: SeriesState, detail: str | None = None) -> SeriesState | None:
+        """Move a series to `state` (creating the row if needed); returns the previous state. Failures are events.
+        A finished series never moves again (StoreError): that would be a second outcome for one series."""
+        now = time.time()
+        with self._db.transaction() as db:
+            previous = state_of(db, info.series_uid)
+            if previous is not None and previous.is_final and previous is not state:
+                raise StoreError(f"series {info.key} is {previous.value}; refusing to make it {state.value}")
+            if previous is None:
+                insert_bare(db, info, state, now)
+            db.execute(
+                "UPDATE series SET state=?, role=?, received=?, expected=?, manufacturer=?, description=?,"
+                " completed_by=?, detail=?, last_file_at=?, updated_at=? WHERE series_uid=?",
+                (state.value, info.role.value, info.received, info.expected, info.manufacturer, info.description,
+                 info.completed_by, detail, info.last_file_at, now, info.series_uid))
+            if state is SeriesState.FAILED:
+                events.record(db, EventKind.FAILED, info.series_uid, info.study_uid, now)
+                db.execute("DELETE FROM sources WHERE series_uid=?", (info.series_uid,))  # no SR will need it
+        if state is SeriesState.FAILED:
+            self._events.notify()
+        return previous
+
+    def forget(self, series_uid: str) -> None:
+        """Drop a series row that holds nothing yet (no result, no event)."""
+        with self._db.transaction() as db:
+            db.execute("DELETE FROM series WHERE series_uid=? AND state=? AND NOT EXISTS"
+                       " (SELECT 1 FROM events WHERE events.series_uid=series.series_uid)",
+                       (series_uid, SeriesState.RECEIVING.value))
+
+    def get(self, series_uid: str) -> SeriesRow | None:
+        row = self._db.reader().execute("SELECT * FROM series WHERE series_uid=?", (series_uid,)).fetchone()
+        return _series_row(row) if row else None
+
+    def in_states(self, states: tuple[SeriesState, ...]) -> list[SeriesRow]:
+        marks = ",".join("?" * len(states))
+        rows = self._db.reader().execute(f"SELECT * FROM series WHERE state IN ({marks}) ORDER BY first_seen",
+                                         [s.value for s in states]).fetchall()
+        return [_series_row(r) for r in rows]
+
+    def counts(self) -> dict[SeriesState, int]:
+        rows = self._db.reader().execute("SELECT state, COUNT(*) FROM series GROUP BY state").fetchall()
+        return {SeriesState(r[0]): int(r[1]) for r in rows}
+
+
+def _series_row(row: sqlite3.Row) -> SeriesRow:
+    d: dict[str, Any] = dict(row)
+    d["role"] = SeriesRole(d["role"])
+    d["state"] = SeriesState(d["state"])
+    return SeriesRow(**d)
