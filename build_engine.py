@@ -188,7 +188,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def compare_embeddings(reference: np.ndarray, candidate: np.ndarray, bank: Any,
-                       policy: ScoringPolicy = ScoringPolicy(), min_cosine: float = MIN_COSINE) -> dict[str, Any]:
+                       policy: ScoringPolicy | None = None, min_cosine: float = MIN_COSINE) -> dict[str, Any]:
     """Per-study cosine and zero-shot decisions of `candidate` against `reference` (both (N, D)); `passed` when
     every cosine >= min_cosine and every finding's positive/negative decision agrees."""
     ref = np.asarray(reference, dtype=np.float64)
@@ -200,12 +200,14 @@ def compare_embeddings(reference: np.ndarray, candidate: np.ndarray, bank: Any,
         return {"passed": False, "studies": len(cand), "error": f"{bad} candidate embeddings are not finite",
                 "min_cosine": float("nan"), "decision_mismatches": []}
     cos = (normalise(ref, ref.shape[1]) * normalise(cand, cand.shape[1])).sum(axis=1)
+    policy = policy or ScoringPolicy()
     ref_scores = score_batch(ref, bank, policy)
     cand_scores = score_batch(cand, bank, policy)
-    rows, mismatches = [], []
-    for i, (r, c) in enumerate(zip(ref_scores, cand_scores)):
+    rows: list[dict[str, Any]] = []
+    mismatches: list[dict[str, Any]] = []
+    for i, (r, c) in enumerate(zip(ref_scores, cand_scores, strict=True)):
         flips = []
-        for fr, fc in zip(r.findings, c.findings):
+        for fr, fc in zip(r.findings, c.findings, strict=True):
             if fr.positive != fc.positive:
                 flips.append({"finding": fr.finding_id, "reference_score": fr.score, "candidate_score": fc.score,
                               "threshold": fr.threshold})
@@ -213,7 +215,8 @@ def compare_embeddings(reference: np.ndarray, candidate: np.ndarray, bank: Any,
         rows.append({
             "study": i,
             "cosine": float(cos[i]),
-            "max_abs_score_diff": float(max(abs(fr.score - fc.score) for fr, fc in zip(r.findings, c.findings))),
+            "max_abs_score_diff": float(max(abs(fr.score - fc.score)
+                                            for fr, fc in zip(r.findings, c.findings, strict=True))),
             "positives_reference": [f.finding_id for f in r.findings if f.positive],
             "positives_candidate": [f.finding_id for f in c.findings if f.positive],
             "same_decisions": not flips,
@@ -336,6 +339,42 @@ def pin_fp32_layers(trt: Any, network: Any) -> int:
     return pinned
 
 
+def _check_network_io(network: Any, bundle: Bundle, profile: Profile) -> None:
+    """The parsed network's inputs and outputs are the bundle's, and its batch fits the profile."""
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    outputs = [network.get_output(i) for i in range(network.num_outputs)]
+    if [t.name for t in inputs] != [bundle.input_name] or [t.name for t in outputs] != [bundle.output_name]:
+        raise BuildError(f"the parsed network's I/O is {[t.name for t in inputs]} -> {[t.name for t in outputs]}, the "
+                         f"bundle says [{bundle.input_name!r}] -> [{bundle.output_name!r}]")
+    shape = tuple(inputs[0].shape)
+    if shape[1:] != tuple(bundle.sample_shape):
+        raise BuildError(f"the network's input shape {list(shape)} does not end in the bundle's sample shape "
+                         f"{list(bundle.sample_shape)}")
+    if shape[0] != -1 and not profile.min_shape[0] == profile.max_shape[0] == shape[0]:
+        raise BuildError(f"the encoder has a fixed batch of {shape[0]}; build with --min-batch = --max-batch = "
+                         f"{shape[0]}")
+
+
+def _use_timing_cache(config: Any, cache_path: Path | None) -> dict[str, Any]:
+    """Load the timing cache into the builder config (a fresh one if it is unusable); what was loaded, for the
+    sidecar."""
+    cache_info: dict[str, Any] = {"path": None, "loaded_bytes": 0, "saved_bytes": 0}
+    if cache_path is not None:
+        cache_info["path"] = str(cache_path)
+        loaded = cache_path.read_bytes() if cache_path.is_file() else b""
+        try:
+            cache = config.create_timing_cache(loaded)
+        except (RuntimeError, TypeError):  # a damaged cache file: whether TensorRT raises or returns None
+            cache = None
+        if cache is None or not config.set_timing_cache(cache, False):
+            print(f"warning: timing cache {cache_path} is unusable (other TensorRT build or GPU?); starting afresh",
+                  file=sys.stderr)
+            loaded = b""
+            config.set_timing_cache(config.create_timing_cache(b""), False)
+        cache_info["loaded_bytes"] = len(loaded)
+    return cache_info
+
+
 def build_serialized(trt: Any, caps: Any, logger: Any, onnx_bytes: bytes, bundle: Bundle, *, typing: str,
                      precision: str, profile: Profile, workspace_bytes: int, opt_level: int,
                      cache_path: Path | None) -> tuple[bytes, dict[str, Any]]:
@@ -360,18 +399,7 @@ def build_serialized(trt: Any, caps: Any, logger: Any, onnx_bytes: bytes, bundle
     if not parser.parse(onnx_bytes):
         errors = parser_errors(parser, onnx_bytes) or [f"ONNX parser failed: {logger.last()}"]
         raise BuildError("\n".join(errors), EXIT_PARSE)
-    inputs = [network.get_input(i) for i in range(network.num_inputs)]
-    outputs = [network.get_output(i) for i in range(network.num_outputs)]
-    if [t.name for t in inputs] != [bundle.input_name] or [t.name for t in outputs] != [bundle.output_name]:
-        raise BuildError(f"the parsed network's I/O is {[t.name for t in inputs]} -> {[t.name for t in outputs]}, the "
-                         f"bundle says [{bundle.input_name!r}] -> [{bundle.output_name!r}]")
-    shape = tuple(inputs[0].shape)
-    if shape[1:] != tuple(bundle.sample_shape):
-        raise BuildError(f"the network's input shape {list(shape)} does not end in the bundle's sample shape "
-                         f"{list(bundle.sample_shape)}")
-    if shape[0] != -1 and not profile.min_shape[0] == profile.max_shape[0] == shape[0]:
-        raise BuildError(f"the encoder has a fixed batch of {shape[0]}; build with --min-batch = --max-batch = "
-                         f"{shape[0]}")
+    _check_network_io(network, bundle, profile)
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
@@ -393,20 +421,7 @@ def build_serialized(trt: Any, caps: Any, logger: Any, onnx_bytes: bytes, bundle
     if config.add_optimization_profile(opt_profile) < 0:
         raise BuildError(f"TensorRT refused the optimisation profile {profile.to_dict()}: {logger.last()}")
 
-    cache_info: dict[str, Any] = {"path": None, "loaded_bytes": 0, "saved_bytes": 0}
-    if cache_path is not None:
-        cache_info["path"] = str(cache_path)
-        loaded = cache_path.read_bytes() if cache_path.is_file() else b""
-        try:
-            cache = config.create_timing_cache(loaded)
-        except (RuntimeError, TypeError):  # a damaged cache file: whether TensorRT raises or returns None
-            cache = None
-        if cache is None or not config.set_timing_cache(cache, False):
-            print(f"warning: timing cache {cache_path} is unusable (other TensorRT build or GPU?); starting afresh",
-                  file=sys.stderr)
-            loaded = b""
-            config.set_timing_cache(config.create_timing_cache(b""), False)
-        cache_info["loaded_bytes"] = len(loaded)
+    cache_info = _use_timing_cache(config, cache_path)
 
     started = time.perf_counter()
     try:
@@ -460,7 +475,7 @@ def verify_plan(bundle: Bundle, choice: PlanChoice, studies: int, seed: int, min
     finally:
         backend.close()
     report = compare_embeddings(reference, candidate, bundle.label_bank, ScoringPolicy(), min_cosine)
-    for row, cond in zip(report["per_study"], conditions):
+    for row, cond in zip(report["per_study"], conditions, strict=True):
         row["condition"] = cond
     report.update({"reference": "onnxruntime fp32 (CPU)", "candidate": f"tensorrt {choice.info.precision}",
                    "seed": seed, "checked_at": utc_now()})
@@ -632,8 +647,8 @@ def run(args: argparse.Namespace) -> int:
         write_json_atomic(verify_report_path(plan_path), verification)
         print(format_comparison(verification, f"{plan_path.name}: TensorRT {args.precision} vs ONNX Runtime FP32"))
         print(f"comparison saved to {verify_report_path(plan_path)}")
-    summary = {k: verification.get(k) for k in ("passed", "skipped", "studies", "min_cosine", "mean_cosine",
-                                                "max_abs_score_diff", "seed", "checked_at") if k in verification}
+    kept = ("passed", "skipped", "studies", "min_cosine", "mean_cosine", "max_abs_score_diff", "seed", "checked_at")
+    summary: dict[str, Any] = {k: verification.get(k) for k in kept if k in verification}
     summary["decision_mismatches"] = len(verification.get("decision_mismatches", []))
     info = dataclasses.replace(info, verification=summary)
     if not verification.get("passed") and not verification.get("skipped"):

@@ -40,7 +40,7 @@ def test_roles_from_geometry_and_timing_not_names():
     assert classify([frame(0.0, 30.0 * p) for p in range(10)]) is SeriesRole.CINE_LAX
     assert classify([frame(-8.0 * s, None) for s in range(5)]) is SeriesRole.OTHER  # a single-phase stack
     assert classify(stack, {"ORIGINAL", "LOCALIZER"}) is SeriesRole.OTHER
-    tilted = stack[:-1] + [frame(0.0, 30.0, (1, 0, 0, 0, 0, 1))]
+    tilted = [*stack[:-1], frame(0.0, 30.0, (1, 0, 0, 0, 0, 1))]
     assert classify(tilted) is SeriesRole.OTHER  # planes that are not parallel are not one stack
 
 

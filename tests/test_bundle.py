@@ -82,17 +82,17 @@ def test_tampered_file_is_refused_with_both_hashes(bundle_dir: Path) -> None:
 
 def test_missing_listed_file_is_refused(bundle_dir: Path) -> None:
     (bundle_dir / "label_bank.json").unlink()
-    with pytest.raises(BundleError, match="listed file 'label_bank.json' is missing"):
+    with pytest.raises(BundleError, match=r"listed file 'label_bank\.json' is missing"):
         load_bundle(bundle_dir)
 
 
 def test_missing_or_unparseable_manifest_is_refused(bundle_dir: Path) -> None:
     text = (bundle_dir / "manifest.json").read_text()
     (bundle_dir / "manifest.json").write_text(text[:-20])
-    with pytest.raises(BundleError, match="manifest.json is not valid JSON"):
+    with pytest.raises(BundleError, match=r"manifest\.json is not valid JSON"):
         load_bundle(bundle_dir)
     (bundle_dir / "manifest.json").unlink()
-    with pytest.raises(BundleError, match="manifest.json is missing"):
+    with pytest.raises(BundleError, match=r"manifest\.json is missing"):
         load_bundle(bundle_dir)
     with pytest.raises(BundleError, match="not a directory"):
         load_bundle(bundle_dir / "nowhere")
@@ -149,7 +149,7 @@ def test_label_bank_round_trips_through_json(bundle_dir: Path) -> None:
     bank = load_bundle(bundle_dir).label_bank
     again = LabelBank.from_json(bank.to_json())
     assert [f.id for f in again.findings] == [f.id for f in bank.findings]
-    for a, b in zip(again.findings, bank.findings):
+    for a, b in zip(again.findings, bank.findings, strict=True):
         np.testing.assert_array_equal(a.embeddings, b.embeddings)
         assert (a.threshold, a.slope, a.intercept, a.rare) == (b.threshold, b.slope, b.intercept, b.rare)
     np.testing.assert_array_equal(again.reference.components, bank.reference.components)

@@ -66,5 +66,5 @@ def test_lists_from_toml_arrays_and_comma_separated_environment(tmp_path):
 def test_missing_file_and_bad_env():
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings("/nonexistent/scanside.toml", env={})
-    with pytest.raises(ConfigError, match="ingest.rescan_on_start"):
+    with pytest.raises(ConfigError, match=r"ingest\.rescan_on_start"):
         load_settings(env={"SCANSIDE_INGEST_RESCAN_ON_START": "maybe"})

@@ -161,11 +161,11 @@ def test_build_exporter_checks_each_destination_and_names_the_setting(tmp_path):
     not_a_folder.write_text("x")
     settings = Settings().replace(paths={"data_dir": str(tmp_path)}, export={"folder": str(not_a_folder)})
     store = Store(tmp_path / "db.sqlite")
-    with pytest.raises(ConfigError, match="export.folder .* exists and is not a folder"):
+    with pytest.raises(ConfigError, match=r"export\.folder .* exists and is not a folder"):
         build_exporter(settings, store, Metrics(CollectorRegistry()))
     settings = Settings().replace(paths={"data_dir": str(tmp_path)},
                                   export={"pacs_ae_title": "PACS", "tls_ca": str(tmp_path / "missing.pem")})
-    with pytest.raises(ConfigError, match="export.tls_ca / tls_cert / tls_key cannot be loaded"):
+    with pytest.raises(ConfigError, match=r"export\.tls_ca / tls_cert / tls_key cannot be loaded"):
         build_exporter(settings, store, Metrics(CollectorRegistry()))
     assert build_exporter(Settings().replace(paths={"data_dir": str(tmp_path)}), store,
                           Metrics(CollectorRegistry())) is None  # nothing named: export off

@@ -50,7 +50,7 @@ def test_studies_written_file_by_file_are_scored_and_streamed(appliance):
         assert {e.result.series_instance_uid for e in events} == {cine_uid(p) for p in plans}
         assert [e.event_id for e in events] == [1, 2, 3]
         for event, plan in zip(sorted(events, key=lambda e: e.result.study_instance_uid),
-                               sorted(plans, key=lambda p: p.study_uid)):
+                               sorted(plans, key=lambda p: p.study_uid), strict=True):
             r = event.result
             assert r.study_instance_uid == plan.study_uid
             assert r.bundle_name == "placeholder" and r.backend == "onnxruntime"

@@ -158,7 +158,7 @@ def test_a_resent_image_of_a_series_waiting_to_be_scored_is_dropped(tmp_path):
 
 
 def test_an_unexpected_reader_error_sets_the_file_aside(tmp_path, monkeypatch):
-    ing, done, _, metrics, _ = make(tmp_path)
+    ing, _done, _, metrics, _ = make(tmp_path)
     path = write(mr_dataset(), tmp_path / "in" / "x.dcm")
     import appliance.ingest.ingestor as mod
 
@@ -173,7 +173,7 @@ def test_an_unexpected_reader_error_sets_the_file_aside(tmp_path, monkeypatch):
 
 
 def test_files_in_hidden_folders_are_left_to_their_writer(tmp_path):
-    ing, done, _, _, _ = make(tmp_path)
+    ing, _done, _, _, _ = make(tmp_path)
     hidden = write(mr_dataset(), tmp_path / "in" / ".staging" / "x.dcm")
     assert ing.rescan(tmp_path / "in") == 0
     ing.submit(str(hidden), root=str(tmp_path / "in"))

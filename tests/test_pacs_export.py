@@ -113,7 +113,7 @@ def test_the_sr_of_a_scored_study_arrives_in_orthanc_and_says_what_was_scored(ap
     assert ("Needs human review", "Yes" if stored.scores.needs_review else "No") in content
     findings = [item for item in sr.ContentSequence if item.ValueType == "CONTAINER"]
     assert len(findings) == len(stored.scores.findings)
-    for box, expected in zip(findings, stored.scores.findings):
+    for box, expected in zip(findings, stored.scores.findings, strict=True):
         values = dict(_flatten(box.ContentSequence, deep=False))
         assert values["Finding"] == expected.name
         assert values["Zero-shot decision"] == ("Present" if expected.positive else "Absent")

@@ -93,7 +93,7 @@ def test_dicom_tls_echo_with_a_verified_server_certificate(appliance, tmp_path):
     if OPENSSL is None:
         pytest.skip("openssl is needed to make a test certificate")
     key, cert = self_signed(tmp_path / "tls", "127.0.0.1")
-    app, port = receiver_app(appliance, tls_cert=str(cert), tls_key=str(key))
+    _app, port = receiver_app(appliance, tls_cert=str(cert), tls_key=str(key))
     # echoscu verifies the server against the certificate it is given (+cf), over TLS (+tla: no client cert).
     ok = run(ECHOSCU, "+tla", "+cf", str(cert), "-aec", "SCANSIDE", "127.0.0.1", str(port))
     assert ok.returncode == 0, ok.stderr

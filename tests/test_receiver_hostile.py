@@ -178,7 +178,7 @@ def test_oversized_pdus_are_refused_before_they_are_buffered(tmp_path, tiny_bund
         pdu = struct.pack(">BBL", 0x04, 0, 6 + len(pdv)) + struct.pack(">LBB", 2 + len(pdv), 3, 0x00) + pdv
         refused_after = 0
         try:
-            for refused_after in range(1, 200):
+            for refused_after in range(1, 200):  # noqa: B007 - read after the loop: how far it got
                 sock.sendall(pdu)
         except OSError:
             pass
@@ -295,10 +295,10 @@ def test_datasets_in_memory_are_bounded_across_associations(appliance):
     app = appliance(dicom={"enabled": True, "port": port, "max_inflight_mb": 1.0}, ingest={"max_instance_mb": 1.0})
     pdv = bytes(60000)
     fragment = struct.pack(">BBL", 0x04, 0, 6 + len(pdv)) + struct.pack(">LBB", 2 + len(pdv), 3, 0x00) + pdv
-    first, kind, _ = associate(port)
+    first, _kind, _ = associate(port)
     for _ in range(10):  # 600 kB of a dataset that has not ended: held by the receiver
         first.sendall(fragment)
-    second, kind, _ = associate(port)
+    second, _kind, _ = associate(port)
     try:
         for _ in range(10):
             second.sendall(fragment)

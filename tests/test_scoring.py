@@ -129,11 +129,11 @@ def test_score_batch_equals_single_scoring() -> None:
     embeddings = rng.standard_normal((7, 4)).astype(np.float32)
     batch = score_batch(embeddings, bank)
     assert len(batch) == 7
-    for e, s in zip(embeddings, batch):
+    for e, s in zip(embeddings, batch, strict=True):
         single = score_embedding(e, bank)
         assert s.review_reasons == single.review_reasons
         assert s.ood_distance == pytest.approx(single.ood_distance, rel=1e-9)
-        for a, b in zip(s.findings, single.findings):
+        for a, b in zip(s.findings, single.findings, strict=True):
             assert (a.finding_id, a.positive, a.review_reasons) == (b.finding_id, b.positive, b.review_reasons)
             assert a.score == pytest.approx(b.score, rel=1e-9)
             assert a.probability == pytest.approx(b.probability, rel=1e-9)

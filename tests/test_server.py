@@ -35,7 +35,9 @@ def served(tmp_path):
 
 def test_health_follows_readiness_and_reflection_lists_the_services(served):
     _, server, client, _ = served
-    check = lambda: client.health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5).status
+    def check():
+        return client.health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5).status
+
     assert check() == health_pb2.HealthCheckResponse.NOT_SERVING
     server.set_serving(True)
     assert check() == health_pb2.HealthCheckResponse.SERVING

@@ -309,8 +309,8 @@ def test_retention_waits_for_every_destination_and_also_drops_a_lone_source(tmp_
         store.exports.save_report(result.info.series_uid, f"1.9.{n}", b"document")
         cases[states] = result.info.series_uid
         # states are (folder, pacs), in destination order
-        for item, state in zip(sorted(store.exports.items(series_uid=result.info.series_uid), key=lambda e: e.destination),
-                               states):
+        items = sorted(store.exports.items(series_uid=result.info.series_uid), key=lambda e: e.destination)
+        for item, state in zip(items, states, strict=True):
             if state != "pending":
                 store.exports.record_try(item.id, state == "delivered", "x", None)
     source_only = scored("1.2.9.1", "1.2.9")  # failed before its SR was built: only the source is held
@@ -329,7 +329,8 @@ def test_retention_waits_for_every_destination_and_also_drops_a_lone_source(tmp_
         db.execute("UPDATE exports SET updated_at=? WHERE state='failed'", (now - 100,))
     assert store.exports.expire_failed(failed_before=now - 50) == 3
     assert store.exports.report(cases[("failed", "pending")]) is not None  # something still on its way: kept
-    assert store.exports.report(cases[("failed", "failed")]) is None and store.exports.report(cases[("failed", "delivered")]) is None
+    assert store.exports.report(cases[("failed", "failed")]) is None
+    assert store.exports.report(cases[("failed", "delivered")]) is None
     assert store.exports.source("1.2.9.1") is None
     assert all("keep_failed_days" in e.last_error for e in store.exports.items(series_uid="1.2.9.1"))
     store.close()

@@ -34,7 +34,7 @@ def test_cine_frames_equal_the_dicom_frames(vendor):
     plan = plan_study(21, vendor, condition="hcm", **SMALL)
     ref, fast = dicom_frames(plan), cine_frames(plan)
     assert len(fast) == len(ref) == plan.n_slices * plan.n_phases
-    for r, f in zip(ref, fast):
+    for r, f in zip(ref, fast, strict=True):
         assert f.pixels.dtype == np.float32
         np.testing.assert_array_equal(f.pixels, r.pixels)
         assert (f.position, f.orientation, f.pixel_spacing, f.trigger_time) == (
@@ -57,9 +57,9 @@ def test_other_specs_and_slice_subsets():
     spec = PreprocessSpec(frames=9, size=(40, 32), fov_mm=120.0, slice_fractions=(0.0, 0.4, 1.0))
     np.testing.assert_allclose(study_tensor(plan, spec), stack_from_arrays(every, spec), rtol=0, atol=1e-6)
     some = cine_frames(plan, [3, 1])
-    expected = [f for f, g in zip(every, cine_geometry(plan)) if g.slice_index in (1, 3)]
+    expected = [f for f, g in zip(every, cine_geometry(plan), strict=True) if g.slice_index in (1, 3)]
     assert len(some) == len(expected) == 2 * plan.n_phases
-    for a, b in zip(some, expected):
+    for a, b in zip(some, expected, strict=True):
         np.testing.assert_array_equal(a.pixels, b.pixels)
         assert a.position == b.position and a.trigger_time == b.trigger_time
     with pytest.raises(ValueError):

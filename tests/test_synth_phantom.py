@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import numpy as np
@@ -70,7 +71,7 @@ def test_contraction_curve_shape():
     assert contraction(0.0, es) == pytest.approx(0.0)
     assert contraction(es, es) == pytest.approx(1.0)
     systole = [contraction(x, es) for x in np.linspace(0.0, es, 20)]
-    assert all(b >= a for a, b in zip(systole, systole[1:]))
+    assert all(b >= a for a, b in itertools.pairwise(systole))
     assert contraction(0.999, es) < 0.01
     assert 0.1 < contraction(0.8, es) < 0.3  # diastasis: mostly but not fully refilled
 

@@ -20,23 +20,24 @@ DIAGNOSES = ("nonischaemic_cm", "ischaemic_cm", "hcm", "amyloidosis")
 # Deliberately written from the clinical vocabulary, not from the generator's phrase lists, so that a new phrasing
 # that a reader would take the wrong way fails here.
 
-I = re.IGNORECASE
-NEGATION = re.compile(r"\b(no|normal|not|without|preserved)\b", I)
+ICASE = re.IGNORECASE
+NEGATION = re.compile(r"\b(no|normal|not|without|preserved)\b", ICASE)
 BOTH = r"biventricular|both ventricles|left and right ventric"
-LV = re.compile(rf"(\bLV|left ventric|{BOTH})", I)
-RV = re.compile(rf"(\bRV|right ventric|{BOTH})", I)
-ENLARGED = re.compile(r"(dilat|enlarg)", I)
-IMPAIRED = re.compile(r"(impair|reduc|hypokines|dysfunction|depress)", I)
-SIZE = re.compile(r"(size|dilat|enlarg|dimension|volume|diameter|LVEDD)", I)
-FUNCTION = re.compile(r"(function|systolic|ejection|\bLVEF|\bRVEF|contract|hypokines|impair)", I)
-THICK = re.compile(r"(hypertroph|thicken|thickness|\bLVH\b)", I)
-EFFUSION = re.compile(r"(effusion|pericardial fluid)", I)
-NICM = re.compile(r"(non-?isch(a)?emic|dilated cardiomyopathy|\bDCM\b|\bNICM\b)", I)
-ICM = re.compile(r"((?<!non-)(?<!non)isch(a)?emic|infarct|akine|territory|regional wall motion|\bscar\b|\bICM\b)", I)
-HCM = re.compile(r"(hypertrophic cardiomyopathy|\bHCM\b|asymmetric septal)", I)
-AMYLOID = re.compile(r"amyloid", I)
-WHOLE_STUDY = re.compile(r"(normal (study|cardiac|CMR|heart|examination)|structurally normal)", I)
-LGE = re.compile(r"(enhancement|\bLGE\b)", I)
+LV = re.compile(rf"(\bLV|left ventric|{BOTH})", ICASE)
+RV = re.compile(rf"(\bRV|right ventric|{BOTH})", ICASE)
+ENLARGED = re.compile(r"(dilat|enlarg)", ICASE)
+IMPAIRED = re.compile(r"(impair|reduc|hypokines|dysfunction|depress)", ICASE)
+SIZE = re.compile(r"(size|dilat|enlarg|dimension|volume|diameter|LVEDD)", ICASE)
+FUNCTION = re.compile(r"(function|systolic|ejection|\bLVEF|\bRVEF|contract|hypokines|impair)", ICASE)
+THICK = re.compile(r"(hypertroph|thicken|thickness|\bLVH\b)", ICASE)
+EFFUSION = re.compile(r"(effusion|pericardial fluid)", ICASE)
+NICM = re.compile(r"(non-?isch(a)?emic|dilated cardiomyopathy|\bDCM\b|\bNICM\b)", ICASE)
+ICM = re.compile(r"((?<!non-)(?<!non)isch(a)?emic|infarct|akine|territory|regional wall motion|\bscar\b|\bICM\b)",
+                 ICASE)
+HCM = re.compile(r"(hypertrophic cardiomyopathy|\bHCM\b|asymmetric septal)", ICASE)
+AMYLOID = re.compile(r"amyloid", ICASE)
+WHOLE_STUDY = re.compile(r"(normal (study|cardiac|CMR|heart|examination)|structurally normal)", ICASE)
+LGE = re.compile(r"(enhancement|\bLGE\b)", ICASE)
 
 
 def sentences(text: str) -> list[str]:
@@ -46,35 +47,49 @@ def sentences(text: str) -> list[str]:
 def claims(sentence: str) -> tuple[set[str], set[str]]:
     """(labels the sentence asserts, labels it denies)."""
     if NEGATION.search(sentence):
-        denied: set[str] = set()
-        if WHOLE_STUDY.search(sentence):
-            return set(), set(LABELS)
-        if re.search("cardiomyopathy", sentence, I):
-            denied |= set(DIAGNOSES)
-        if ICM.search(sentence):
-            denied.add("ischaemic_cm")
-        if re.search(r"(infiltrat|amyloid)", sentence, I):
-            denied.add("amyloidosis")
-        if LGE.search(sentence) or re.search(r"\bscar\b", sentence, I):
-            denied |= {"ischaemic_cm", "amyloidosis"}
-        if EFFUSION.search(sentence):
-            denied.add("pericardial_effusion")
-        if THICK.search(sentence):
-            denied.add("lv_hypertrophy")
-        for side, pattern in (("lv", LV), ("rv", RV)):
-            if pattern.search(sentence):
-                size, func = SIZE.search(sentence), FUNCTION.search(sentence)
-                if size:
-                    denied.add(f"{side}_dilation")
-                if func:
-                    denied.add("lv_systolic_dysfunction" if side == "lv" else "rv_dysfunction")
-                if not (size or func or denied):
-                    denied |= {f"{side}_dilation", "lv_systolic_dysfunction" if side == "lv" else "rv_dysfunction"}
-        return set(), denied
+        return set(), denied_by(sentence)
+    return asserted_by(sentence), set()
+
+
+def denied_by(sentence: str) -> set[str]:
+    if WHOLE_STUDY.search(sentence):
+        return set(LABELS)
+    denied: set[str] = set()
+    if re.search("cardiomyopathy", sentence, ICASE):
+        denied |= set(DIAGNOSES)
+    if ICM.search(sentence):
+        denied.add("ischaemic_cm")
+    if re.search(r"(infiltrat|amyloid)", sentence, ICASE):
+        denied.add("amyloidosis")
+    if LGE.search(sentence) or re.search(r"\bscar\b", sentence, ICASE):
+        denied |= {"ischaemic_cm", "amyloidosis"}
+    if EFFUSION.search(sentence):
+        denied.add("pericardial_effusion")
+    if THICK.search(sentence):
+        denied.add("lv_hypertrophy")
+    for side, pattern in (("lv", LV), ("rv", RV)):
+        if pattern.search(sentence):
+            denied |= denied_of_ventricle(sentence, side, denied)
+    return denied
+
+
+def denied_of_ventricle(sentence: str, side: str, denied_so_far: set[str]) -> set[str]:
+    """A negated sentence about one ventricle: its size, its function, or (naming neither) both."""
+    function = "lv_systolic_dysfunction" if side == "lv" else "rv_dysfunction"
+    size, func = SIZE.search(sentence), FUNCTION.search(sentence)
+    out = {f"{side}_dilation"} if size else set()
+    if func:
+        out.add(function)
+    if not (size or func or denied_so_far):
+        out = {f"{side}_dilation", function}
+    return out
+
+
+def asserted_by(sentence: str) -> set[str]:
     said: set[str] = set()
     if LV.search(sentence) and ENLARGED.search(sentence):
         said.add("lv_dilation")
-    if (LV.search(sentence) and IMPAIRED.search(sentence)) or re.search("global hypokines", sentence, I):
+    if (LV.search(sentence) and IMPAIRED.search(sentence)) or re.search("global hypokines", sentence, ICASE):
         said.add("lv_systolic_dysfunction")
     if RV.search(sentence) and ENLARGED.search(sentence):
         said.add("rv_dilation")
@@ -87,7 +102,7 @@ def claims(sentence: str) -> tuple[set[str], set[str]]:
     for label, pattern in (("nonischaemic_cm", NICM), ("ischaemic_cm", ICM), ("hcm", HCM), ("amyloidosis", AMYLOID)):
         if pattern.search(sentence):
             said.add(label)
-    return said, set()
+    return said
 
 
 def cohort(n: int, seed: int = 0) -> list[tuple[str, HeartParams]]:
@@ -216,7 +231,7 @@ def test_severity_words_follow_the_values():
         for s in sentences(impression(p, rng)):
             if not (LV.search(s) and not RV.search(s) and IMPAIRED.search(s)) or ENLARGED.search(s):
                 continue
-            word = re.search(r"\b(mild|moderate|severe)(ly)?\b", s, I)
+            word = re.search(r"\b(mild|moderate|severe)(ly)?\b", s, ICASE)
             if word:
                 ef = m["lvef_pct"]
                 expected = "mild" if ef >= 40 else ("moderate" if ef >= 30 else "severe")
@@ -231,7 +246,7 @@ def test_effusion_size_words_follow_the_depth():
         p = HeartParams(effusion_mm=mm)
         texts = [impression(p, rng) for _ in range(20)]
         said = rf"\b{word}\b[^.;]*pericardial effusion|pericardial effusion, {word}"
-        assert all(re.search(said, t, I) for t in texts), word
+        assert all(re.search(said, t, ICASE) for t in texts), word
 
 
 def test_impression_is_deterministic_given_the_rng():
@@ -251,7 +266,7 @@ def test_phrasing_and_order_vary():
     for t in texts:
         for key, pattern in (("abbrev", r"\bLV\b"), ("words", r"left ventric"), ("dilatation", r"dilatation"),
                              ("dilation", r"dilation"), ("enlarged", r"enlarg"), ("dilated", r"dilated")):
-            lv_words[key] += bool(re.search(pattern, t, I))
+            lv_words[key] += bool(re.search(pattern, t, ICASE))
     assert all(lv_words[k] > 15 for k in lv_words), lv_words
     # the abnormal finding is not pinned to the first informative sentence
     firsts = [next(x for x in sentences(t) if any(claims(x))) for t in texts]
@@ -269,7 +284,7 @@ def test_normal_studies_read_normal_and_negations_appear():
         assert phrase in joined
     # negatives also show up in abnormal studies, for the findings that are normal there
     hcm = sample_params("hcm", np.random.default_rng(1), 0.6)
-    assert any(re.search(r"\bno (significant )?pericardial effusion", impression(hcm, rng), I) for _ in range(50))
+    assert any(re.search(r"\bno (significant )?pericardial effusion", impression(hcm, rng), ICASE) for _ in range(50))
 
 
 def test_diagnosis_wording_per_condition():
@@ -278,7 +293,7 @@ def test_diagnosis_wording_per_condition():
              "icm": r"isch(a)?emic|infarct", "dcm": r"cardiomyopathy|\bDCM\b"}
     for condition, pattern in cases.items():
         p = sample_params(condition, np.random.default_rng(3), 0.8)
-        hits = sum(bool(re.search(pattern, impression(p, rng), I)) for _ in range(40))
+        hits = sum(bool(re.search(pattern, impression(p, rng), ICASE)) for _ in range(40))
         assert hits == 40, condition
     icm = dataclasses.replace(sample_params("icm", np.random.default_rng(3), 0.8), akinetic_territory="LAD")
     assert any("anterior" in impression(icm, rng).lower() for _ in range(20))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import threading
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def test_same_seed_same_study():
     assert [s.series_uid for s in a.series] == [s.series_uid for s in b.series]
     ia, ib = list(iter_instances(a))[:6], list(iter_instances(b))[:6]
     assert [i.relpath for i in ia] == [i.relpath for i in ib]
-    assert all(encode(x.dataset) == encode(y.dataset) for x, y in zip(ia, ib))
+    assert all(encode(x.dataset) == encode(y.dataset) for x, y in zip(ia, ib, strict=True))
     other = plan_study(6, "A", **SMALL)
     assert other.study_uid != a.study_uid
     assert plan_study(5, "A", condition="dcm", **SMALL).study_uid != a.study_uid
@@ -172,7 +173,7 @@ def test_trigger_times_and_non_cine_series():
     for s in range(plan.n_slices):
         block = cine[s * plan.n_phases:(s + 1) * plan.n_phases]
         times = [float(d.TriggerTime) for d in block]
-        assert times[0] == 0.0 and all(b > a for a, b in zip(times, times[1:]))
+        assert times[0] == 0.0 and all(b > a for a, b in itertools.pairwise(times))
         assert times[-1] < float(block[0].NominalInterval)
         assert {d.CardiacNumberOfImages for d in block} == {plan.n_phases}
         assert len({tuple(d.ImagePositionPatient) for d in block}) == 1

@@ -70,7 +70,7 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_build_verifies_and_installs_a_named_plan_with_its_sidecar(built) -> None:
     import tensorrt as trt
 
-    bundle, plan_dir = built
+    _bundle, plan_dir = built
     plans = list(plan_dir.glob("*.plan"))
     assert len(plans) == 1
     plan = plans[0]

@@ -49,6 +49,8 @@ def evaluate_split(embeddings: np.ndarray, labels: np.ndarray, bank: LabelBank) 
 
 
 def ood_rate(embeddings: np.ndarray, bank: LabelBank) -> float:
+    if bank.reference is None:
+        raise ValueError("the label bank has no reference statistics to measure out-of-distribution against")
     distances = ood_distances(normalise(embeddings, bank.dim), bank.reference)
     return float((distances > bank.reference.threshold).mean())
 

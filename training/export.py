@@ -28,7 +28,8 @@ def _export(model: torch.nn.Module, args: tuple, input_names: list[str], output_
         # The TorchScript-based exporter is the one that writes LayerNormalization as one op at opset 17 without
         # onnxscript; torch marks it deprecated but it is what TensorRT 10.3 and 11 both read well.
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, args, buffer, dynamo=False, opset_version=OPSET, input_names=input_names,
+        torch.onnx.export(model, args, buffer,  # type: ignore[arg-type]  # a file object works; the stub says path
+                          dynamo=False, opset_version=OPSET, input_names=input_names,
                           output_names=[output_name], dynamic_axes=dynamic, do_constant_folding=True)
     data = buffer.getvalue()
     onnx.checker.check_model(onnx.load_from_string(data))

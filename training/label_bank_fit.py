@@ -23,7 +23,7 @@ def select_prompts(candidates: Sequence[str], embed_prompts: Callable[[list[str]
     chosen: list[int] = []
     best = -1.0
     while len(chosen) < min(max_prompts, len(candidates)):
-        trials = [(auroc(x @ emb[chosen + [i]].mean(axis=0), val_labels), i)
+        trials = [(auroc(x @ emb[[*chosen, i]].mean(axis=0), val_labels), i)
                   for i in range(len(candidates)) if i not in chosen]
         score, pick = max(trials)
         if len(chosen) >= min_prompts and score <= best:

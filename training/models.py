@@ -78,11 +78,11 @@ class _Attention(nn.Module):
         self.out = nn.Linear(width, width)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        n, l, d = x.shape
-        qkv = self.qkv(x).reshape(n, l, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        n, length, d = x.shape
+        qkv = self.qkv(x).reshape(n, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
         att = torch.softmax(q @ k.transpose(-1, -2) / (d // self.heads) ** 0.5 + bias, dim=-1)
-        return self.out((att @ v).transpose(1, 2).reshape(n, l, d))
+        return self.out((att @ v).transpose(1, 2).reshape(n, length, d))
 
 
 class _Layer(nn.Module):

@@ -252,7 +252,7 @@ def build_placeholder_bundle(
     prompt_vectors = [_unit_rows(rng, len(prompts), EMBEDDING_DIM) for _, _, prompts, _, _ in FINDINGS]
     unit = normalise(embeddings, EMBEDDING_DIM)
     findings = []
-    for (fid, name, prompts, prevalence, rare), vectors in zip(FINDINGS, prompt_vectors):
+    for (fid, name, prompts, prevalence, rare), vectors in zip(FINDINGS, prompt_vectors, strict=True):
         scores = unit @ vectors.mean(axis=0)
         q25, median, q75 = np.quantile(scores, [0.25, 0.5, 0.75])
         iqr = float(q75 - q25)

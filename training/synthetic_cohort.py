@@ -22,9 +22,11 @@ def cine_frames(plan: StudyPlan) -> list[ArrayFrame]:
         ds = inst.dataset
         pixels = ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1.0)) + float(
             ds.get("RescaleIntercept", 0.0))
-        frames.append(ArrayFrame(pixels=pixels, position=tuple(float(x) for x in ds.ImagePositionPatient),
-                                 orientation=tuple(float(x) for x in ds.ImageOrientationPatient),
-                                 pixel_spacing=tuple(float(x) for x in ds.PixelSpacing),
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
+        r0, r1, r2, c0, c1, c2 = (float(v) for v in ds.ImageOrientationPatient)
+        rows, cols = (float(v) for v in ds.PixelSpacing)
+        frames.append(ArrayFrame(pixels=pixels, position=(x, y, z), orientation=(r0, r1, r2, c0, c1, c2),
+                                 pixel_spacing=(rows, cols),
                                  trigger_time=float(ds.TriggerTime)))
     return frames
 

@@ -82,8 +82,8 @@ def train_teacher(train: Split, tokenizer: Tokenizer, cfg: TrainConfig, log: Cal
             x = augment(torch.from_numpy(np.asarray(train.tensors[idx_np], dtype=np.float32)), gen)
             picks = [encoded[i] for i in idx_np]
             which = rng.integers(0, [len(p[0]) for p in picks])
-            ids = torch.from_numpy(np.stack([p[0][w] for p, w in zip(picks, which)]))
-            mask = torch.from_numpy(np.stack([p[1][w] for p, w in zip(picks, which)]))
+            ids = torch.from_numpy(np.stack([p[0][w] for p, w in zip(picks, which, strict=True)]))
+            mask = torch.from_numpy(np.stack([p[1][w] for p, w in zip(picks, which, strict=True)]))
             loss = clip_loss(video(x), text(ids, mask), cfg.temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

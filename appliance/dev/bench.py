@@ -52,7 +52,8 @@ class Numbers:
 
 def _stage(plan, folder: Path) -> tuple[list[Path], list[Path]]:
     """Write a study to a staging folder: (cine files in scanner order, other files)."""
-    cine, others = [], []
+    cine: list[Path] = []
+    others: list[Path] = []
     for inst in iter_instances(plan):
         path = write_instance(inst, folder, mode="rename")
         (cine if inst.series_role == "cine_sax" else others).append(path)
@@ -152,7 +153,7 @@ def bench_ingest(work: Path, numbers: Numbers, studies: int) -> None:
 
     started = time.perf_counter()
     for p in cine:
-        pydicom.dcmread(p).pixel_array
+        _ = pydicom.dcmread(p).pixel_array
     plain = n / (time.perf_counter() - started)
 
     bundle = load_bundle(DEFAULT_BUNDLE)
@@ -167,7 +168,8 @@ def bench_ingest(work: Path, numbers: Numbers, studies: int) -> None:
             shutil.copy(p, dest)
             copies.append(dest)
         done: list = []
-        on_complete = (lambda s: done.append(prepare(s, bundle.preprocess))) if with_preprocess else done.append
+        on_complete = (lambda s, done=done: done.append(prepare(s, bundle.preprocess))) if with_preprocess \
+            else done.append
         settings = Settings().replace(paths={"data_dir": str(root), "watch_dir": str(incoming)},
                                       assembly={"quiet_period_s": 5.0})
         ing = build_ingestor(settings, build_store(settings), Assembler(settings.assembly.quiet_period_s),
@@ -213,8 +215,8 @@ def bench_memory(work: Path, numbers: Numbers, studies_per_scanner: int) -> None
 
 
 def bench_sr_export(work: Path, numbers: Numbers, repeats: int) -> None:
+    from pydicom.uid import ComprehensiveSRStorage
     from pynetdicom import AE, evt
-    from pynetdicom.sop_class import ComprehensiveSRStorage
 
     from appliance.dev.served import free_port
     from appliance.export import build_exporter
@@ -237,8 +239,13 @@ def bench_sr_export(work: Path, numbers: Numbers, repeats: int) -> None:
     scp = AE(ae_title="BENCHPACS")
     scp.add_supported_context(ComprehensiveSRStorage)
     port = free_port()
-    server = scp.start_server(("127.0.0.1", port), block=False, evt_handlers=[
-        (evt.EVT_C_STORE, lambda event: received.append(len(event.request.DataSet.getvalue())) or 0x0000)])
+
+    def on_store(event: evt.Event) -> int:
+        received.append(len(event.encoded_dataset()))
+        return 0x0000
+
+    server = scp.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert server is not None
     settings = Settings().replace(paths={"data_dir": str(work / "sr")}, export={
         "pacs_ae_title": "BENCHPACS", "pacs_host": "127.0.0.1", "pacs_port": port, "max_attempts": 3,
         "retry_initial_s": 1.0, "retry_max_s": 1.0})
@@ -270,7 +277,8 @@ def bench_sr_export(work: Path, numbers: Numbers, repeats: int) -> None:
                 pacs.deliver([StoredReport(doc.sop_instance_uid, doc.data)])
                 send_ms.append((time.perf_counter() - started) * 1000)
             store.results.save(result)
-        queued = sum(len(r[0]) + len(r[1]) for r in (store.exports.source(_cine_uid(p)) for p in plans))
+        kept = [store.exports.source(_cine_uid(p)) for p in plans]
+        queued = sum(len(header) + len(instances) for header, instances in filter(None, kept))
         started = time.perf_counter()
         while exporter.run_once():  # the backlog after an outage: built, then sent over one association
             pass
@@ -310,7 +318,7 @@ def bench_hostile(work: Path, numbers: Numbers) -> None:
             def send(seed: int) -> float:
                 plan = plan_study(seed=seed, vendor="A", n_slices=12, n_phases=25, matrix=(256, 256))
                 folder = work / f"send{seed}"
-                cine, others = _stage(plan, folder)
+                _cine, others = _stage(plan, folder)
                 for path in others:
                     path.unlink()
                 started = time.perf_counter()

@@ -46,14 +46,26 @@ class ServedAppliance:
         self.config = self.root / "scanside.toml"
         self.config.write_text("".join(f"[{name}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in values.items())
                                        for name, values in config.items()))
-        self.proc: subprocess.Popen | None = None
-        self.client: ApplianceClient | None = None
+        self._proc: subprocess.Popen | None = None
+        self._client: ApplianceClient | None = None
+
+    @property
+    def proc(self) -> subprocess.Popen:
+        if self._proc is None:
+            raise RuntimeError("not started")
+        return self._proc
+
+    @property
+    def client(self) -> ApplianceClient:
+        if self._client is None:
+            raise RuntimeError("not started")
+        return self._client
 
     def start(self, timeout_s: float = 120.0) -> ServedAppliance:
-        self.log = open(self.root / "serve.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(self.config)],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        self.client = ApplianceClient(f"127.0.0.1:{self.port}")
+        self.log = open(self.root / "serve.log", "ab")  # noqa: SIM115 - held by the child process until stop()
+        self._proc = subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(self.config)],
+                                      stdout=self.log, stderr=subprocess.STDOUT)
+        self._client = ApplianceClient(f"127.0.0.1:{self.port}")
         try:
             self.client.wait_until_serving(timeout_s=timeout_s)
         except TimeoutError:
@@ -76,11 +88,11 @@ class ServedAppliance:
         raise RuntimeError("no VmHWM in /proc status")
 
     def stop(self) -> int:
-        if self.client is not None:
-            self.client.close()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(30)
+        if self._client is not None:
+            self._client.close()
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            self._proc.wait(30)
         self.log.close()
         return self.proc.returncode
 

@@ -64,7 +64,7 @@ class DeviceBuffer:
     def __init__(self, ptr: int, nbytes: int, free: Callable[[], None]) -> None:
         self.ptr = int(ptr)
         self.nbytes = int(nbytes)
-        self._free = free
+        self._free: Callable[[], None] | None = free
 
     def free(self) -> None:
         if self._free is not None:
@@ -77,7 +77,7 @@ class HostBuffer:
 
     def __init__(self, array: np.ndarray, free: Callable[[], None]) -> None:
         self.array = array
-        self._free = free
+        self._free: Callable[[], None] | None = free
 
     @property
     def ptr(self) -> int:
@@ -96,7 +96,7 @@ class Stream:
         self.handle = int(handle)  # what execute_async_v3(stream_handle) takes
         self.native = native  # the binding's own stream object (the copies take it)
         self._synchronize = synchronize
-        self._destroy = destroy
+        self._destroy: Callable[[], None] | None = destroy
 
     def synchronize(self) -> None:
         self._synchronize()
@@ -146,7 +146,8 @@ class PrimaryContext:
     """A retained primary context. `with ctx.active():` pushes it on the calling thread and pops it after."""
 
     def __init__(self, push: Callable[[], None], pop: Callable[[], None], release: Callable[[], None]) -> None:
-        self._push, self._pop, self._release = push, pop, release
+        self._push, self._pop = push, pop
+        self._release: Callable[[], None] | None = release
         self._depth = threading.local()
 
     @contextlib.contextmanager
@@ -321,7 +322,7 @@ class _CudaPython(CudaApi):
         n = _check_nbytes(int(np.prod(shape)) * dt.itemsize)
         ptr = int(self._call(f"cuMemHostAlloc({n} bytes)", self._drv.cuMemHostAlloc(n, 0)))
         raw = (ctypes.c_byte * n).from_address(ptr)
-        array = np.frombuffer(raw, dtype=dt).reshape(shape)
+        array = np.frombuffer(memoryview(raw), dtype=dt).reshape(shape)
         return HostBuffer(array, lambda: self._call("cuMemFreeHost", self._drv.cuMemFreeHost(ptr)))
 
     def create_stream(self) -> Stream:

@@ -122,6 +122,37 @@ def _tensor_types(model: onnx.ModelProto) -> dict[str, int]:
     return types
 
 
+def _repair_casts(out: onnx.ModelProto, original_casts: set[str]) -> None:
+    """Casts to float32 of the source that the converter retyped to FP16: make their 'to' say so."""
+    types = _tensor_types(onnx.shape_inference.infer_shapes(out))
+    for node in out.graph.node:
+        if node.name in original_casts and node.op_type == "Cast" and types.get(node.output[0]) == TensorProto.FLOAT16:
+            for attr in node.attribute:
+                if attr.name == "to":
+                    attr.i = TensorProto.FLOAT16
+
+
+def _count_precisions(inferred: onnx.ModelProto, keep_fp32_ops: tuple[str, ...]) -> tuple[Counter[str], Counter[str]]:
+    """(ops computing in FP16, ops computing in FP32) by op type; FP16ConversionError if a kept op is not FP32."""
+    types = _tensor_types(inferred)
+    ops16: Counter[str] = Counter()
+    ops32: Counter[str] = Counter()
+    for node in inferred.graph.node:
+        if node.op_type == "Cast":
+            continue
+        float_io = [types.get(t) for t in list(node.input) + list(node.output) if t and types.get(t) in _FLOAT_TYPES]
+        if node.op_type in keep_fp32_ops:
+            if any(t != TensorProto.FLOAT for t in float_io):
+                raise FP16ConversionError(f"node {node.name!r} ({node.op_type}) must compute in FP32 but has FP16 "
+                                          "inputs or outputs after conversion")
+            ops32[node.op_type] += 1
+        elif float_io and all(t == TensorProto.FLOAT16 for t in float_io):
+            ops16[node.op_type] += 1
+        elif float_io:
+            ops32[node.op_type] += 1
+    return ops16, ops32
+
+
 def convert(model: onnx.ModelProto,
             keep_fp32_ops: tuple[str, ...] = KEEP_FP32_OPS) -> tuple[onnx.ModelProto, FP16Report]:
     """FP32 ONNX model -> (checked FP16 model with FP32 I/O and FP32 islands, report)."""
@@ -144,13 +175,7 @@ def convert(model: onnx.ModelProto,
     except Exception as exc:  # the converter raises plain Exceptions/ValueErrors with its own messages
         raise FP16ConversionError(f"{converter} could not convert the encoder: {exc}") from exc
 
-    inferred = onnx.shape_inference.infer_shapes(out)
-    types = _tensor_types(inferred)
-    for node in out.graph.node:
-        if node.name in original_casts and node.op_type == "Cast" and types.get(node.output[0]) == TensorProto.FLOAT16:
-            for attr in node.attribute:
-                if attr.name == "to":
-                    attr.i = TensorProto.FLOAT16
+    _repair_casts(out, original_casts)
 
     # --- checks: a converted graph that is wrong must never reach TensorRT -------------------------------------
     try:
@@ -160,22 +185,7 @@ def convert(model: onnx.ModelProto,
         raise FP16ConversionError(f"the FP16 graph from {converter} is invalid: {exc}") from exc
     if _io_types(out) != _io_types(model):
         raise FP16ConversionError(f"graph I/O types changed in conversion: {_io_types(model)} -> {_io_types(out)}")
-    types = _tensor_types(inferred)
-    ops16: Counter[str] = Counter()
-    ops32: Counter[str] = Counter()
-    for node in inferred.graph.node:
-        if node.op_type == "Cast":
-            continue
-        float_io = [types.get(t) for t in list(node.input) + list(node.output) if t and types.get(t) in _FLOAT_TYPES]
-        if node.op_type in keep_fp32_ops:
-            if any(t != TensorProto.FLOAT for t in float_io):
-                raise FP16ConversionError(f"node {node.name!r} ({node.op_type}) must compute in FP32 but has FP16 "
-                                          "inputs or outputs after conversion")
-            ops32[node.op_type] += 1
-        elif float_io and all(t == TensorProto.FLOAT16 for t in float_io):
-            ops16[node.op_type] += 1
-        elif float_io:
-            ops32[node.op_type] += 1
+    ops16, ops32 = _count_precisions(inferred, keep_fp32_ops)
     casts_added = sum(1 for n in out.graph.node if n.op_type == "Cast") - sum(
         1 for n in model.graph.node if n.op_type == "Cast")
 

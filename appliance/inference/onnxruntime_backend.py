@@ -58,7 +58,7 @@ class OnnxRuntimeBackend:
                 f"{where}: input {inp.name!r} has rank {len(inp.shape)}, manifest says 5 (N, T, C, H, W)"
             )
         # Symbolic (str/None) dims accept any size, so only concrete ones can disagree.
-        for axis, (got, want) in enumerate(zip(inp.shape[1:], bundle.sample_shape), start=1):
+        for axis, (got, want) in enumerate(zip(inp.shape[1:], bundle.sample_shape, strict=True), start=1):
             if isinstance(got, int) and got != want:
                 raise BackendError(
                     f"{where}: input {inp.name!r} dim {axis} is {got}, manifest says {want} (shape {inp.shape} vs "

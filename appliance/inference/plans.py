@@ -151,7 +151,7 @@ class Profile:
         shapes = (self.min_shape, self.opt_shape, self.max_shape)
         if not (len(self.min_shape) == len(self.opt_shape) == len(self.max_shape) >= 1):
             raise PlanError(f"profile shapes must have the same rank: {shapes}")
-        for a, b, c in zip(*shapes):
+        for a, b, c in zip(*shapes, strict=True):
             if not (1 <= a <= b <= c):
                 raise PlanError(f"profile shapes must satisfy 1 <= min <= opt <= max in every dim: {shapes}")
         if self.min_shape[1:] != self.max_shape[1:] or self.opt_shape[1:] != self.max_shape[1:]:
@@ -254,31 +254,8 @@ class PlanInfo:
         if data.get("format_version") not in PLAN_FORMAT_VERSIONS:
             raise PlanError(f"{where}: format_version {data.get('format_version')!r} is not supported "
                             f"(this build reads {', '.join(map(str, PLAN_FORMAT_VERSIONS))})")
-        required = ("plan_file", "plan_sha256", "plan_bytes", "tensorrt_version", "gpu_name", "compute_capability",
-                    "precision", "typing", "onnx_file", "onnx_sha256", "built_from_sha256", "input_name",
-                    "output_name", "embedding_dim", "profile", "built_at", "build_seconds")
-        missing = [k for k in required if k not in data]
-        if missing:
-            raise PlanError(f"{where}: missing {', '.join(missing)}")
-        for key in ("plan_sha256", "onnx_sha256", "built_from_sha256"):
-            if not _is_sha256(data[key]):
-                raise PlanError(f"{where}: {key} must be 64 lowercase hex digits, got {data[key]!r}")
+        _check_fields(data, where)
         plan_file = data["plan_file"]
-        if not isinstance(plan_file, str) or not plan_file.endswith(PLAN_SUFFIX) or "/" in plan_file \
-                or "\\" in plan_file or plan_file.startswith("."):
-            raise PlanError(f"{where}: plan_file must be a plain '*.plan' file name, got {plan_file!r}")
-        if data["precision"] not in PRECISIONS:
-            raise PlanError(f"{where}: precision {data['precision']!r} is not one of {', '.join(PRECISIONS)}")
-        if data["typing"] not in TYPINGS:
-            raise PlanError(f"{where}: typing {data['typing']!r} is not one of {', '.join(TYPINGS)}")
-        for key in ("plan_bytes", "embedding_dim"):
-            if not isinstance(data[key], int) or isinstance(data[key], bool) or data[key] < 1:
-                raise PlanError(f"{where}: {key} must be a positive integer, got {data[key]!r}")
-        for key in ("tensorrt_version", "gpu_name", "input_name", "output_name", "onnx_file", "built_at"):
-            if not isinstance(data[key], str) or not data[key]:
-                raise PlanError(f"{where}: {key} must be a non-empty string")
-        if not isinstance(data["profile"], Mapping):
-            raise PlanError(f"{where}: profile must be an object")
         bundle = data.get("bundle") or {}
         verification = data.get("verification")
         if verification is not None and not isinstance(verification, Mapping):
@@ -487,3 +464,34 @@ __all__ = [
     "write_bytes_atomic",
     "write_json_atomic",
 ]
+
+
+_REQUIRED = ("plan_file", "plan_sha256", "plan_bytes", "tensorrt_version", "gpu_name", "compute_capability",
+             "precision", "typing", "onnx_file", "onnx_sha256", "built_from_sha256", "input_name", "output_name",
+             "embedding_dim", "profile", "built_at", "build_seconds")
+
+
+def _check_fields(data: Mapping[str, Any], where: str) -> None:
+    """A sidecar's fields, each of its type and form; PlanError naming the first that is not."""
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        raise PlanError(f"{where}: missing {', '.join(missing)}")
+    for key in ("plan_sha256", "onnx_sha256", "built_from_sha256"):
+        if not _is_sha256(data[key]):
+            raise PlanError(f"{where}: {key} must be 64 lowercase hex digits, got {data[key]!r}")
+    plan_file = data["plan_file"]
+    if not isinstance(plan_file, str) or not plan_file.endswith(PLAN_SUFFIX) or "/" in plan_file \
+            or "\\" in plan_file or plan_file.startswith("."):
+        raise PlanError(f"{where}: plan_file must be a plain '*.plan' file name, got {plan_file!r}")
+    if data["precision"] not in PRECISIONS:
+        raise PlanError(f"{where}: precision {data['precision']!r} is not one of {', '.join(PRECISIONS)}")
+    if data["typing"] not in TYPINGS:
+        raise PlanError(f"{where}: typing {data['typing']!r} is not one of {', '.join(TYPINGS)}")
+    for key in ("plan_bytes", "embedding_dim"):
+        if not isinstance(data[key], int) or isinstance(data[key], bool) or data[key] < 1:
+            raise PlanError(f"{where}: {key} must be a positive integer, got {data[key]!r}")
+    for key in ("tensorrt_version", "gpu_name", "input_name", "output_name", "onnx_file", "built_at"):
+        if not isinstance(data[key], str) or not data[key]:
+            raise PlanError(f"{where}: {key} must be a non-empty string")
+    if not isinstance(data["profile"], Mapping):
+        raise PlanError(f"{where}: profile must be an object")

@@ -272,7 +272,7 @@ class TensorRTBackend:
             raise BackendError(f"{where}: input shape {list(shape)}, the bundle needs [N, "
                                f"{', '.join(map(str, self._sample_shape))}]")
         _, _, max_shape = engine.get_tensor_profile_shape(self._input, 0)
-        profile_max = int(tuple(max_shape)[0])
+        profile_max = int(next(iter(max_shape)))
         if profile_max < 1:
             raise BackendError(f"{where}: profile max batch is {profile_max}")
         return profile_max

@@ -101,7 +101,7 @@ class _PeerClosed(Exception):
 
 @dataclass
 class _Pending:
-    sock: socket.socket
+    sock: socket.socket  # an ssl.SSLSocket once TLS is wrapped around it (tls=True)
     address: tuple[Any, ...]
     started: float
     tls: bool = False
@@ -257,6 +257,7 @@ class GuardedServer(ThreadedAssociationServer):
 
     def _handshake(self, p: _Pending) -> None:
         try:
+            assert isinstance(p.sock, ssl.SSLSocket)
             p.sock.do_handshake()
         except ssl.SSLWantReadError:
             self._watch(p, selectors.EVENT_READ)
@@ -458,8 +459,8 @@ class GuardedAssociation(Association):
         self._guard = server
         self.dul = GuardedDUL(self, server.limits, deadline)
         # The timeouts were applied to the DUL made by Association.__init__; apply them to this one.
-        self.acse_timeout = self.acse_timeout
-        self.network_timeout = self.network_timeout
+        self.acse_timeout = ae.acse_timeout
+        self.network_timeout = ae.network_timeout
 
     def run(self) -> None:
         try:

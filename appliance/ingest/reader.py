@@ -399,7 +399,7 @@ def _classic_geometry(v: dict[str, Any]) -> dict[str, Any]:
                                            ("PixelSpacing", spacing, 2), ("Rows", v.get("Rows"), None),
                                            ("Columns", v.get("Columns"), None))
                if not value or (n is not None and len(value) != n)]
-    if missing:
+    if missing or ipp is None or iop is None or spacing is None:
         raise RejectedFile("missing_geometry", "missing or malformed " + ", ".join(missing))
     if min(spacing) <= 0:
         raise RejectedFile("missing_geometry", "PixelSpacing is not positive")

@@ -20,7 +20,7 @@ import socket
 import ssl
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom.dataset import Dataset
@@ -57,7 +57,7 @@ class ReceiverSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None  # when set, callers must present a certificate signed by it
-    limits: GuardLimits = GuardLimits()
+    limits: GuardLimits = field(default_factory=GuardLimits)
     max_instance_bytes: int = DEFAULT_MAX_INSTANCE_BYTES
 
 
@@ -156,9 +156,9 @@ class DicomReceiver:
             return STATUS_OUT_OF_RESOURCES
         finally:
             tmp.unlink(missing_ok=True)  # gone already when it was renamed or set aside
-            dul = getattr(event.assoc, "dul", None)
-            if hasattr(dul, "message_handled"):
-                dul.message_handled()  # the dataset leaves the receiver's in-flight memory budget
+            handled = getattr(getattr(event.assoc, "dul", None), "message_handled", None)
+            if handled is not None:
+                handled()  # the dataset leaves the receiver's in-flight memory budget
         self.metrics.dicom_instances.inc()
         self.metrics.dicom_bytes.inc(size)
         return STATUS_SUCCESS

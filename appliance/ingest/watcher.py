@@ -10,6 +10,7 @@ from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 
 from appliance.ingest.ingestor import Ingestor
 from appliance.logsafe import describe
@@ -65,7 +66,7 @@ class IngestThread:
         self.rescan_on_start = rescan_on_start
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._observer: Observer | None = None
+        self._observer: BaseObserver | None = None
 
     def start(self) -> None:
         self.watch_dir.mkdir(parents=True, exist_ok=True)

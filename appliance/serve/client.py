@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -103,10 +103,18 @@ class ApplianceClient:
                 return
             token = page.next_page_token
 
-    def stream(self, after_event_id: int = 0, include_sr_updates: bool = False) -> Iterator[pb.ResultEvent]:
+    def stream(self, after_event_id: int = 0, include_sr_updates: bool = False) -> ResultStream:
         """Result events from `after_event_id` on, live. Cancel with `.cancel()` on the returned iterator."""
         return self.stub.StreamResults(pb.StreamResultsRequest(after_event_id=after_event_id,
                                                                include_sr_updates=include_sr_updates))
+
+
+class ResultStream(Protocol):
+    """What `ApplianceClient.stream` returns: gRPC's response iterator, which can also be cancelled."""
+
+    def __iter__(self) -> Iterator[pb.ResultEvent]: ...
+    def __next__(self) -> pb.ResultEvent: ...
+    def cancel(self) -> bool: ...
 
 
 class ResultsTable:

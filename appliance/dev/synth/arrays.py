@@ -72,8 +72,9 @@ def cine_geometry(plan: StudyPlan) -> list[CineGeometry]:
     number = 0
     for slice_index in _slice_order(plan):
         plane = plan.stack.planes[slice_index]
-        position = tuple(_as_read(x, 4) for x in plane.position)
-        orientation = tuple(_as_read(x, 6) for x in plane.orientation)
+        x, y, z = (_as_read(c, 4) for c in plane.position)
+        r0, r1, r2, c0, c1, c2 = (_as_read(c, 6) for c in plane.orientation)
+        position, orientation = (x, y, z), (r0, r1, r2, c0, c1, c2)
         spacing = (_as_read(plane.pixel_spacing[0], 6), _as_read(plane.pixel_spacing[1], 6))
         for phase in range(plan.n_phases):
             number += 1
@@ -95,7 +96,7 @@ class _Renderer:
     def pixels(self, g: CineGeometry) -> np.ndarray:
         plan, stack = self.plan, self.plan.stack
         plane = stack.planes[g.slice_index]
-        image = render_slice(plan.params, plane.z_frac, g.phase / plan.n_phases, plan.rows, plan.cols,
+        image = render_slice(plan.params, plane.sax_level, g.phase / plan.n_phases, plan.rows, plan.cols,
                              plan.pixel_spacing, stack.center_offset_mm, stack.rotation_deg, stack.mirror)
         stored = to_stored(image, plan.profile, _noise_rng(plan, self.series, g.instance_number), plan.gain_scale,
                            self.bias)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -89,7 +90,7 @@ def sample_params(condition: str, rng: np.random.Generator, severity: float | No
     def j(scale: float) -> float:
         return float(rng.uniform(-scale, scale))
 
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     if condition == "dcm":
         changes = {
             "lv_edd_radius_mm": 27.0 + 8.0 * s + j(1.0),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, MRImageStorage
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, MRImageStorage
 
 from appliance.dev.synth.geometry import ImagePlane
 from appliance.dev.synth.plan import SeriesPlan, StudyPlan
@@ -56,7 +56,7 @@ def build_dataset(plan: StudyPlan, series: SeriesPlan, spec: ImageSpec, pixels: 
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = spec.sop_instance_uid
+    meta.MediaStorageSOPInstanceUID = UID(spec.sop_instance_uid)
     meta.TransferSyntaxUID = prof.transfer_syntax
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = "SCANSIDE_SYNTH"

@@ -77,6 +77,13 @@ class ImagePlane:
     label: str = ""
 
     @property
+    def sax_level(self) -> float:
+        """z_frac of a short-axis plane (the phantom renders only those)."""
+        if self.z_frac is None:
+            raise ValueError(f"plane {self.label!r} is not a short-axis plane")
+        return self.z_frac
+
+    @property
     def normal(self) -> Vec3:
         return _vec(np.cross(np.asarray(self.row_dir), np.asarray(self.col_dir)))
 

@@ -14,7 +14,9 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-DEFLATED_EXPLICIT_LE = "1.2.840.10008.1.2.1.99"
+from pydicom.uid import UID
+
+DEFLATED_EXPLICIT_LE = UID("1.2.840.10008.1.2.1.99")
 
 
 def deflate_bomb(path: Path, inflated_mb: int, seed: int = 0) -> Path:
@@ -26,7 +28,7 @@ def deflate_bomb(path: Path, inflated_mb: int, seed: int = 0) -> Path:
 
     ds = next(iter_instances(plan_study(seed=seed, vendor="A", n_slices=1, n_phases=1, matrix=(16, 16)))).dataset
 
-    def encoded(syntax: str) -> tuple[bytes, bytes]:
+    def encoded(syntax: UID) -> tuple[bytes, bytes]:
         ds.file_meta.TransferSyntaxUID = syntax
         buf = io.BytesIO()
         ds.save_as(buf, enforce_file_format=True)

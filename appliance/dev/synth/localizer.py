@@ -25,9 +25,9 @@ def _torso_layers(xyz: np.ndarray, pose: HeartPose) -> list[Layer]:
     return [
         (body, FAT),
         (body + np.float32(11.0), SOFT_TISSUE),
-        (_ellipsoid(xyz, midline + [-45.0, 10.0, -120.0], (100.0, 85.0, 80.0)), LIVER),
-        (_ellipsoid(xyz, midline + [85.0, 5.0, 40.0], (60.0, 80.0, 120.0)), LUNG),
-        (_ellipsoid(xyz, midline + [-85.0, 5.0, 40.0], (60.0, 80.0, 120.0)), LUNG),
+        (_ellipsoid(xyz, midline + np.array([-45.0, 10.0, -120.0]), (100.0, 85.0, 80.0)), LIVER),
+        (_ellipsoid(xyz, midline + np.array([85.0, 5.0, 40.0]), (60.0, 80.0, 120.0)), LUNG),
+        (_ellipsoid(xyz, midline + np.array([-85.0, 5.0, 40.0]), (60.0, 80.0, 120.0)), LUNG),
     ]
 
 

@@ -160,6 +160,8 @@ def _territory_weight(p: HeartParams, cos_t, sin_t, z) -> np.ndarray | float:
         return np.float32(0.0)
     centre, hw = TERRITORIES[p.akinetic_territory]
     zc = np.clip(z, 0.0, 1.0)
+    hw_z: np.ndarray | float
+    z_fade: np.ndarray | float
     if p.akinetic_territory == "LAD":
         # the LAD usually supplies the whole apex, so its territory wraps around the apical slices
         hw_z = hw * (1.0 + 1.6 * _smoothstep(0.55, 0.9, zc))

@@ -31,7 +31,7 @@ is quoted as 49 %, never as a "reduced" 50 %).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -279,6 +279,16 @@ def _lv_sentences(w: _Writer, lab: dict[str, bool], m: dict[str, float], p: Hear
         if lvsd:
             out.append(impaired())
 
+    out += _lv_normals(w, lab, m, p, ef_clause)
+    return out
+
+
+def _lv_normals(w: _Writer, lab: dict[str, bool], m: dict[str, float], p: HeartParams,
+                ef_clause: Callable[[], str]) -> list[str]:
+    """What is normal about the LV (said or not, by the report's style), and the hyperdynamic or small cavity."""
+    out: list[str] = []
+    lvn, lva = w.ventricle("LV", True), w.ventricle("LV", False)
+    dil, lvsd = lab["lv_dilation"], lab["lv_systolic_dysfunction"]
     if not dil and not lvsd:
         if w.chance(w.s.negatives):
             quoted = ef_clause()
@@ -292,9 +302,8 @@ def _lv_sentences(w: _Writer, lab: dict[str, bool], m: dict[str, float], p: Hear
                        + ef_clause())
     if not lvsd and m["lvef_pct"] >= 72.0 and w.chance(0.3):
         out.append(f"hyperdynamic {lva} systolic function" + ef_clause())
-    if lab["hcm"] or lab["amyloidosis"]:
-        if p.lv_edd_radius_mm < 20.5 and w.chance(0.3):
-            out.append(w.pick([f"small {lva} cavity", f"small {lvn} cavity size"]))
+    if (lab["hcm"] or lab["amyloidosis"]) and p.lv_edd_radius_mm < 20.5 and w.chance(0.3):
+        out.append(w.pick([f"small {lva} cavity", f"small {lvn} cavity size"]))
     return out
 
 

@@ -140,7 +140,7 @@ def _series_images(plan: StudyPlan, series: SeriesPlan) -> Iterator[tuple[ImageS
             number += 1
             sop_uid = synth_uid(series.series_uid, number)
             if phase is None:
-                image = render_slice(plan.params, plane.z_frac, _LGE_PHASE, plan.rows, plan.cols,
+                image = render_slice(plan.params, plane.sax_level, _LGE_PHASE, plan.rows, plan.cols,
                                      plan.pixel_spacing, stack.center_offset_mm, stack.rotation_deg, stack.mirror,
                                      contrast="lge")
                 spec = ImageSpec(plane=plane, instance_number=number, sop_instance_uid=sop_uid,
@@ -150,7 +150,7 @@ def _series_images(plan: StudyPlan, series: SeriesPlan) -> Iterator[tuple[ImageS
                                  image_type=("ORIGINAL", "PRIMARY", "M", "NORM", "DIS2D"),
                                  inversion_time_ms=_LGE_TI_MS)
             else:
-                image = render_slice(plan.params, plane.z_frac, phase / plan.n_phases, plan.rows, plan.cols,
+                image = render_slice(plan.params, plane.sax_level, phase / plan.n_phases, plan.rows, plan.cols,
                                      plan.pixel_spacing, stack.center_offset_mm, stack.rotation_deg, stack.mirror)
                 spec = ImageSpec(plane=plane, instance_number=number, sop_instance_uid=sop_uid,
                                  acquisition_time=_acq_time(series, 10.0 * position + triggers[phase] / 1000.0),
