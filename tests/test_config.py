@@ -26,7 +26,6 @@ def test_file_then_environment(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("[grpc]\nport = 70000\n", "grpc.port"),
-    ("[engine]\nbackend = 'cuda'\n", "engine.backend"),
     ("[engine]\nmax_batch = 'four'\n", "engine.max_batch"),
     ("[engine]\nmax_bacth = 4\n", "unknown setting(s) in [engine]: max_bacth"),
     ("[enigne]\nmax_batch = 4\n", "unknown configuration section"),

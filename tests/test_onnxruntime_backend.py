@@ -130,6 +130,45 @@ def test_create_backend(bundle: Bundle) -> None:
         create_backend("cuda", bundle)
 
 
+def test_a_backend_kind_no_module_registers_is_a_configuration_error_naming_the_setting(bundle: Bundle) -> None:
+    from appliance.config import ConfigError, Settings
+    from appliance.pipeline.build import build_backend
+
+    with pytest.raises(ConfigError, match=r"engine\.backend must be one of auto, onnxruntime, tensorrt, not 'cuda'"):
+        build_backend(Settings().replace(engine={"backend": "cuda"}), bundle)
+
+
+def test_a_registered_backend_module_is_built_by_its_kind(bundle: Bundle, monkeypatch) -> None:
+    """What a new backend (e.g. a remote Triton server) takes: one module with create() and available(), one line
+    in BACKENDS; the fallback to ONNX Runtime comes with it."""
+    import sys
+    import types
+
+    from appliance import inference
+
+    module = types.ModuleType("appliance.inference.echo_backend")
+    made = []
+
+    def create(b: Bundle, options: inference.BackendOptions) -> OnnxRuntimeBackend:
+        if options.device == 7:
+            raise BackendError("echo server unreachable")
+        made.append(options)
+        backend = OnnxRuntimeBackend(b, max_batch=options.max_batch)
+        backend.name = "echo"
+        return backend
+
+    module.create, module.available = create, lambda: True
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(inference.BACKENDS, "echo", module.__name__)
+    monkeypatch.setattr(inference, "BACKEND_KINDS", ("auto", *inference.BACKENDS))
+    backend = create_backend("echo", bundle, max_batch=2)
+    assert backend.name == "echo" and backend.fallback_reason is None and made[0].max_batch == 2
+    fallback = create_backend("echo", bundle, device=7, fallback_to_onnxruntime=True)
+    assert fallback.name == "onnxruntime" and fallback.fallback_reason == "echo server unreachable"
+    with pytest.raises(BackendError, match="unreachable"):
+        create_backend("echo", bundle, device=7)
+
+
 def test_placeholder_calibration_puts_thresholds_at_the_median(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     calibration = (rng.random((12, 1, 3, 1, 1)) * rng.random((12, *TINY_SPEC.tensor_shape))).astype(np.float32)

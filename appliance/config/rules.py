@@ -17,8 +17,7 @@ def check_settings(s: Settings) -> None:
     need(0.01 <= s.ingest.max_instance_mb <= 4096, "ingest.max_instance_mb must be in [0.01, 4096]")
     need(0 < s.assembly.quiet_period_s <= 3600, "assembly.quiet_period_s must be in (0, 3600]")
     need(str(s.paths.data_dir) not in ("", "."), "paths.data_dir must name a folder")
-    need(s.engine.backend in ("auto", "onnxruntime", "tensorrt"),
-         f"engine.backend must be auto, onnxruntime or tensorrt, not {s.engine.backend!r}")
+    # engine.backend is checked against the backends appliance/inference registers, when the engine is built.
     need(1 <= s.engine.max_batch <= 256, "engine.max_batch must be in [1, 256]")
     need(0 <= s.engine.batch_wait_ms <= 10_000, "engine.batch_wait_ms must be in [0, 10000]")
     need(s.engine.queue_size >= 1, "engine.queue_size must be >= 1")

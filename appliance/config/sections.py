@@ -61,7 +61,7 @@ class AssemblyConfig:
 @dataclass(frozen=True)
 class EngineConfig:
     bundle: Path = DEFAULT_BUNDLE
-    backend: str = "auto"  # auto | onnxruntime | tensorrt
+    backend: str = "auto"  # auto | onnxruntime | tensorrt (the kinds appliance/inference registers)
     max_batch: int = 4  # series per inference call
     batch_wait_ms: float = 10.0  # how long the worker waits for more ready series to fill a batch
     queue_size: int = 16  # prepared series waiting for the engine; producers block when full

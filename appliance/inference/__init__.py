@@ -13,7 +13,9 @@ service can log it, export it as a metric and show it in GetModelInfo.
 
 from __future__ import annotations
 
+import importlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +25,39 @@ from appliance.inference.onnxruntime_backend import OnnxRuntimeBackend
 
 log = logging.getLogger(__name__)
 
-BACKEND_KINDS = ("auto", "onnxruntime", "tensorrt")
+# kind -> the module that builds it, with `create(bundle, options) -> InferenceBackend` and `available() -> bool`
+# (whether its runtime is installed here). A module is imported only when its kind is configured, so a GPU library
+# never loads on a CPU box. A new backend is one module and one line here.
+BACKENDS: dict[str, str] = {
+    "onnxruntime": "appliance.inference.onnxruntime_backend",
+    "tensorrt": "appliance.inference.tensorrt_backend",
+}
+REFERENCE = "onnxruntime"  # the CPU backend every other one falls back to and is compared against
+AUTO = "tensorrt"  # what "auto" tries first, where its runtime is installed
+BACKEND_KINDS = ("auto", *BACKENDS)
 
 
-def _plan_dirs(bundle: Bundle, plan_dir: str | Path | None) -> list[Path]:
+@dataclass(frozen=True)
+class BackendOptions:
+    """What any backend may need to know; each one reads its own fields."""
+
+    max_batch: int = 8  # series per inference call (backends split larger batches themselves)
+    intra_op_threads: int = 0  # ONNX Runtime threads (0: its default)
+    plan_dirs: tuple[Path, ...] = ()  # where TensorRT plans live, in order
+    min_max_batch: int = 1  # refuse TensorRT plans whose profile accepts fewer
+    device: int = 0  # GPU index
+
+
+def _module(kind: str) -> Any:
+    return importlib.import_module(BACKENDS[kind])
+
+
+def _plan_dirs(bundle: Bundle, plan_dir: str | Path | None) -> tuple[Path, ...]:
     # A configured plan folder (e.g. a writable volume) first, then the bundle's own folder.
     dirs = [Path(plan_dir)] if plan_dir else []
     if bundle.root not in dirs:
         dirs.append(bundle.root)
-    return dirs
+    return tuple(dirs)
 
 
 def create_backend(kind: str, bundle: Bundle, *, max_batch: int = 8, intra_op_threads: int = 0,
@@ -39,44 +65,40 @@ def create_backend(kind: str, bundle: Bundle, *, max_batch: int = 8, intra_op_th
                    fallback_to_onnxruntime: bool = False, device: int = 0) -> InferenceBackend:
     """Build the backend `kind` for `bundle`.
 
-    max_batch: series per inference call (both backends split larger batches themselves).
-    intra_op_threads: ONNX Runtime threads (0: its default).
     plan_dir: where TensorRT plans live besides the bundle folder.
     trt_max_batch: refuse TensorRT plans whose profile accepts fewer than this (0: max_batch).
-    fallback_to_onnxruntime: for kind "tensorrt", run ONNX Runtime (and say why) instead of failing.
+    fallback_to_onnxruntime: for any other kind, run ONNX Runtime (and say why) instead of failing.
     """
     k = kind.strip().lower()
     if k not in BACKEND_KINDS:
         raise BackendError(f"unknown inference backend {kind!r}; choose one of {', '.join(BACKEND_KINDS)}")
+    options = BackendOptions(max_batch=max_batch, intra_op_threads=intra_op_threads,
+                             plan_dirs=_plan_dirs(bundle, plan_dir),
+                             min_max_batch=trt_max_batch if trt_max_batch > 0 else max_batch, device=device)
 
-    def onnxruntime(reason: str | None) -> OnnxRuntimeBackend:
-        backend = OnnxRuntimeBackend(bundle, intra_op_threads=intra_op_threads, max_batch=max_batch)
-        backend.fallback_reason = reason  # type: ignore[attr-defined]
+    def reference(reason: str | None) -> InferenceBackend:
+        backend = _module(REFERENCE).create(bundle, options)
+        backend.fallback_reason = reason
         return backend
 
-    if k == "onnxruntime":
-        return onnxruntime(None)
-
-    from appliance.inference import tensorrt_backend as trt_backend  # imports TensorRT lazily, only on use
-
-    if k == "auto" and not trt_backend.tensorrt_installed():
+    if k == REFERENCE:
+        return reference(None)
+    target = AUTO if k == "auto" else k
+    if k == "auto" and not _module(target).available():
         log.info("backend auto: ONNX Runtime (TensorRT is not installed)")
-        return onnxruntime(None)
-
-    needed = trt_max_batch if trt_max_batch and trt_max_batch > 0 else max_batch
+        return reference(None)
     try:
-        backend = trt_backend.TensorRTBackend(bundle, plan_dirs=_plan_dirs(bundle, plan_dir), max_batch=max_batch,
-                                              min_max_batch=needed, device=device)
+        backend = _module(target).create(bundle, options)
     except BackendError as exc:
         if k == "auto":
-            log.warning("backend auto: ONNX Runtime, because TensorRT cannot be used: %s", exc)
-            return onnxruntime(f"auto: {_first_line(exc)}")
+            log.warning("backend auto: ONNX Runtime, because %s cannot be used: %s", target, exc)
+            return reference(f"auto: {_first_line(exc)}")
         if fallback_to_onnxruntime:
-            log.error("backend tensorrt refused, falling back to ONNX Runtime (engine.fallback_to_onnxruntime): %s",
-                      exc)
-            return onnxruntime(_first_line(exc))
+            log.error("backend %s refused, falling back to ONNX Runtime (engine.fallback_to_onnxruntime): %s",
+                      target, exc)
+            return reference(_first_line(exc))
         raise
-    backend.fallback_reason = None  # type: ignore[attr-defined]
+    backend.fallback_reason = None
     return backend
 
 
@@ -93,8 +115,8 @@ def describe_backend(backend: Any) -> dict[str, str]:
     return out
 
 
-__all__ = ["BACKEND_KINDS", "BackendError", "InferenceBackend", "OnnxRuntimeBackend", "create_backend",
-           "describe_backend"]
+__all__ = ["BACKENDS", "BACKEND_KINDS", "BackendError", "BackendOptions", "InferenceBackend", "OnnxRuntimeBackend",
+           "create_backend", "describe_backend"]
 
 
 def __getattr__(name: str) -> Any:  # lazy: `from appliance.inference import TensorRTBackend` without importing TRT

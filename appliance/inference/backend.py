@@ -17,6 +17,7 @@ class InferenceBackend(Protocol):
     precision: str  # e.g. "fp32"
     version: str  # version of the runtime library
     max_batch: int  # larger batches are split by the backend itself
+    fallback_reason: str | None  # set by create_backend: why this runs instead of the backend asked for
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """(N, T, C, H, W) float32 -> (N, D) float32 embeddings, one row per input."""

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import onnxruntime as ort
 
 from appliance.bundle import Bundle
 from appliance.inference.backend import BackendError, as_batch
 
+if TYPE_CHECKING:
+    from appliance.inference import BackendOptions
+
 
 class OnnxRuntimeBackend:
     name = "onnxruntime"
+    fallback_reason: str | None = None
     precision = "fp32"
     version: str = ort.__version__
 
@@ -114,3 +120,11 @@ class OnnxRuntimeBackend:
 
     def __repr__(self) -> str:
         return f"OnnxRuntimeBackend(bundle={self._bundle.name!r}, max_batch={self.max_batch})"
+
+
+def available() -> bool:
+    return True  # a runtime dependency of the appliance
+
+
+def create(bundle: Bundle, options: BackendOptions) -> OnnxRuntimeBackend:
+    return OnnxRuntimeBackend(bundle, intra_op_threads=options.intra_op_threads, max_batch=options.max_batch)

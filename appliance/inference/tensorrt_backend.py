@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -52,6 +52,9 @@ from appliance.inference.cuda_memory import (
     open_cuda,
 )
 from appliance.inference.plans import GpuTarget, NoMatchingPlan, PlanChoice, Requirements, select_plan
+
+if TYPE_CHECKING:
+    from appliance.inference import BackendOptions
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +176,7 @@ class _ThreadState:
 
 class TensorRTBackend:
     name = "tensorrt"
+    fallback_reason: str | None = None
 
     def __init__(self, bundle: Bundle, plan_dirs: Sequence[Path] | None = None, max_batch: int | None = None,
                  min_max_batch: int = 1, device: int = 0, plan: PlanChoice | None = None,
@@ -417,3 +421,12 @@ __all__ = [
     "make_logger",
     "tensorrt_installed",
 ]
+
+
+def available() -> bool:
+    return tensorrt_installed()
+
+
+def create(bundle: Bundle, options: BackendOptions) -> TensorRTBackend:
+    return TensorRTBackend(bundle, plan_dirs=options.plan_dirs, max_batch=options.max_batch,
+                           min_max_batch=options.min_max_batch, device=options.device)

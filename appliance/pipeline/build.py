@@ -22,7 +22,7 @@ from appliance.bundle import Bundle, load_bundle
 from appliance.config import ConfigError, Settings, is_loopback
 from appliance.fileio import keep_private, private_folder
 from appliance.handovers import CompleteSeries, SeriesInfo, StudyResult
-from appliance.inference import create_backend
+from appliance.inference import BACKEND_KINDS, create_backend
 from appliance.inference.backend import InferenceBackend
 from appliance.inference.gpu_stats import GpuSampler, open_sampler
 from appliance.inference.worker import InferenceWorker
@@ -93,6 +93,8 @@ def build_store(settings: Settings) -> Store:
 
 def build_backend(settings: Settings, bundle: Bundle) -> InferenceBackend:
     e = settings.engine
+    if e.backend.strip().lower() not in BACKEND_KINDS:
+        raise ConfigError(f"engine.backend must be one of {', '.join(BACKEND_KINDS)}, not {e.backend!r}")
     return create_backend(e.backend, bundle, intra_op_threads=e.intra_op_threads, max_batch=e.max_batch,
                           plan_dir=e.plan_dir, trt_max_batch=e.trt_max_batch,
                           fallback_to_onnxruntime=e.fallback_to_onnxruntime)
