@@ -31,72 +31,22 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from copy import deepcopy
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from pynetdicom import evt
-from pynetdicom._globals import MODE_ACCEPTOR
-from pynetdicom.association import Association
-from pynetdicom.dul import DULServiceProvider
-from pynetdicom.pdu import A_ABORT_RQ
-from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+from pynetdicom.transport import ThreadedAssociationServer
 
-from appliance.ingest.reader import DEFAULT_MAX_INSTANCE_BYTES
+from appliance.ingest.association_guard import GuardedHandler
+from appliance.ingest.guard_limits import MAX_ASSOCIATE_RQ_BYTES, REASONS, GuardLimits, close_quietly
 from appliance.logsafe import RateLimitedLog, describe
 
 log = logging.getLogger(__name__)
 
-# An A-ASSOCIATE-RQ proposing the 128 presentation contexts pynetdicom allows, each with a few transfer syntaxes,
-# is ~15 KiB; 64 KiB leaves room for many more syntaxes and extended negotiation while bounding what a stranger
-# can make the receiver hold. The listening socket's receive buffer is sized so that a whole one can be peeked.
-MAX_ASSOCIATE_RQ_BYTES = 64 << 10
 _RECV_BUFFER = 256 << 10
-# PS3.8 9.3.1: a P-DATA-TF PDU's variable field is at most the Maximum Length the receiver announced. Some older
-# senders count only the PDV values against it, so their PDUs run a few 6-byte PDV headers over; 1 KiB tolerates
-# that without letting a peer make the receiver buffer more than one PDU's worth.
-PDU_MARGIN = 1024
-_MAX_CONTROL_PDU = 64 << 10  # release, abort, and anything else that is not P-DATA
-_MAX_COMMAND_BYTES = 64 << 10  # a DIMSE command set is a few hundred bytes
 _SELECT_S = 0.05  # how often deadlines are checked and incomplete requests peeked at again
 _PEEK_AGAIN_S = 0.02
-
-# The reasons a connection or association is refused here: closed sets for the metric label.
-REASONS = ("calling_ae", "association_limit", "evicted", "negotiation_timeout", "invalid_pdu", "pdu_too_large",
-           "message_too_large", "inflight_budget", "stalled", "tls_handshake")
-
 _RJ_CALLING_AE = (0x01, 0x01, 0x03)  # rejected-permanent, service-user, calling AE title not recognised
 _RJ_LOCAL_LIMIT = (0x02, 0x03, 0x02)  # rejected-transient, service-provider (presentation), local limit exceeded
-
-
-@dataclass(frozen=True)
-class GuardLimits:
-    negotiation_timeout_s: float = 5.0  # connect (and TLS handshake) to a complete A-ASSOCIATE-RQ
-    idle_timeout_s: float = 60.0  # an association silent this long is aborted; no read blocks longer
-    max_pending: int = 64  # connections not yet associated, held without a thread
-    max_associations: int = 16
-    max_associations_per_peer: int = 4
-    max_pdu_bytes: int = 65536  # the Maximum Length this receiver announces
-    max_message_bytes: int = DEFAULT_MAX_INSTANCE_BYTES  # the dataset of one C-STORE as received
-    # Datasets held in memory by all associations together (pynetdicom buffers each one whole until it is
-    # answered); an association whose next fragment would pass it is aborted, and its sender retries.
-    max_inflight_bytes: int = 4 * DEFAULT_MAX_INSTANCE_BYTES
-    allowed_calling_aets: tuple[str, ...] = ()  # empty: any
-
-
-_ABORT_NOT_SPECIFIED, _ABORT_UNRECOGNIZED_PDU, _ABORT_INVALID_PARAMETER = 0x00, 0x01, 0x06  # PS3.8 9.3.8
-
-
-class _Violation(Exception):
-    def __init__(self, reason: str, detail: str, diagnostic: int = _ABORT_NOT_SPECIFIED) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.diagnostic = diagnostic
-
-
-class _PeerClosed(Exception):
-    pass
 
 
 @dataclass
@@ -324,7 +274,7 @@ class GuardedServer(ThreadedAssociationServer):
         except Exception:
             self._deadlines.pop(sock.fileno(), None)
             self.release(host)
-            _close(sock)
+            close_quietly(sock)
             raise
         finally:
             self._counts()
@@ -355,7 +305,7 @@ class GuardedServer(ThreadedAssociationServer):
 
     def _drop(self, p: _Pending) -> None:
         self._forget(p)
-        _close(p.sock)
+        close_quietly(p.sock)
         self._counts()
 
     def _refuse(self, p: _Pending, reason: str, detail: str, answer: bytes | None = None, consume: int = 0) -> None:
@@ -402,211 +352,6 @@ class GuardedServer(ThreadedAssociationServer):
         with self._live_lock:
             live = sum(self._live.values())
         self.on_counts(len(self._pending), live)
-
-
-def _close(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    try:
-        sock.close()
-    except OSError:
-        pass
-
-
-class GuardedHandler(RequestHandler):
-    """pynetdicom's request handler, making a `GuardedAssociation` (with the bounded DUL) for each connection."""
-
-    server: GuardedServer
-
-    def handle(self) -> None:
-        host = str(self.client_address[0])
-        try:
-            assoc = self._create_association()
-            evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
-            assoc.start()
-        except BaseException:
-            self.server.release(host)
-            raise
-
-    def _create_association(self) -> Association:
-        server, ae = self.server, self.ae
-        assoc = GuardedAssociation(ae, server, str(self.client_address[0]), server.handoff_deadline(self.request))
-        assoc._server = server
-        assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"  # pynetdicom finds its acceptors by this name
-        assoc.set_socket(AssociationSocket(assoc, client_socket=self.request))
-        assoc.acceptor.maximum_length = ae.maximum_pdu_size
-        assoc.acceptor.ae_title = server.ae_title
-        assoc.acceptor.address_info = self.local
-        assoc.acceptor.implementation_class_uid = ae.implementation_class_uid
-        assoc.acceptor.implementation_version_name = ae.implementation_version_name
-        assoc.acceptor.supported_contexts = deepcopy(server.contexts)  # negotiation writes into them
-        assoc.requestor.address_info = self.remote
-        for event, handlers in server._handlers.items():
-            if event.is_intervention and handlers:
-                assoc.bind(event, *handlers)
-            elif isinstance(event, evt.NotificationEvent):
-                for handler, args in handlers:
-                    assoc.bind(event, handler, args)
-        return assoc
-
-
-class GuardedAssociation(Association):
-    def __init__(self, ae: Any, server: GuardedServer, host: str, deadline: float) -> None:
-        super().__init__(ae, MODE_ACCEPTOR)
-        self.peer_host = host
-        self._guard = server
-        self.dul = GuardedDUL(self, server.limits, deadline)
-        # The timeouts were applied to the DUL made by Association.__init__; apply them to this one.
-        self.acse_timeout = ae.acse_timeout
-        self.network_timeout = ae.network_timeout
-
-    def run(self) -> None:
-        try:
-            super().run()
-        finally:
-            self.dul.message_handled()
-            self._guard.release(self.peer_host)
-
-
-class GuardedDUL(DULServiceProvider):
-    """The DUL with a bounded PDU reader (see the module docstring)."""
-
-    def __init__(self, assoc: GuardedAssociation, limits: GuardLimits, deadline: float) -> None:
-        super().__init__(assoc)
-        self._limits = limits
-        self._deadline = deadline
-        self._dataset_bytes = 0  # of the message being received
-        self._command_bytes = 0
-        self._reserved = 0  # in-flight budget held for the current (or last, not yet answered) dataset
-        self._message_complete = False
-        self._budget_lock = threading.Lock()
-
-    def _read_pdu_data(self) -> None:
-        try:
-            data = self._read_bounded_pdu()
-        except _PeerClosed:
-            self.event_queue.put("Evt17")  # transport connection closed
-            return
-        except _Violation as exc:
-            assoc = self.assoc
-            assoc._guard.refused(exc.reason, assoc.peer_host, str(exc))
-            self._abort_and_close(exc.diagnostic)
-            return
-        try:
-            pdu, event = self._decode_pdu(data)
-        except Exception:
-            self.event_queue.put("Evt19")  # exception; its text is not logged (it can quote the bytes)
-            return
-        self.event_queue.put(event)
-        self._recv_pdu.put(pdu)
-
-    def _read_bounded_pdu(self) -> bytes:
-        # Sta1 as well: the reactor may read the request before it has processed the connection's own event.
-        negotiating = not self.assoc.is_established and self.state_machine.current_state in ("Sta1", "Sta2")
-        # One deadline for the whole PDU, not per read: a peer that trickles a byte now and then must not hold
-        # an association (and a per-peer slot) for ever.
-        if negotiating:
-            deadline, late = self._deadline, "negotiation_timeout"
-        else:
-            deadline, late = time.monotonic() + self._limits.idle_timeout_s, "stalled"
-        header = self._recv_exact(6, deadline, late)
-        pdu_type, _, length = struct.unpack(">BBL", header)
-        if not 0x01 <= pdu_type <= 0x07 or (negotiating and pdu_type not in (0x01, 0x07)):
-            raise _Violation("invalid_pdu", f"a PDU of type 0x{pdu_type:02X} where it cannot be",
-                             _ABORT_UNRECOGNIZED_PDU)
-        if pdu_type == 0x01:
-            limit = MAX_ASSOCIATE_RQ_BYTES
-        elif pdu_type == 0x04:
-            limit = self._limits.max_pdu_bytes + PDU_MARGIN
-        else:
-            limit = _MAX_CONTROL_PDU
-        if length > limit:
-            raise _Violation("pdu_too_large", f"a PDU of {length} bytes announced (at most {limit})",
-                             _ABORT_INVALID_PARAMETER)
-        body = self._recv_exact(length, deadline, late)
-        if pdu_type == 0x04:
-            self._count_message(body)
-        return bytes(header + body)
-
-    def _count_message(self, body: bytearray) -> None:
-        """Bound one DIMSE message across PDUs (sum its PDV values until the fragment marked last), and all the
-        datasets held in memory together."""
-        at = 0
-        while at + 6 <= len(body):
-            item_length = struct.unpack_from(">L", body, at)[0]
-            if item_length < 2:
-                return  # malformed: pynetdicom's decoder refuses the PDU
-            control = body[at + 5]
-            size = item_length - 2
-            if control & 0x01:  # command
-                self._command_bytes += size
-                if self._command_bytes > _MAX_COMMAND_BYTES:
-                    raise _Violation("message_too_large", f"a DIMSE command of over {_MAX_COMMAND_BYTES} bytes",
-                                     _ABORT_INVALID_PARAMETER)
-                if control & 0x02:
-                    self._command_bytes = 0
-            else:
-                if self._message_complete:  # a new dataset: the last one has been answered by now
-                    self.message_handled()
-                self._dataset_bytes += size
-                if self._dataset_bytes > self._limits.max_message_bytes:
-                    raise _Violation("message_too_large", f"a dataset of over {self._limits.max_message_bytes} "
-                                     "bytes", _ABORT_INVALID_PARAMETER)
-                if not self.assoc._guard.reserve(size):
-                    raise _Violation("inflight_budget", "the datasets in memory would pass "
-                                     f"{self._limits.max_inflight_bytes} bytes")
-                with self._budget_lock:
-                    self._reserved += size
-                if control & 0x02:
-                    self._dataset_bytes = 0
-                    self._message_complete = True
-            at += 4 + item_length
-
-    def message_handled(self) -> None:
-        """The last dataset was answered (or the association ended): its bytes leave the in-flight budget."""
-        with self._budget_lock:
-            reserved, self._reserved = self._reserved, 0
-            self._message_complete = False
-        if reserved:
-            self.assoc._guard.unreserve(reserved)
-
-    def _recv_exact(self, n: int, deadline: float, late: str) -> bytearray:
-        sock = self.socket.socket if self.socket is not None else None
-        if sock is None:
-            raise _PeerClosed()
-        buf = bytearray()
-        while len(buf) < n:
-            wait = deadline - time.monotonic()
-            if wait <= 0:
-                raise _Violation(late, "the association request did not arrive in time" if late != "stalled"
-                                 else f"a PDU took longer than {self._limits.idle_timeout_s:g} s to arrive")
-            try:
-                sock.settimeout(wait)
-                chunk = sock.recv(min(n - len(buf), 1 << 16))
-            except TimeoutError:
-                continue  # the deadline check above raises
-            except OSError:
-                raise _PeerClosed() from None
-            if not chunk:
-                raise _PeerClosed()
-            buf += chunk
-        return buf
-
-    def _abort_and_close(self, diagnostic: int) -> None:
-        pdu = A_ABORT_RQ()
-        pdu.source = 0x02  # service provider
-        pdu.reason_diagnostic = diagnostic
-        sock = self.socket
-        if sock is not None and sock.socket is not None:
-            try:
-                sock.socket.sendall(pdu.encode())
-            except OSError:
-                pass
-            sock.close()  # puts Evt17 on the event queue: the state machine ends the association
-        else:
-            self.event_queue.put("Evt17")
 
 
 __all__ = ["REASONS", "GuardLimits", "GuardedServer", "check_associate_rq"]
