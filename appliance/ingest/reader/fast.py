@@ -1,0 +1,220 @@
+"""The fast path: the top-level elements of an uncompressed little-endian file walked once, the ~30 attributes
+the pipeline uses decoded, everything else skipped, stopping at Pixel Data."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.ingest.reader.errors import EXPLICIT_LE, MAX_HEADER_BYTES, IncompleteFile, RejectedFile
+
+# VRs whose explicit-VR header has 2 reserved bytes and a 4-byte length.
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+_UNDEFINED = 0xFFFFFFFF
+_ITEM = (0xFFFE, 0xE000)
+_ITEM_END = (0xFFFE, 0xE00D)
+_SEQ_END = (0xFFFE, 0xE0DD)
+_PIXEL_DATA = (0x7FE0, 0x0010)
+_FIRST_READ = 16384
+
+
+# tag -> (attribute name, kind). Kinds: "str", "strs" (multi-valued text), "float", "floats", "int", "us".
+_WANTED: dict[tuple[int, int], tuple[str, str]] = {
+    (0x0008, 0x0008): ("ImageType", "strs"),
+    (0x0008, 0x0016): ("SOPClassUID", "str"),
+    (0x0008, 0x0018): ("SOPInstanceUID", "str"),
+    (0x0008, 0x0060): ("Modality", "str"),
+    (0x0008, 0x0070): ("Manufacturer", "str"),
+    (0x0008, 0x103E): ("SeriesDescription", "str"),
+    (0x0018, 0x0050): ("SliceThickness", "float"),
+    (0x0018, 0x1030): ("ProtocolName", "str"),
+    (0x0018, 0x1060): ("TriggerTime", "float"),
+    (0x0018, 0x1090): ("CardiacNumberOfImages", "int"),
+    (0x0020, 0x000D): ("StudyInstanceUID", "str"),
+    (0x0020, 0x000E): ("SeriesInstanceUID", "str"),
+    (0x0020, 0x0011): ("SeriesNumber", "int"),
+    (0x0020, 0x0013): ("InstanceNumber", "int"),
+    (0x0020, 0x0032): ("ImagePositionPatient", "floats"),
+    (0x0020, 0x0037): ("ImageOrientationPatient", "floats"),
+    (0x0020, 0x0105): ("NumberOfTemporalPositions", "int"),
+    (0x0020, 0x1002): ("ImagesInAcquisition", "int"),
+    (0x0028, 0x0002): ("SamplesPerPixel", "us"),
+    (0x0028, 0x0004): ("PhotometricInterpretation", "str"),
+    (0x0028, 0x0008): ("NumberOfFrames", "int"),
+    (0x0028, 0x0010): ("Rows", "us"),
+    (0x0028, 0x0011): ("Columns", "us"),
+    (0x0028, 0x0030): ("PixelSpacing", "floats"),
+    (0x0028, 0x0100): ("BitsAllocated", "us"),
+    (0x0028, 0x0101): ("BitsStored", "us"),
+    (0x0028, 0x0103): ("PixelRepresentation", "us"),
+    (0x0028, 0x1052): ("RescaleIntercept", "float"),
+    (0x0028, 0x1053): ("RescaleSlope", "float"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Header:
+    values: dict[str, Any]
+    transfer_syntax: str
+    pixel_offset: int | None
+    pixel_length: int | None
+
+
+
+def _read_more(buf: bytes, fh: Any, need: int) -> bytes:
+    """Extend the header buffer so that it holds at least `need` bytes, or raise IncompleteFile at end of file."""
+    if need > MAX_HEADER_BYTES:
+        raise RejectedFile("corrupt", f"more than {MAX_HEADER_BYTES >> 20} MB of header before Pixel Data")
+    while len(buf) < need:
+        chunk = fh.read(max(need - len(buf), len(buf)))
+        if not chunk:
+            raise IncompleteFile(f"file ends at byte {len(buf)} inside the header")
+        buf += chunk
+    return buf
+
+
+def _read_file_meta(buf: bytes, fh: Any) -> tuple[dict[str, str], int]:
+    pos = 132
+    meta: dict[str, str] = {}
+    while True:
+        buf = _read_more(buf, fh, pos + 8)
+        group, elem = struct.unpack_from("<HH", buf, pos)
+        if group != 0x0002:
+            return meta, pos
+        vr = buf[pos + 4 : pos + 6]
+        if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
+            # PS3.10 7.1: the file meta is always explicit VR. pydicom would read this element as implicit VR and
+            # might then find a transfer syntax (a deflated one) that this parser did not: both must agree, so
+            # that what pydicom inflates has been measured here first.
+            raise RejectedFile("corrupt", "the file meta information is not in explicit VR")
+        if vr in _LONG_VRS:
+            buf = _read_more(buf, fh, pos + 12)
+            length = struct.unpack_from("<I", buf, pos + 8)[0]
+            start = pos + 12
+        else:
+            length = struct.unpack_from("<H", buf, pos + 6)[0]
+            start = pos + 8
+        if length == _UNDEFINED:
+            raise RejectedFile("corrupt", "undefined length inside the file meta information")
+        buf = _read_more(buf, fh, start + length)
+        if elem == 0x0010:
+            if "TransferSyntaxUID" in meta:
+                raise RejectedFile("corrupt", "two transfer syntaxes in the file meta information")
+            meta["TransferSyntaxUID"] = _text(buf[start : start + length])
+        pos = start + length
+
+
+def _fast_header(buf: bytes, fh: Any, pos: int, syntax: str, settled: bool) -> _Header:
+    explicit = syntax == EXPLICIT_LE
+    values: dict[str, Any] = {}
+    while True:
+        if len(buf) < pos + 8:
+            try:
+                buf = _read_more(buf, fh, pos + 8)
+            except IncompleteFile:
+                if len(buf) == pos and settled:  # a dataset that really ends here: it has no pixel data
+                    return _Header(values, syntax, None, None)
+                raise  # ends between elements: a writer may simply not have written the rest yet
+        buf, tag, length, start = _element_header(buf, fh, pos, explicit)
+        if tag == _PIXEL_DATA:
+            if length == _UNDEFINED:
+                raise RejectedFile("corrupt", "encapsulated pixel data in an uncompressed transfer syntax")
+            return _Header(values, syntax, start, length)
+        if length == _UNDEFINED:
+            # PS3.5 6.2.2: the content of a UN element of undefined length is encoded in implicit VR.
+            un = explicit and buf[pos + 4 : pos + 6] == b"UN"
+            buf, pos = _skip_undefined(buf, fh, start, explicit and not un)
+            continue
+        wanted = _WANTED.get(tag)
+        if wanted is not None:
+            buf = _read_more(buf, fh, start + length)
+            values[wanted[0]] = _decode(buf[start : start + length], wanted[1], wanted[0])
+        pos = start + length
+        if tag[0] > 0x7FE0:
+            return _Header(values, syntax, None, None)
+
+
+def _element_header(buf: bytes, fh: Any, pos: int,
+                    explicit: bool) -> tuple[bytes, tuple[int, int], int, int]:
+    """(buffer, tag, value length, value start) of the element at `pos`; the buffer holds at least pos + 8 bytes."""
+    group, elem = struct.unpack_from("<HH", buf, pos)
+    if group == 0xFFFE or not explicit:
+        return buf, (group, elem), struct.unpack_from("<I", buf, pos + 4)[0], pos + 8
+    vr = buf[pos + 4 : pos + 6]
+    if vr in _LONG_VRS:
+        buf = _read_more(buf, fh, pos + 12)
+        return buf, (group, elem), struct.unpack_from("<I", buf, pos + 8)[0], pos + 12
+    if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
+        raise RejectedFile("corrupt", f"invalid VR at byte {pos} for tag ({group:04X},{elem:04X})")
+    return buf, (group, elem), struct.unpack_from("<H", buf, pos + 6)[0], pos + 8
+
+
+def _skip_undefined(buf: bytes, fh: Any, pos: int, explicit: bool) -> tuple[bytes, int]:
+    """Skip a sequence (or item) of undefined length; returns the position after its delimiter."""
+    depth = 1
+    while depth:
+        buf = _read_more(buf, fh, pos + 8)
+        buf, tag, length, start = _element_header(buf, fh, pos, explicit)
+        if tag in (_ITEM_END, _SEQ_END):
+            depth -= 1
+            pos = start
+        elif length == _UNDEFINED:
+            depth += 1
+            pos = start
+        elif tag == _ITEM:
+            pos = start + length  # an item of defined length: its content is skipped whole
+        else:
+            pos = start + length
+    return buf, pos
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("latin-1").rstrip("\x00 ").strip()
+
+
+def _decode(raw: bytes, kind: str, name: str) -> Any:
+    try:
+        if kind == "us":
+            return struct.unpack_from("<H", raw)[0] if len(raw) >= 2 else None
+        text = _text(raw)
+        if kind == "str":
+            return text
+        parts = [p.strip() for p in text.split("\\")]
+        if kind == "strs":
+            return tuple(parts)
+        if not text:
+            return None
+        if kind == "int":
+            return _int(parts[0])
+        if kind == "float":
+            return _finite(float(parts[0]))
+        return tuple(_finite(float(p)) for p in parts)
+    except (ValueError, OverflowError, struct.error) as exc:
+        raise RejectedFile("corrupt", f"{name} cannot be read as a {_KIND_WORDS[kind]}") from exc
+
+
+_KIND_WORDS = {"us": "16-bit integer", "str": "text", "strs": "text", "int": "integer", "float": "number",
+               "floats": "list of numbers"}
+
+
+def _finite(x: float) -> float:
+    if x != x or x in (float("inf"), float("-inf")):
+        raise ValueError("not a finite number")
+    return x
+
+
+def _int(text: str) -> int:
+    """IS values (PS3.5: within a signed 32-bit range), also written "12.0" by some writers; "1e999" or "nan" is
+    not a count."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = int(_finite(float(text)))
+    return _int_range(value)
+
+
+def _int_range(value: int) -> int:
+    if not -(2**31) <= value < 2**31:
+        raise ValueError("outside the range of an IS value")
+    return value
