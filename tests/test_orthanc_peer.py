@@ -84,8 +84,14 @@ def test_refusing_mode_rejects_unknown_aet_at_association(orthanc):
     peer = orthanc(accept_unknown_aets=False, known_aets={"SCANSIDE": ("127.0.0.1", 11112)})
 
     # Orthanc 1.10 refuses the association itself, not the C-STORE (see orthanc_peer's docstring).
-    assoc = associate(peer, "STRANGER")
-    assert not assoc.is_established
+    # Orthanc sends the A-ASSOCIATE-RJ and closes at once; on a loaded machine the close probably arrives as a reset
+    # that discards the RJ before pynetdicom reads it (seen in CI: neither established nor rejected). Refused is
+    # what matters, so every try must fail, and the RJ's codes are checked on the first try that reads one.
+    for _ in range(5):
+        assoc = associate(peer, "STRANGER")
+        assert not assoc.is_established
+        if assoc.is_rejected:
+            break
     assert assoc.is_rejected
     rejection = assoc.acceptor.primitive
     assert (rejection.result, rejection.result_source, rejection.diagnostic) == (0x01, 0x01, 0x03)
