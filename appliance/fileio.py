@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +90,9 @@ def sync_folder(folder: Path) -> None:
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     write_bytes_atomic(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+
+
+def remove_files(paths: Iterable[str]) -> None:
+    """Delete files that may already be gone (a series' images once scored or skipped)."""
+    for path in paths:
+        Path(path).unlink(missing_ok=True)

@@ -249,7 +249,7 @@ def bench_sr_export(work: Path, numbers: Numbers, repeats: int) -> None:
     settings = Settings().replace(paths={"data_dir": str(work / "sr")}, export={
         "pacs_ae_title": "BENCHPACS", "pacs_host": "127.0.0.1", "pacs_port": port, "max_attempts": 3,
         "retry_initial_s": 1.0, "retry_max_s": 1.0})
-    settings.paths.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.paths.data_dir.mkdir(parents=True, exist_ok=True)  # not prepare_folders: it sets this process' umask
     store = build_store(settings)
     exporter = build_exporter(settings, store, Metrics(CollectorRegistry()))
     assert exporter is not None

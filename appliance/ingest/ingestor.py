@@ -56,7 +56,10 @@ class Ingestor:
     def __init__(self, spool: Path, quarantine: Quarantine, store: Store, assembler: Assembler, metrics: Metrics,
                  on_complete: Callable[[CompleteSeries], None], settle_seconds: float = 2.0,
                  clock: Callable[[], float] = time.time,
-                 max_instance_bytes: int = DEFAULT_MAX_INSTANCE_BYTES) -> None:
+                 max_instance_bytes: int = DEFAULT_MAX_INSTANCE_BYTES,
+                 on_leftover_failed: Callable[[str, str], None] | None = None) -> None:
+        """`on_leftover_failed(key, path)` takes a spooled image of a series that failed before a restart (the
+        pipeline sets it aside with the rest of the series); by default the image is deleted."""
         self.spool = Path(spool)
         self.spool.mkdir(parents=True, exist_ok=True)
         self.quarantine = quarantine
@@ -64,7 +67,7 @@ class Ingestor:
         self.assembler = assembler
         self.metrics = metrics
         self.on_complete = on_complete
-        self.on_leftover_failed: Callable[[str, str], None] = lambda key, path: os.unlink(path)
+        self.on_leftover_failed: Callable[[str, str], None] = on_leftover_failed or (lambda key, path: os.unlink(path))
         self.settle_seconds = settle_seconds
         self.max_instance_bytes = max_instance_bytes
         self.clock = clock

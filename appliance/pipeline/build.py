@@ -123,11 +123,9 @@ def build_ingestor(settings: Settings, store: Store, assembler: Assembler, metri
                    failures: FailureHandler | None = None) -> Ingestor:
     """The ingest loop's worker: parse, spool, assemble. `failures` takes the leftovers of failed series."""
     s = settings
-    ingestor = Ingestor(s.paths.spool, Quarantine(s.paths.quarantine), store, assembler, metrics, on_complete,
-                        settle_seconds=s.ingest.settle_seconds, max_instance_bytes=s.ingest.max_instance_bytes)
-    if failures is not None:
-        ingestor.on_leftover_failed = failures.set_aside
-    return ingestor
+    return Ingestor(s.paths.spool, Quarantine(s.paths.quarantine), store, assembler, metrics, on_complete,
+                    settle_seconds=s.ingest.settle_seconds, max_instance_bytes=s.ingest.max_instance_bytes,
+                    on_leftover_failed=failures.set_aside if failures is not None else None)
 
 
 def build_receiver(settings: Settings, metrics: Metrics) -> DicomReceiver | None:

@@ -13,12 +13,12 @@ import threading
 import time
 
 from appliance.export.source import capture_source
+from appliance.fileio import remove_files
 from appliance.handovers import CompleteSeries, PreparedSeries, SeriesFailure, SeriesRole, SeriesState, Stage
 from appliance.inference.worker import InferenceWorker
 from appliance.logsafe import describe
 from appliance.metrics import Metrics
 from appliance.pipeline.failures import FailureHandler
-from appliance.pipeline.scorer import remove_files
 from appliance.preprocess import PreprocessError, PreprocessSpec, prepare
 from appliance.store import Store
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from appliance.bundle import Bundle
+from appliance.fileio import remove_files
 from appliance.handovers import EmbeddedSeries, SeriesFailure, Stage, StudyResult
 from appliance.logsafe import describe
 from appliance.metrics import Metrics
@@ -68,11 +68,3 @@ class Scorer:
                  " (needs review)" if scores.needs_review else "", findings)
         if self.on_result is not None:
             self.on_result(result)
-
-
-def remove_files(paths: tuple[str, ...]) -> None:
-    for path in paths:
-        try:
-            Path(path).unlink()
-        except FileNotFoundError:
-            pass
