@@ -199,6 +199,10 @@ class Scores:
     findings: tuple[FindingScore, ...]
     ood_distance: float | None
     review_reasons: tuple[str, ...]  # study-level, e.g. "out_of_distribution", plus any finding-level reason
+    # False when the series is not a usable cine short-axis stack (the quality gate says why, in quality_reasons):
+    # then no finding may be positive for it.
+    assessable: bool = True
+    quality_reasons: tuple[str, ...] = ()
 
     @property
     def needs_review(self) -> bool:
@@ -217,6 +221,7 @@ class StudyResult:
     precision: str
     timings_ms: dict[str, float]
     scored_at: float  # time.time()
+    bank_version: str = ""  # the label-bank version that scored it ("" for results stored before versions existed)
 
 
 # --- rows read back from the store ---------------------------------------------------------------------------------

@@ -379,7 +379,7 @@ def test_a_version_1_database_is_upgraded_in_place(tmp_path):
     store = Store(path, export_destinations=("pacs",))
     assert store.exports.counts() == {}
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3"
     store.close()
 
 

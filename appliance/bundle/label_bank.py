@@ -4,6 +4,7 @@ statistics of the training images for the out-of-distribution check."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -244,6 +245,13 @@ class LabelBank:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1) + "\n"
+
+    @functools.cached_property
+    def content_hash(self) -> str:
+        """The first 12 hex digits of the SHA-256 of the bank's canonical JSON (sorted keys, no spaces): the same
+        findings, prompts, embeddings, thresholds and calibration give the same hash. The shipped bank's version."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
     @classmethod
     def from_json(cls, text: str | bytes) -> LabelBank:

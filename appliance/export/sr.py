@@ -7,8 +7,11 @@ Coding Scheme Identification Sequence):
       HAS OBS CONTEXT  device observer: the appliance (TID 1002/1004)
       CONTAINS TEXT     [DCM 121106 Comment]  the research-use statement, in words
       CONTAINS TEXT     [DCM 111001 Algorithm Name] / [DCM 111003 Algorithm Version]  the model bundle
+      CONTAINS TEXT     [99SCANSIDE label-bank-version]  the label-bank version that scored it (prompts, thresholds)
       CONTAINS TEXT     [99SCANSIDE backend]  inference backend, version and precision
       CONTAINS UIDREF   [DCM 112002 Series Instance UID]  the scored source series
+      CONTAINS CODE     [99SCANSIDE assessable]  SCT Yes / No: No when the series is not a usable cine short-axis
+                        stack (then no finding is present), with one TEXT [99SCANSIDE quality-reason] per reason
       CONTAINS CODE     [99SCANSIDE needs-review]  SCT Yes / No, with one TEXT per study-level reason
       CONTAINS NUM      [99SCANSIDE ood-distance]  when the bundle has reference statistics
       CONTAINS CONTAINER [99SCANSIDE finding-result], one per finding:
@@ -67,6 +70,9 @@ SERIES_DESCRIPTION = "ScanSide research SR - not for diagnostic use"  # LO: at m
 COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
 
 _BACKEND = CodedConcept("backend", SCHEME, "Inference backend")
+_BANK_VERSION = CodedConcept("label-bank-version", SCHEME, "Label bank version")
+_ASSESSABLE = CodedConcept("assessable", SCHEME, "Series assessable")
+_QUALITY_REASON = CodedConcept("quality-reason", SCHEME, "Why not assessable")
 _NEEDS_REVIEW = CodedConcept("needs-review", SCHEME, "Needs human review")
 _REVIEW_REASON = CodedConcept("review-reason", SCHEME, "Review reason")
 _OOD = CodedConcept("ood-distance", SCHEME, "Distance from the reference data")
@@ -156,7 +162,8 @@ def _character_set(header: Dataset, result: StudyResult, settings: SrSettings) -
     if len(values) == 1 and not values[0].startswith("ISO 2022") and values[0] in python_encoding:
         codec = "ascii" if values[0] in ("", "ISO_IR 6") else python_encoding[values[0]]
         texts = [result.bundle_name, result.bundle_version, result.backend, result.precision,
-                 settings.institution_name, *result.scores.review_reasons]
+                 settings.institution_name, result.bank_version, *result.scores.review_reasons,
+                 *result.scores.quality_reasons]
         texts += [t for f in result.scores.findings for t in (f.name, f.finding_id, *f.review_reasons)]
         # The source's own text too: bytes it could not decode come back as U+FFFD, which its set cannot hold.
         texts += [str(e.value) for e in header.iterall() if e.VR in _TEXT_VRS and e.value is not None]
@@ -218,11 +225,19 @@ def _content(result: StudyResult, settings: SrSettings) -> ContainerContentItem:
         TextContentItem(codes.DCM.Comment, RESEARCH_STATEMENT, relationship_type=contains),
         TextContentItem(codes.DCM.AlgorithmName, result.bundle_name, relationship_type=contains),
         TextContentItem(codes.DCM.AlgorithmVersion, result.bundle_version, relationship_type=contains),
+    ]
+    if result.bank_version:
+        items.append(TextContentItem(_BANK_VERSION, result.bank_version, relationship_type=contains))
+    items += [
         TextContentItem(_BACKEND, f"{result.backend} ({result.precision})", relationship_type=contains),
         UIDRefContentItem(codes.DCM.SeriesInstanceUID, result.info.series_uid, relationship_type=contains),
-        CodeContentItem(_NEEDS_REVIEW, codes.SCT.Yes if scores.needs_review else codes.SCT.No,
+        CodeContentItem(_ASSESSABLE, codes.SCT.Yes if scores.assessable else codes.SCT.No,
                         relationship_type=contains),
     ]
+    items += [TextContentItem(_QUALITY_REASON, reason, relationship_type=contains)
+              for reason in scores.quality_reasons]
+    items.append(CodeContentItem(_NEEDS_REVIEW, codes.SCT.Yes if scores.needs_review else codes.SCT.No,
+                                 relationship_type=contains))
     items += [TextContentItem(_REVIEW_REASON, reason, relationship_type=contains) for reason in scores.review_reasons]
     if scores.ood_distance is not None:
         items.append(NumContentItem(_OOD, float(scores.ood_distance), codes.UCUM.NoUnits, relationship_type=contains))

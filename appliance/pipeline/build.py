@@ -200,7 +200,8 @@ def build_pipeline(settings: Settings, registry: CollectorRegistry,
             with ingestor.lock:
                 return assembler.info(series_uid)
 
-        servicer = ApplianceServicer(store, lambda: model_info(bundle, backend), live_status, closing)
+        servicer = ApplianceServicer(store, lambda: model_info(bundle, backend, scorer.bank, scorer.bank_version),
+                                     live_status, closing)
         grpc = build_grpc(s, servicer, metrics)
         # Imported here: highdicom and its image codecs cost ~30 MB of memory, for appliances that send SRs only.
         from appliance.export import build_exporter

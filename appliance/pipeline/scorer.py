@@ -34,11 +34,13 @@ class Scorer:
         self.metrics = metrics
         self.failures = failures
         self.on_result = on_result
+        self.bank = bundle.label_bank
+        self.bank_version = bundle.label_bank.content_hash  # recorded with every result it scores
 
     def __call__(self, item: EmbeddedSeries) -> None:
         started = time.perf_counter()
         try:
-            (scores,) = score_batch(item.embedding[None], self.bundle.label_bank, self.policy)
+            (scores,) = score_batch(item.embedding[None], self.bank, self.policy)
         except Exception as exc:
             log.error("series %s: scoring failed: %s", item.info.key, describe(exc))
             self.failures.fail(item.info, item.instance_paths, SeriesFailure(Stage.SCORING, type(exc).__name__))
@@ -49,7 +51,8 @@ class Scorer:
         timings["scoring"] = score_s * 1000.0
         result = StudyResult(info=item.info, scores=scores, bundle_name=self.bundle.name,
                              bundle_version=self.bundle.version, backend=self.backend_name,
-                             precision=self.precision, timings_ms=timings, scored_at=time.time())
+                             precision=self.precision, timings_ms=timings, scored_at=time.time(),
+                             bank_version=self.bank_version)
         try:
             event_id = self.store.results.save(result)
         except Exception as exc:  # a full disk, a locked database: this series fails visibly, the next one tries

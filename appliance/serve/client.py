@@ -117,6 +117,15 @@ class ResultStream(Protocol):
     def cancel(self) -> bool: ...
 
 
+def findings_cell(r: pb.SeriesResult) -> str:
+    """The table's findings column: the positive findings with their probabilities, or why there are none to show.
+    A series that is not assessable shows that, never a finding."""
+    if not r.assessable:
+        return f"not assessable ({'; '.join(r.quality_reasons) or 'no reason given'})"
+    positive = [f"{f.name} ({f.probability:.2f})" for f in r.findings if f.positive]
+    return ", ".join(positive) or "none"
+
+
 class ResultsTable:
     """Rows appended as results arrive: one line per series, the findings that are positive, review flags."""
 
@@ -138,10 +147,9 @@ class ResultsTable:
         if event.kind == pb.ResultEvent.SCORED:
             r = event.result
             when = time.strftime("%H:%M:%S", time.localtime(r.scored_at_unix))
-            positive = [f"{f.name} ({f.probability:.2f})" for f in r.findings if f.positive]
             review = "YES" if r.needs_review else "no"
             line = (f"{when:8}  {r.series_key:13}  {r.manufacturer[:10]:10}  "
-                    f"{r.timings.scan_to_score_ms:6.0f}ms  {review:6}  {', '.join(positive) or 'none'}")
+                    f"{r.timings.scan_to_score_ms:6.0f}ms  {review:6}  {findings_cell(r)}")
             if r.needs_review:
                 line += f"  [{'; '.join(r.review_reasons[:3])}{'...' if len(r.review_reasons) > 3 else ''}]"
             if r.sr_deliveries:  # as of when the result was read: a live stream shows the SR still pending

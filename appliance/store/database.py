@@ -13,7 +13,7 @@ from pathlib import Path
 from types import TracebackType
 
 from appliance.fileio import PRIVATE_FILE_MODE
-from appliance.store.schema import SCHEMA, SCHEMA_VERSION, UPGRADABLE
+from appliance.store.schema import SCHEMA, SCHEMA_VERSION, UPGRADABLE, UPGRADES
 
 
 class StoreError(RuntimeError):
@@ -42,6 +42,10 @@ class Database:
             if row is None:
                 db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             elif int(row[0]) in UPGRADABLE:
+                for table, column, definition in UPGRADES:
+                    have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+                    if column not in have:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
                 db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
             elif int(row[0]) != SCHEMA_VERSION:
                 raise StoreError(f"{self.path} has schema version {row[0]}, this build expects {SCHEMA_VERSION}")

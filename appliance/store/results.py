@@ -46,12 +46,14 @@ class Results:
                  info.series_uid))
             db.execute(
                 "INSERT INTO results (series_uid, study_uid, scored_at, bundle_name, bundle_version, backend,"
-                " precision, needs_review, review_reasons, ood_distance, findings, timings)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " precision, needs_review, review_reasons, ood_distance, findings, timings, assessable,"
+                " quality_reasons, bank_version)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (info.series_uid, info.study_uid, result.scored_at, result.bundle_name, result.bundle_version,
                  result.backend, result.precision, int(scores.needs_review), json.dumps(list(scores.review_reasons)),
                  scores.ood_distance, json.dumps([_finding_to_dict(f) for f in scores.findings]),
-                 json.dumps(result.timings_ms)))
+                 json.dumps(result.timings_ms), int(scores.assessable), json.dumps(list(scores.quality_reasons)),
+                 result.bank_version))
             exports.queue(db, info.series_uid, self.export_destinations, now)
             event_id = events.record(db, EventKind.SCORED, info.series_uid, info.study_uid, now)
         self._events.notify()
@@ -103,7 +105,8 @@ def _result(row: sqlite3.Row) -> StudyResult:
                       received=row["received"], expected=row["expected"], completed_by=row["completed_by"] or "",
                       last_file_at=row["last_file_at"] or 0.0)
     scores = Scores(findings=tuple(_finding_from_dict(d) for d in json.loads(row["findings"])),
-                    ood_distance=row["ood_distance"], review_reasons=tuple(json.loads(row["review_reasons"])))
+                    ood_distance=row["ood_distance"], review_reasons=tuple(json.loads(row["review_reasons"])),
+                    assessable=bool(row["assessable"]), quality_reasons=tuple(json.loads(row["quality_reasons"])))
     return StudyResult(info=info, scores=scores, bundle_name=row["bundle_name"], bundle_version=row["bundle_version"],
                        backend=row["backend"], precision=row["precision"], timings_ms=json.loads(row["timings"]),
-                       scored_at=row["scored_at"])
+                       scored_at=row["scored_at"], bank_version=row["bank_version"])

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
-# Version 2 added sources, reports and exports.
-UPGRADABLE = (1,)
+SCHEMA_VERSION = 3
+# Version 2 added sources, reports and exports; version 3 added the results' assessable, quality_reasons and
+# bank_version columns (UPGRADES adds them to an older file).
+UPGRADABLE = (1, 2)
+
+# Columns added after a table was first created: (table, column, definition). An older file gets each one it lacks,
+# with its default, when it is opened (SQLite has no ADD COLUMN IF NOT EXISTS, so the database checks first).
+UPGRADES = (
+    ("results", "assessable", "INTEGER NOT NULL DEFAULT 1"),
+    ("results", "quality_reasons", "TEXT NOT NULL DEFAULT '[]'"),
+    ("results", "bank_version", "TEXT NOT NULL DEFAULT ''"),
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -39,7 +48,10 @@ CREATE TABLE IF NOT EXISTS results (
     review_reasons TEXT NOT NULL,
     ood_distance REAL,
     findings TEXT NOT NULL,
-    timings TEXT NOT NULL
+    timings TEXT NOT NULL,
+    assessable INTEGER NOT NULL DEFAULT 1,
+    quality_reasons TEXT NOT NULL DEFAULT '[]',
+    bank_version TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS results_study ON results(study_uid);
 CREATE INDEX IF NOT EXISTS results_time ON results(scored_at);

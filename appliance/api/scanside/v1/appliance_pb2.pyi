@@ -42,7 +42,7 @@ class StageTimings(_message.Message):
     def __init__(self, preprocess_ms: _Optional[float] = ..., inference_ms: _Optional[float] = ..., scoring_ms: _Optional[float] = ..., batch_size: _Optional[int] = ..., scan_to_score_ms: _Optional[float] = ...) -> None: ...
 
 class SeriesResult(_message.Message):
-    __slots__ = ("study_instance_uid", "series_instance_uid", "series_key", "series_description", "manufacturer", "findings", "needs_review", "review_reasons", "ood_distance", "bundle_name", "bundle_version", "backend", "precision", "scored_at_unix", "timings", "images", "sr_deliveries")
+    __slots__ = ("study_instance_uid", "series_instance_uid", "series_key", "series_description", "manufacturer", "findings", "needs_review", "review_reasons", "ood_distance", "bundle_name", "bundle_version", "backend", "precision", "scored_at_unix", "timings", "images", "sr_deliveries", "assessable", "quality_reasons", "bank_version")
     STUDY_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
     SERIES_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
     SERIES_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +60,9 @@ class SeriesResult(_message.Message):
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     SR_DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    ASSESSABLE_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_REASONS_FIELD_NUMBER: _ClassVar[int]
+    BANK_VERSION_FIELD_NUMBER: _ClassVar[int]
     study_instance_uid: str
     series_instance_uid: str
     series_key: str
@@ -77,7 +80,10 @@ class SeriesResult(_message.Message):
     timings: StageTimings
     images: int
     sr_deliveries: _containers.RepeatedCompositeFieldContainer[SrDelivery]
-    def __init__(self, study_instance_uid: _Optional[str] = ..., series_instance_uid: _Optional[str] = ..., series_key: _Optional[str] = ..., series_description: _Optional[str] = ..., manufacturer: _Optional[str] = ..., findings: _Optional[_Iterable[_Union[FindingResult, _Mapping]]] = ..., needs_review: _Optional[bool] = ..., review_reasons: _Optional[_Iterable[str]] = ..., ood_distance: _Optional[float] = ..., bundle_name: _Optional[str] = ..., bundle_version: _Optional[str] = ..., backend: _Optional[str] = ..., precision: _Optional[str] = ..., scored_at_unix: _Optional[float] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., images: _Optional[int] = ..., sr_deliveries: _Optional[_Iterable[_Union[SrDelivery, _Mapping]]] = ...) -> None: ...
+    assessable: bool
+    quality_reasons: _containers.RepeatedScalarFieldContainer[str]
+    bank_version: str
+    def __init__(self, study_instance_uid: _Optional[str] = ..., series_instance_uid: _Optional[str] = ..., series_key: _Optional[str] = ..., series_description: _Optional[str] = ..., manufacturer: _Optional[str] = ..., findings: _Optional[_Iterable[_Union[FindingResult, _Mapping]]] = ..., needs_review: _Optional[bool] = ..., review_reasons: _Optional[_Iterable[str]] = ..., ood_distance: _Optional[float] = ..., bundle_name: _Optional[str] = ..., bundle_version: _Optional[str] = ..., backend: _Optional[str] = ..., precision: _Optional[str] = ..., scored_at_unix: _Optional[float] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., images: _Optional[int] = ..., sr_deliveries: _Optional[_Iterable[_Union[SrDelivery, _Mapping]]] = ..., assessable: _Optional[bool] = ..., quality_reasons: _Optional[_Iterable[str]] = ..., bank_version: _Optional[str] = ...) -> None: ...
 
 class SrDelivery(_message.Message):
     __slots__ = ("destination", "state", "tries", "last_error", "sr_instance_uid", "updated_unix")
@@ -200,7 +206,7 @@ class Finding(_message.Message):
     def __init__(self, finding_id: _Optional[str] = ..., name: _Optional[str] = ..., prompts: _Optional[_Iterable[str]] = ..., threshold: _Optional[float] = ..., rare: _Optional[bool] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("bundle_name", "bundle_version", "description", "backend", "backend_version", "precision", "research_only", "input_shape", "embedding_dim", "findings", "appliance_version", "backend_note")
+    __slots__ = ("bundle_name", "bundle_version", "description", "backend", "backend_version", "precision", "research_only", "input_shape", "embedding_dim", "findings", "appliance_version", "backend_note", "bank_version")
     BUNDLE_NAME_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_VERSION_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -213,6 +219,7 @@ class ModelInfo(_message.Message):
     FINDINGS_FIELD_NUMBER: _ClassVar[int]
     APPLIANCE_VERSION_FIELD_NUMBER: _ClassVar[int]
     BACKEND_NOTE_FIELD_NUMBER: _ClassVar[int]
+    BANK_VERSION_FIELD_NUMBER: _ClassVar[int]
     bundle_name: str
     bundle_version: str
     description: str
@@ -225,4 +232,5 @@ class ModelInfo(_message.Message):
     findings: _containers.RepeatedCompositeFieldContainer[Finding]
     appliance_version: str
     backend_note: str
-    def __init__(self, bundle_name: _Optional[str] = ..., bundle_version: _Optional[str] = ..., description: _Optional[str] = ..., backend: _Optional[str] = ..., backend_version: _Optional[str] = ..., precision: _Optional[str] = ..., research_only: _Optional[bool] = ..., input_shape: _Optional[_Iterable[int]] = ..., embedding_dim: _Optional[int] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., appliance_version: _Optional[str] = ..., backend_note: _Optional[str] = ...) -> None: ...
+    bank_version: str
+    def __init__(self, bundle_name: _Optional[str] = ..., bundle_version: _Optional[str] = ..., description: _Optional[str] = ..., backend: _Optional[str] = ..., backend_version: _Optional[str] = ..., precision: _Optional[str] = ..., research_only: _Optional[bool] = ..., input_shape: _Optional[_Iterable[int]] = ..., embedding_dim: _Optional[int] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., appliance_version: _Optional[str] = ..., backend_note: _Optional[str] = ..., bank_version: _Optional[str] = ...) -> None: ...
