@@ -1,7 +1,12 @@
 """Report and prompt text -> token ids, and token ids -> embeddings with the bundle's text encoder.
 
-The same tokenizer trains the text encoder (training/) and embeds new prompts on the appliance, so a prompt
-written at the scanner is read exactly as the training reports were. numpy and onnxruntime only: no torch here.
+Two kinds of tokenizer, named by the bundle manifest's `text_encoder` block:
+- `tokenizer` (a Hugging Face `tokenizer.json`, WordPiece): the pretrained, frozen sentence encoder the reference
+  bundle ships (training/text_tower.py); read with the `tokenizers` library exactly as the model was trained;
+- `vocabulary` (scanside-words/1): the word vocabulary of bundles whose text encoder was trained from scratch on
+  the synthetic reports (format kept so those bundles still load).
+The appliance embeds new prompts with the same tokenizer and ONNX file the image side was trained to meet.
+numpy, tokenizers and onnxruntime only: no torch here.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,13 +85,82 @@ class Tokenizer:
         return cls(tuple(data["tokens"]), int(data["max_length"]))
 
 
+class WordPieceTokenizer:
+    """A pretrained model's own tokenizer (`tokenizer.json`), padded per batch, cut at `max_length` pieces."""
+
+    def __init__(self, path: Path, max_length: int = 128) -> None:
+        from tokenizers import Tokenizer as HfTokenizer
+
+        try:
+            self._tok = HfTokenizer.from_file(str(path))
+        except Exception as exc:  # the library raises a bare Exception on a malformed file
+            raise TokenizerError(f"{Path(path).name} is not a tokenizer file: {exc}") from None
+        self.max_length = max_length
+        self._tok.no_padding()
+        self._tok.no_truncation()
+        model = json.loads(self._tok.to_str()).get("model", {})
+        self._unk = str(model.get("unk_token", "[UNK]"))
+        self._pad_id = self._tok.token_to_id("[PAD]") or 0
+        self.size = self._tok.get_vocab_size()
+
+    def pieces(self, text: str) -> list[str]:
+        """The word pieces of `text` without the [CLS]/[SEP] the model adds."""
+        return list(self._tok.encode(text, add_special_tokens=False).tokens)
+
+    def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, mask), (N, longest) int64, padded with [PAD]; texts longer than max_length are cut."""
+        encoded = self._tok.encode_batch(list(texts))
+        for text, enc in zip(texts, encoded, strict=True):
+            if len(enc.ids) <= 2:
+                raise TokenizerError(f"text {text!r} has no words")
+        width = min(self.max_length, max(len(e.ids) for e in encoded))
+        ids = np.full((len(texts), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(texts), width), dtype=np.int64)
+        for row, enc in enumerate(encoded):
+            seq = enc.ids[:width]
+            if len(enc.ids) > width:  # keep the closing [SEP], as the model saw cut texts in training
+                seq = [*enc.ids[: width - 1], enc.ids[-1]]
+            ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1
+        return ids, mask
+
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of `text` the vocabulary cannot represent (each became the unknown token)."""
+        enc = self._tok.encode(text, add_special_tokens=False)
+        return [text[start:end] for token, (start, end) in zip(enc.tokens, enc.offsets, strict=True)
+                if token == self._unk]
+
+    def length(self, text: str) -> int:
+        """Pieces the model would see, [CLS] and [SEP] included."""
+        return len(self._tok.encode(text).ids)
+
+
 class TextEncoder:
     """The bundle's text encoder in ONNX Runtime: texts -> L2-normalised embeddings (N, D)."""
 
-    def __init__(self, onnx_path: Path, vocabulary_path: Path) -> None:
+    tokenizer: Tokenizer | WordPieceTokenizer
+
+    @classmethod
+    def for_bundle(cls, bundle: Any) -> TextEncoder:
+        """The text encoder a loaded bundle names in its manifest (`bundle.text_encoder`, `bundle.root`)."""
+        te = bundle.text_encoder
+        if not te or "path" not in te or not ("tokenizer" in te or "vocabulary" in te):
+            raise TokenizerError(f"bundle {bundle.name} has no text encoder: its prompts cannot be embedded here")
+        if "tokenizer" in te:
+            return cls(bundle.root / te["path"], tokenizer_path=bundle.root / te["tokenizer"],
+                       max_length=int(te.get("max_length", 128)))
+        return cls(bundle.root / te["path"], bundle.root / te["vocabulary"])
+
+    def __init__(self, onnx_path: Path, vocabulary_path: Path | None = None, *, tokenizer_path: Path | None = None,
+                 max_length: int = 128) -> None:
         import onnxruntime as ort
 
-        self.tokenizer = Tokenizer.from_json(Path(vocabulary_path).read_text())
+        if (vocabulary_path is None) == (tokenizer_path is None):
+            raise TokenizerError("a text encoder needs exactly one of a vocabulary or a tokenizer file")
+        if tokenizer_path is not None:
+            self.tokenizer = WordPieceTokenizer(Path(tokenizer_path), max_length)
+        else:
+            self.tokenizer = Tokenizer.from_json(Path(vocabulary_path).read_text())  # type: ignore[arg-type]
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
@@ -93,7 +168,27 @@ class TextEncoder:
         if names != ["input_ids", "attention_mask"]:
             raise TokenizerError(f"text encoder inputs are {names}, expected ['input_ids', 'attention_mask']")
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
+    def unrepresentable(self, text: str) -> list[str]:
+        """Why the model cannot read `text` faithfully, as the offending words (empty: it can). Words the tokenizer
+        maps to its unknown token; a text with no words at all is returned as itself."""
+        if not any(ch.isalnum() for ch in text):
+            return [text]
+        if isinstance(self.tokenizer, WordPieceTokenizer):
+            if not self.tokenizer.pieces(text):
+                return [text]
+            return self.tokenizer.unknown_words(text)
+        if not words(text):
+            return [text]
+        return self.tokenizer.unknown_words(text)
+
+    def too_long(self, text: str) -> bool:
+        if isinstance(self.tokenizer, WordPieceTokenizer):
+            return self.tokenizer.length(text) > self.tokenizer.max_length
+        return len(words(text)) > self.tokenizer.max_length
+
+    def embed(self, texts: Sequence[str], batch: int = 64) -> np.ndarray:
+        if len(texts) > batch:
+            return np.concatenate([self.embed(texts[i : i + batch], batch) for i in range(0, len(texts), batch)])
         ids, mask = self.tokenizer.encode(texts)
         (out,) = self.session.run(None, {"input_ids": ids, "attention_mask": mask})
         out = out.astype(np.float32)

@@ -63,6 +63,26 @@ def fit_logistic(scores: np.ndarray, labels: np.ndarray, l2: float = 1e-3, itera
     return float(slope), float(w[1] - slope * mu)
 
 
+def fit_anchored_logistic(scores: np.ndarray, labels: np.ndarray, threshold: float, l2: float = 1e-3,
+                          iterations: int = 50) -> float:
+    """The slope of P(positive | score) = sigmoid(slope * (score - threshold)): a calibration that passes through
+    0.5 at the decision threshold, so a finding called positive never shows a probability under one half."""
+    z = np.asarray(scores, dtype=np.float64) - threshold
+    y = np.asarray(labels, dtype=np.float64)
+    sd = z.std() or 1.0
+    z = z / sd
+    w = 1.0
+    for _ in range(iterations):
+        p = 1 / (1 + np.exp(-w * z))
+        grad = float(z @ (p - y)) + l2 * w * len(y)
+        hess = float((z * z) @ (p * (1 - p))) + l2 * len(y)
+        step = grad / hess
+        w -= step
+        if abs(step) < 1e-10:
+            break
+    return float(max(w, 1e-6) / sd)
+
+
 def recall_at_k(image: np.ndarray, text: np.ndarray, ks: tuple[int, ...] = (1, 5, 10)) -> dict[int, float]:
     """Study -> report retrieval: how often a study's own report is among the k most similar reports."""
     image = image / np.linalg.norm(image, axis=1, keepdims=True)

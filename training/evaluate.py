@@ -35,6 +35,8 @@ class Evaluation:
     latency_ms: dict[str, float] = field(default_factory=dict)
     export_cosine: dict[str, float] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
+    prompts: list[Any] = field(default_factory=list)  # training.prompt_eval.PromptResult, student, internal test
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)  # baseline -> finding -> AUROC (test)
     notes: list[str] = field(default_factory=list)
 
 
@@ -130,6 +132,7 @@ def to_markdown(ev: Evaluation, finding_names: dict[str, str], header: str) -> s
             lines.append(f"| {name} | {s.positives[fid]} | {t.auroc[fid]:.3f} | {s.auroc[fid]:.3f} | "
                          f"{delta:+.3f} | {t.accuracy[fid]:.3f} | {s.accuracy[fid]:.3f} |")
         lines.append("")
+    lines += _baseline_lines(ev, finding_names) + _prompt_lines(ev, finding_names)
     if ev.retrieval:
         lines += ["### Retrieval: study -> its own report among the internal test reports", "",
                   "| model | recall@1 | recall@5 | recall@10 |", "|---|---:|---:|---:|"]
@@ -159,3 +162,47 @@ def to_markdown(ev: Evaluation, finding_names: dict[str, str], header: str) -> s
         lines.append("")
     lines += [f"- {n}" for n in ev.notes]
     return "\n".join(lines) + "\n"
+
+
+def _baseline_lines(ev: Evaluation, names: dict[str, str]) -> list[str]:
+    if not ev.baselines or "student" not in ev.splits:
+        return []
+    kinds = list(ev.baselines)
+    s, t = ev.splits["student"]["test"], ev.splits["teacher"]["test"]
+    lines = ["### Baselines on the internal test split (fitted on the train split's images and labels)", "",
+             "| finding | " + " | ".join(kinds) + " | teacher | student | student - best baseline |",
+             "|---|" + "---:|" * (len(kinds) + 3)]
+    margins = []
+    for fid, name in names.items():
+        base = [ev.baselines[k].get(fid, float("nan")) for k in kinds]
+        margin = s.auroc[fid] - max(base)
+        margins.append(margin)
+        lines.append(f"| {name} | " + " | ".join(f"{b:.3f}" for b in base) +
+                     f" | {t.auroc[fid]:.3f} | {s.auroc[fid]:.3f} | {margin:+.3f} |")
+    lines += ["", f"- Student minus the best baseline, mean over findings: {np.nanmean(margins):+.3f} "
+              "(target: at least +0.10).", ""]
+    return lines
+
+
+def _prompt_lines(ev: Evaluation, names: dict[str, str]) -> list[str]:
+    if not ev.prompts:
+        return []
+    from training.prompt_eval import summary
+
+    lines = ["### Held-out prompts (student, internal test split; one prompt each, as a site would add it)", "",
+             "| finding | kind | prompt | AUROC | own prompts | within 0.05 |", "|---|---|---|---:|---:|---|"]
+    for r in ev.prompts:
+        if r.kind == "unrelated":
+            continue
+        mark = ("yes" if r.within else "no") if r.kind == "paraphrase" else ""
+        lines.append(f"| {names.get(r.finding_id, r.finding_id)} | {r.kind} | {r.prompt} | {r.auroc:.3f} | "
+                     f"{r.own_auroc:.3f} | {mark} |")
+    lines += ["", "Unrelated text, AUROC against each finding's labels:", "",
+              "| prompt | " + " | ".join(names.values()) + " |", "|---|" + "---:|" * len(names)]
+    for p in sorted({r.prompt for r in ev.prompts if r.kind == "unrelated"}):
+        row = {r.finding_id: r.auroc for r in ev.prompts if r.kind == "unrelated" and r.prompt == p}
+        lines.append(f"| {p} | " + " | ".join(f"{row.get(f, float('nan')):.2f}" for f in names) + " |")
+    lines += ["", "| summary | value |", "|---|---:|"]
+    lines += [f"| {k} | {v:.3f} |" for k, v in summary(ev.prompts).items()]
+    lines.append("")
+    return lines

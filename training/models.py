@@ -1,7 +1,8 @@
-"""The networks: a video encoder (teacher and student share the design, not the width) and a report text encoder.
+"""The networks: a video encoder (teacher and student share the design, not the width). The text side is a frozen,
+pretrained sentence encoder (training/text_tower.py), not trained here.
 
-Both are built from operators that export cleanly to ONNX opset 17 and that TensorRT takes: Conv, BatchNorm (folded
-at export), ReLU, pooling and reductions, MatMul, Softmax, and LayerNorm as the single LayerNormalization op.
+It is built from operators that export cleanly to ONNX opset 17 and that TensorRT takes: Conv, BatchNorm (folded
+at export), ReLU, pooling and reductions, and MatMul.
 """
 
 from __future__ import annotations
@@ -58,68 +59,6 @@ class VideoEncoder(nn.Module):
         f = self.temporal(f.reshape(n, t, -1).transpose(1, 2))  # (N, F', T)
         summary = torch.cat([f.mean(dim=2), f.amax(dim=2) - f.amin(dim=2)], dim=1)
         return self.head(summary)
-
-
-@dataclass(frozen=True)
-class TextConfig:
-    vocab_size: int
-    max_length: int = 64
-    width: int = 128
-    heads: int = 4
-    layers: int = 2
-    embed_dim: int = 128
-
-
-class _Attention(nn.Module):
-    def __init__(self, width: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.qkv = nn.Linear(width, 3 * width)
-        self.out = nn.Linear(width, width)
-
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        n, length, d = x.shape
-        qkv = self.qkv(x).reshape(n, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        att = torch.softmax(q @ k.transpose(-1, -2) / (d // self.heads) ** 0.5 + bias, dim=-1)
-        return self.out((att @ v).transpose(1, 2).reshape(n, length, d))
-
-
-class _Layer(nn.Module):
-    def __init__(self, width: int, heads: int) -> None:
-        super().__init__()
-        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
-        self.attn = _Attention(width, heads)
-        self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
-
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), bias)
-        return x + self.mlp(self.norm2(x))
-
-
-class TextEncoder(nn.Module):
-    """(input_ids, attention_mask) -> (N, D): a small pre-norm transformer, mean-pooled over real tokens (as
-    CMR-CLIP pools Bio_ClinicalBERT), so word order and negations ("no ... hypertrophy") can matter."""
-
-    def __init__(self, cfg: TextConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.tokens = nn.Embedding(cfg.vocab_size, cfg.width, padding_idx=0)
-        self.positions = nn.Parameter(torch.zeros(1, cfg.max_length, cfg.width))
-        nn.init.normal_(self.positions, std=0.02)
-        self.layers = nn.ModuleList(_Layer(cfg.width, cfg.heads) for _ in range(cfg.layers))
-        self.norm = nn.LayerNorm(cfg.width)
-        self.proj = nn.Linear(cfg.width, cfg.embed_dim)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        mask = attention_mask.to(torch.float32)
-        x = self.tokens(input_ids) + self.positions[:, : input_ids.shape[1]]
-        bias = ((1.0 - mask) * -1e4)[:, None, None, :]  # padding is never attended to
-        for layer in self.layers:
-            x = layer(x, bias)
-        x = self.norm(x)
-        pooled = (x * mask[:, :, None]).sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1.0)
-        return self.proj(pooled)
 
 
 def clip_loss(image: torch.Tensor, text: torch.Tensor, temperature: float) -> torch.Tensor:

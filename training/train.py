@@ -1,4 +1,4 @@
-"""Teacher: video and text encoders trained together on (study, impression) pairs with a symmetric InfoNCE loss.
+"""Teacher: a video encoder trained to meet a frozen, pretrained text tower on (study, report) pairs (locked-text).
 Student: a smaller video encoder distilled from the frozen teacher's image embeddings on studies without reports.
 """
 
@@ -8,14 +8,14 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from appliance.text import Tokenizer
 from training.cohort import Split
-from training.models import STUDENT, TEACHER, TextConfig, TextEncoder, VideoConfig, VideoEncoder, clip_loss
+from training.models import STUDENT, TEACHER, VideoConfig, VideoEncoder
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,8 @@ class TrainConfig:
     batch: int = 48
     lr: float = 2e-3
     weight_decay: float = 0.02
-    temperature: float = 0.05  # CMR-CLIP's fixed temperature
+    temperature: float = 0.05  # the learned temperature's start (CMR-CLIP's fixed value)
+    regression_weight: float = 10.0  # the cosine-to-mean-report term beside InfoNCE
     seed: int = 0
 
 
@@ -58,45 +59,56 @@ def _schedule(optimizer: torch.optim.Optimizer, steps: int, warmup: int = 50) ->
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def train_teacher(train: Split, tokenizer: Tokenizer, cfg: TrainConfig, log: Callable[[str], None] = print,
-                  video_cfg: VideoConfig = TEACHER) -> tuple[VideoEncoder, TextEncoder]:
+def train_image_tower(train: Split, report_embeddings: list[np.ndarray], cfg: TrainConfig,
+                      log: Callable[[str], None] = print, video_cfg: VideoConfig = TEACHER) -> VideoEncoder:
+    """Locked-text training: the text tower is frozen (its report embeddings are computed once, outside), and the
+    image encoder, ending in a learned linear projection into the text tower's space, is trained to meet it.
+
+    `report_embeddings[i]` is (k, D), study i's k reports as the frozen tower embeds them. The loss is CLIP's
+    symmetric InfoNCE against one report drawn per study each epoch (a learned temperature, as in CLIP, since a
+    frozen general-domain tower puts all cardiac reports close together), plus the cosine to the mean of the
+    study's reports: many studies have near-identical reports (most normals read alike), and the contrastive term
+    alone would push those apart."""
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    video = VideoEncoder(video_cfg)
-    text = TextEncoder(TextConfig(vocab_size=tokenizer.size, max_length=tokenizer.max_length,
-                                  embed_dim=video_cfg.embed_dim))
-    params = list(video.parameters()) + list(text.parameters())
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    dim = int(report_embeddings[0].shape[1])
+    video = VideoEncoder(replace(video_cfg, embed_dim=dim))
+    log_scale = torch.nn.Parameter(torch.tensor(math.log(1.0 / cfg.temperature)))
+    params = [*video.parameters(), log_scale]
+    groups: list[dict[str, Any]] = [{"params": list(video.parameters())},
+                                    {"params": [log_scale], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups,
+                                  lr=cfg.lr, weight_decay=cfg.weight_decay)
     n = len(train.tensors)
     steps = cfg.teacher_epochs * (n // cfg.batch)
     scheduler = _schedule(optimizer, steps)
-    # Every study has several impressions written by different "readers"; each epoch draws one at random.
-    encoded = [tokenizer.encode(reports) for reports in train.reports]
+    reports = [F.normalize(torch.from_numpy(np.asarray(r, dtype=np.float32)), dim=1) for r in report_embeddings]
+    means = F.normalize(torch.stack([r.mean(dim=0) for r in reports]), dim=1)
     rng = np.random.default_rng(cfg.seed)
     for epoch in range(cfg.teacher_epochs):
         video.train()
-        text.train()
         started, total, count = time.perf_counter(), 0.0, 0
         for idx in _batches(n, cfg.batch, gen):
-            idx_np = idx.numpy()
+            idx_np = np.sort(idx.numpy())
             x = augment(torch.from_numpy(np.asarray(train.tensors[idx_np], dtype=np.float32)), gen)
-            picks = [encoded[i] for i in idx_np]
-            which = rng.integers(0, [len(p[0]) for p in picks])
-            ids = torch.from_numpy(np.stack([p[0][w] for p, w in zip(picks, which, strict=True)]))
-            mask = torch.from_numpy(np.stack([p[1][w] for p, w in zip(picks, which, strict=True)]))
-            loss = clip_loss(video(x), text(ids, mask), cfg.temperature)
+            picks = torch.stack([reports[i][int(rng.integers(0, len(reports[i])))] for i in idx_np])
+            image = F.normalize(video(x), dim=1)
+            logits = image @ picks.t() * log_scale.exp().clamp(max=100.0)
+            target = torch.arange(len(idx_np))
+            contrastive = (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+            regression = (1 - (image * means[torch.from_numpy(idx_np)]).sum(dim=1)).mean()
+            loss = contrastive + cfg.regression_weight * regression
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             scheduler.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-        log(f"teacher epoch {epoch + 1}/{cfg.teacher_epochs}: loss {total / count:.3f} "
-            f"({time.perf_counter() - started:.0f} s)")
+            total += float(loss.detach()) * len(idx_np)
+            count += len(idx_np)
+        log(f"image tower epoch {epoch + 1}/{cfg.teacher_epochs}: loss {total / count:.3f}, temperature "
+            f"{float(1 / log_scale.detach().exp()):.4f} ({time.perf_counter() - started:.0f} s)")
     video.eval()
-    text.eval()
-    return video, text
+    return video
 
 
 @torch.no_grad()
@@ -104,16 +116,6 @@ def embed_images(model: VideoEncoder, tensors: np.ndarray, batch: int = 64) -> n
     model.eval()
     out = [model(torch.from_numpy(np.asarray(tensors[i : i + batch], dtype=np.float32))).numpy()
            for i in range(0, len(tensors), batch)]
-    return np.concatenate(out).astype(np.float32)
-
-
-@torch.no_grad()
-def embed_texts(model: TextEncoder, tokenizer: Tokenizer, texts: list[str], batch: int = 256) -> np.ndarray:
-    model.eval()
-    out = []
-    for i in range(0, len(texts), batch):
-        ids, mask = tokenizer.encode(texts[i : i + batch])
-        out.append(model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy())
     return np.concatenate(out).astype(np.float32)
 
 
