@@ -26,6 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "assembly": set(),
     "ingest": {"assembly", "metrics", "store"},
     "preprocess": set(),
+    "quality": {"preprocess"},
     "bundle": {"preprocess"},
     "text": set(),
     "inference": {"bundle", "metrics"},
@@ -33,8 +34,8 @@ ALLOWED: dict[str, set[str]] = {
     "prompts": {"bundle", "scoring", "text"},
     "export": {"metrics", "store"},
     "serve": {"api", "bundle", "inference", "store"},
-    "pipeline": {"assembly", "bundle", "export", "inference", "ingest", "metrics", "preprocess", "scoring", "serve",
-                 "store"},
+    "pipeline": {"assembly", "bundle", "export", "inference", "ingest", "metrics", "preprocess", "prompts", "scoring",
+                 "serve", "store"},
     "service": {"pipeline"},
 }
 RUNTIME_NEVER = ("appliance.dev", "training", "torch")

@@ -27,6 +27,17 @@ def check_settings(s: Settings) -> None:
          "metrics.gpu_stats must be auto, nvml, tegrastats, jtop or off")
     need(0 <= s.scoring.review_low <= s.scoring.review_high <= 1,
          "scoring.review_low and review_high must satisfy 0 <= low <= high <= 1")
+    q = s.quality
+    need(0 < q.min_phase_ratio <= 1, "quality.min_phase_ratio must be in (0, 1]")
+    need(3 <= q.min_slices <= 64, "quality.min_slices must be in [3, 64]")
+    need(-1 <= q.min_neighbour_correlation <= 1, "quality.min_neighbour_correlation must be in [-1, 1]")
+    need(0 <= q.min_motion <= 1, "quality.min_motion must be in [0, 1]")
+    need(q.min_motion_ratio >= 1, "quality.min_motion_ratio must be >= 1")
+    need(0 <= q.min_motion_compactness <= 1, "quality.min_motion_compactness must be in [0, 1]")
+    need(10 <= q.heart_radius_mm <= 150, "quality.heart_radius_mm must be in [10, 150]")
+    need(0 < q.max_heart_offset_mm <= 500, "quality.max_heart_offset_mm must be in (0, 500]")
+    need(-1 <= q.min_atlas_similarity <= 1, "quality.min_atlas_similarity must be in [-1, 1]")
+    need(-2 <= q.min_orientation_margin <= 2, "quality.min_orientation_margin must be in [-2, 2]")
     g = s.grpc
     need((g.tls_cert is None) == (g.tls_key is None), "grpc.tls_cert and grpc.tls_key go together")
     need(g.tls_client_ca is None or g.tls_cert is not None,

@@ -80,6 +80,24 @@ class ScoringConfig:
 
 
 @dataclass(frozen=True)
+class QualityConfig:
+    """The input quality gate (appliance/quality, docs/quality-gate.md): a series that is not a usable cine
+    short-axis stack is stored as not assessable, with its reasons, and no finding is called positive."""
+
+    enabled: bool = True
+    min_phase_ratio: float = 0.5  # fewer acquired phases than this share of the model's frames: too_few_phases
+    min_slices: int = 5  # fewer slice positions: too_few_slices (base, mid and apex would lie next to each other)
+    min_neighbour_correlation: float = 0.35  # mean correlation of adjacent pixels below this: noise
+    min_motion: float = 0.06  # 99th percentile of the per-pixel temporal s.d. (tensor units) below this: no motion
+    min_motion_ratio: float = 4.0  # ...or that percentile below this many times the median s.d. (the noise floor)
+    min_motion_compactness: float = 0.45  # share of the motion within heart_radius_mm of its centre: not_cardiac
+    heart_radius_mm: float = 50.0
+    max_heart_offset_mm: float = 55.0  # centre of the motion farther than this from the image centre: outside FOV
+    min_atlas_similarity: float = 0.25  # correlation with the short-axis atlas, best orientation: not_cardiac
+    min_orientation_margin: float = 0.02  # as labelled must match the atlas better than any flip or rotation, by this
+
+
+@dataclass(frozen=True)
 class GrpcConfig:
     host: str = "127.0.0.1"
     port: int = 50051  # 0 picks a free port (tests)
@@ -168,6 +186,7 @@ class Settings:
     assembly: AssemblyConfig = field(default_factory=AssemblyConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     grpc: GrpcConfig = field(default_factory=GrpcConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     dicom: DicomConfig = field(default_factory=DicomConfig)
