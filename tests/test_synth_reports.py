@@ -207,7 +207,7 @@ def test_impressions_never_contradict_the_labels():
 def test_quoted_numbers_sit_on_the_label_side_of_the_cut_off():
     rng = np.random.default_rng(9)
     seen = Counter()
-    for _, p in cohort(800, seed=8):
+    for _, p in cohort(1200, seed=8):
         lab, m = study_labels(p), study_measurements(p)
         text = impression(p, rng)
         for name, key, label, cut, below in (("LVEF", "lvef_pct", "lv_systolic_dysfunction", 50, True),

@@ -149,9 +149,10 @@ def test_geometry_follows_the_long_axis(vendor):
         normals.append(normal)
         ps_r, ps_c = (float(x) for x in ds.PixelSpacing)
         centre = np.asarray(pos) + (ds.Columns - 1) / 2 * ps_c * row + (ds.Rows - 1) / 2 * ps_r * col
-        # image centre is on the heart's centre line, give or take the seeded offset
+        # image centre is off the heart's centre line by exactly the seeded offset
         rel = centre - np.asarray(plan.stack.pose.origin)
-        assert np.linalg.norm(rel - (rel @ axis) * axis) < 6.0
+        assert np.linalg.norm(rel - (rel @ axis) * axis) == pytest.approx(np.hypot(*plan.stack.center_offset_mm),
+                                                                          abs=0.01)
         centres.append(centre)
         locations.append(float(ds.SliceLocation))
     order = np.argsort([c @ axis for c in centres])
@@ -204,7 +205,9 @@ def test_rendered_anatomy_agrees_with_the_geometry(vendor):
     origin = np.asarray(plan.stack.pose.origin)
     mid = cine_datasets(plan)[2]
     img = real_pixels(mid) / (VENDORS[vendor].gain * plan.gain_scale)
-    bright = img > 0.575
+    p = plan.params
+    bright = img > 0.5 * (p.blood_signal + p.myocardial_signal)  # this patient's blood/myocardium midpoint
+    shift = plan.slice_shifts_mm[2]  # breath-hold misregistration of this slice (in-plane, image axes)
     iop = np.asarray([float(x) for x in mid.ImageOrientationPatient])
     ps_r, ps_c = (float(x) for x in mid.PixelSpacing)
     rel = origin - np.asarray([float(x) for x in mid.ImagePositionPatient])
@@ -213,8 +216,9 @@ def test_rendered_anatomy_agrees_with_the_geometry(vendor):
     assert 200 < lv.sum() * ps_r * ps_c < 3000  # a plausible LV cavity (mm^2), not the background
     lv_centre = _centroid_patient(mid, lv)
     off_axis = (lv_centre - origin) - ((lv_centre - origin) @ axis) * axis
-    assert np.linalg.norm(off_axis) < 4.0
-    assert 0.9 * img[lv].mean() > 0.7  # blood signal survives gain, bias, noise and rescale
+    iop_row, iop_col = iop[:3], iop[3:]
+    assert np.linalg.norm(off_axis - (shift[0] * iop_row + shift[1] * iop_col)) < 4.0
+    assert img[lv].mean() > 0.6 * p.blood_signal  # blood signal survives gain, bias, noise and rescale
     r, c = np.mgrid[:128, :128]
     near = (r - seed[0]) ** 2 * ps_r**2 + (c - seed[1]) ** 2 * ps_c**2 < 50.0**2
     rv = bright & near & ~lv

@@ -90,16 +90,18 @@ class _Renderer:
         self.plan = plan
         self.series = _cine_series(plan)
         # the writer draws the shading from this stream before any image of the series
-        self.bias = bias_field(plan.rows, plan.cols, np.random.default_rng([plan.seed, self.series.series_number, 0]))
+        self.bias = bias_field(plan.rows, plan.cols, np.random.default_rng([plan.seed, self.series.series_number, 0]),
+                               plan.shading_strength)
         self.slope, self.intercept = _rescale(plan)
 
     def pixels(self, g: CineGeometry) -> np.ndarray:
         plan, stack = self.plan, self.plan.stack
         plane = stack.planes[g.slice_index]
-        image = render_slice(plan.params, plane.sax_level, g.phase / plan.n_phases, plan.rows, plan.cols,
-                             plan.pixel_spacing, stack.center_offset_mm, stack.rotation_deg, stack.mirror)
+        image = render_slice(plan.params, plane.sax_level, plan.render_phase(g.slice_index, g.phase), plan.rows,
+                             plan.cols, plan.pixel_spacing, plan.render_offset(g.slice_index), stack.rotation_deg,
+                             stack.mirror, slab_frac=plan.slab_frac)
         stored = to_stored(image, plan.profile, _noise_rng(plan, self.series, g.instance_number), plan.gain_scale,
-                           self.bias)
+                           self.bias, plan.noise_scale)
         out = stored.astype(np.float32)
         # float32 arithmetic, in this order, is what the appliance's frame loader does
         if self.slope != 1.0 or self.intercept != 0.0:

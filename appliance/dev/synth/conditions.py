@@ -58,18 +58,25 @@ def sample_condition(rng: np.random.Generator, mix: Mapping[str, float] | None =
 
 
 def _normal(rng: np.random.Generator) -> HeartParams:
+    """A normal heart of a patient of some build: cavity, walls and RV scale with body size, so a large normal
+    heart is as big as a mildly dilated one and a small patient's walls as thin as a thinned infarct's rim.
+    Every value stays on the normal side of the reader's cut-offs in ``findings``, some of them just."""
+    body = float(np.clip(rng.normal(1.0, 0.09), 0.8, 1.22))
     return HeartParams(
-        lv_edd_radius_mm=float(np.clip(rng.normal(23.0, 1.2), 20.5, 25.5)),
-        lv_ef=float(rng.uniform(0.56, 0.70)),
-        lv_wall_mm=float(np.clip(rng.normal(8.0, 0.6), 6.8, 9.5)),
-        septal_extra_mm=float(rng.uniform(0.0, 1.0)),
-        rv_scale=float(rng.uniform(0.9, 1.1)),
-        rv_ef=float(rng.uniform(0.50, 0.65)),
-        rv_wall_mm=float(rng.uniform(3.0, 4.0)),
-        long_axis_mm=float(np.clip(rng.normal(90.0, 5.0), 78.0, 102.0)),
-        heart_rate_bpm=float(rng.uniform(55.0, 85.0)),
-        myocardial_signal=float(rng.uniform(0.22, 0.28)),
+        lv_edd_radius_mm=float(np.clip(23.0 * body + rng.normal(0.0, 1.2), 19.0, 27.3)),
+        lv_ef=float(rng.uniform(0.52, 0.72)),
+        lv_wall_mm=float(np.clip(8.3 * body**0.7 + rng.normal(0.0, 1.0), 6.0, 11.2)),
+        septal_extra_mm=float(rng.uniform(0.0, 2.8)),
+        rv_scale=float(np.clip(body * rng.uniform(0.9, 1.06), 0.8, 1.13)),
+        rv_ef=float(rng.uniform(0.44, 0.66)),
+        rv_wall_mm=float(rng.uniform(2.5, 4.5)),
+        effusion_mm=float(rng.uniform(0.0, 2.6)) if rng.random() < 0.4 else 0.0,  # physiological fluid
+        long_axis_mm=float(np.clip(rng.normal(90.0 * body, 6.0), 70.0, 112.0)),
+        heart_rate_bpm=float(rng.uniform(50.0, 100.0)),
+        myocardial_signal=float(rng.uniform(0.18, 0.32)),
         anatomy_seed=int(rng.integers(0, 2**31 - 1)),
+        body_scale=body,
+        blood_signal=float(rng.uniform(0.6, 0.98)),
     )
 
 
@@ -93,10 +100,10 @@ def sample_params(condition: str, rng: np.random.Generator, severity: float | No
     changes: dict[str, Any] = {}
     if condition == "dcm":
         changes = {
-            "lv_edd_radius_mm": 27.0 + 8.0 * s + j(1.0),
-            "lv_ef": 0.44 - 0.30 * s + j(0.03),
-            "lv_wall_mm": 7.8 - 1.8 * s + j(0.4),
-            "heart_rate_bpm": float(rng.uniform(65.0, 95.0)),
+            "lv_edd_radius_mm": 25.5 + 9.5 * s + j(1.2),
+            "lv_ef": 0.47 - 0.32 * s + j(0.02),
+            "lv_wall_mm": float(np.clip(base.lv_wall_mm - 2.0 * s + j(0.5), 5.0, 11.0)),
+            "heart_rate_bpm": float(rng.uniform(60.0, 110.0)),
         }
         if rng.random() < 0.35 * s + 0.05:
             changes.update(_rv_involvement(rng, s))
@@ -107,9 +114,9 @@ def sample_params(condition: str, rng: np.random.Generator, severity: float | No
         changes = {
             "akinetic_territory": territory,
             "akinetic_extent": 0.35 + 0.65 * s,
-            "akinetic_thinning": 0.2 + 0.45 * s + j(0.05),
-            "lv_ef": 0.52 - 0.27 * s + j(0.03),
-            "lv_edd_radius_mm": 24.0 + 5.0 * s + j(1.0),
+            "akinetic_thinning": 0.1 + 0.5 * s + j(0.05),
+            "lv_ef": 0.53 - 0.28 * s + j(0.03),
+            "lv_edd_radius_mm": base.lv_edd_radius_mm + 5.0 * s + j(1.0),
             "lge_pattern": "ischemic",
             "scar_transmurality": float(np.clip(0.3 + 0.7 * s + j(0.1), 0.1, 1.0)),
         }
@@ -118,35 +125,35 @@ def sample_params(condition: str, rng: np.random.Generator, severity: float | No
             changes.update(_rv_involvement(rng, s))
     elif condition == "hcm":
         changes = {
-            "septal_extra_mm": 5.0 + 10.0 * s + j(0.8),
-            "lv_wall_mm": 9.0 + 2.0 * s + j(0.5),
-            "lv_edd_radius_mm": 21.0 - 4.0 * s + j(0.8),
+            "septal_extra_mm": 4.2 + 11.0 * s + float(rng.uniform(0.0, 0.8)),
+            "lv_wall_mm": float(np.clip(base.lv_wall_mm + 1.5 * s + j(0.5), 6.0, 11.5)),
+            "lv_edd_radius_mm": base.lv_edd_radius_mm - 1.0 - 4.0 * s + j(0.8),
             "lv_ef": 0.68 + 0.07 * s + j(0.02),
             "lge_pattern": "insertion" if rng.random() < 0.5 + 0.4 * s else "none",
         }
     elif condition == "amyloid":
         changes = {
-            "lv_wall_mm": 12.5 + 5.5 * s + j(0.6),
+            "lv_wall_mm": 12.1 + 6.0 * s + float(rng.uniform(0.0, 0.8)),
             "septal_extra_mm": float(rng.uniform(0.0, 2.0)),
-            "lv_edd_radius_mm": 21.0 - 2.0 * s + j(0.8),
+            "lv_edd_radius_mm": base.lv_edd_radius_mm - 1.0 - 2.0 * s + j(0.8),
             "lv_ef": 0.56 - 0.22 * s + j(0.03),
             "rv_wall_mm": 5.0 + 3.0 * s + j(0.4),
             "rv_ef": 0.48 - 0.15 * s + j(0.03),
             "effusion_mm": 2.0 + 4.0 * s + j(0.5),
-            "myocardial_signal": 0.29 + 0.05 * s,
+            "myocardial_signal": float(np.clip(base.myocardial_signal + 0.02 + 0.05 * s, 0.0, 0.4)),
             "lge_pattern": "diffuse",
         }
     elif condition == "rv_dysfunction":
         changes = {
-            "rv_scale": 1.2 + 0.6 * s + j(0.05),
+            "rv_scale": 1.17 + 0.6 * s + float(rng.uniform(0.0, 0.05)),
             "rv_ef": 0.42 - 0.27 * s + j(0.03),
             "septal_flattening": float(np.clip(0.9 * s + j(0.1), 0.0, 1.0)),
             "lv_edd_radius_mm": base.lv_edd_radius_mm - 2.0 * s,
         }
     elif condition == "effusion":
         changes = {
-            "effusion_mm": 4.0 + 16.0 * s + j(1.0),
-            "heart_rate_bpm": float(rng.uniform(70.0, 105.0)),
+            "effusion_mm": 3.1 + 16.0 * s + float(rng.uniform(0.0, 1.0)),
+            "heart_rate_bpm": float(rng.uniform(65.0, 110.0)),
         }
     return dataclasses.replace(base, **changes)
 

@@ -59,7 +59,9 @@ class HeartParams:
     myocardial_signal: float = 0.25  # bSSFP myocardium intensity
     lge_pattern: str = "none"  # enhancement pattern shown by the late-enhancement contrast
     scar_transmurality: float = 0.0  # 0..1, depth of ischaemic scar from the endocardium
-    anatomy_seed: int = 0  # drives the background texture only
+    anatomy_seed: int = 0  # drives the background texture and the organs' exact placement only
+    body_scale: float = 1.0  # patient build: scales the chest, the subcutaneous fat and the organs around the heart
+    blood_signal: float = 0.9  # bSSFP blood-pool intensity (inflow, field strength, flip angle vary it)
 
     def __post_init__(self) -> None:
         checks = {
@@ -78,6 +80,8 @@ class HeartParams:
             "septal_flattening": (0.0, 1.0),
             "myocardial_signal": (0.0, 1.0),
             "scar_transmurality": (0.0, 1.0),
+            "body_scale": (0.6, 1.5),
+            "blood_signal": (0.3, 1.0),
         }
         for name, (lo, hi) in checks.items():
             value = getattr(self, name)
@@ -369,7 +373,10 @@ def render_points(params: HeartParams, u: np.ndarray, v: np.ndarray, z_frac: np.
            edge_mm)
     _paint(img, d_lv_epi, myo, edge_mm)
 
-    blood = sig.blood * (0.55 if (contrast == "lge" and p.lge_pattern == "diffuse") else 1.0)
+    if contrast == "bssfp":
+        blood = np.float32(p.blood_signal)
+    else:
+        blood = sig.blood * (0.55 if p.lge_pattern == "diffuse" else 1.0)
     _paint(img, d_lv_endo, blood, edge_mm)
     _paint(img, np.maximum(d_rv, -d_lv_epi), blood, edge_mm)
 
@@ -440,7 +447,8 @@ def _slice_frame(params: HeartParams, z_frac: float, rows: int, cols: int, spaci
 
 def render_slice(params: HeartParams, z_frac: float, phase_frac: float, rows: int, cols: int,
                  pixel_spacing_mm: float | tuple[float, float], center_offset_mm: tuple[float, float] = (0.0, 0.0),
-                 rotation_deg: float = 0.0, mirror: bool = False, contrast: str = "bssfp") -> np.ndarray:
+                 rotation_deg: float = 0.0, mirror: bool = False, contrast: str = "bssfp",
+                 slab_frac: float = 0.0) -> np.ndarray:
     """One short-axis image (float32, rows x cols) in phantom intensity units (~0..1), noise-free.
 
     Only a window around the heart goes through the full model; the rest of the field of view is background,
@@ -457,6 +465,14 @@ def render_slice(params: HeartParams, z_frac: float, phase_frac: float, rows: in
                                                  float(rotation_deg), bool(mirror), contrast)
     img = bg.copy()
     if win is not None:
-        img[win] = render_points(params, uw, vw, z_frac, phase_frac, edge_mm=edge, contrast=contrast,
-                                 background=layers)
+        if slab_frac > 0.0:
+            # partial volume: a slice of finite thickness averages the anatomy over its slab (two samples)
+            img[win] = 0.5 * (
+                render_points(params, uw, vw, float(z_frac) - 0.5 * slab_frac, phase_frac, edge_mm=edge,
+                              contrast=contrast, background=layers)
+                + render_points(params, uw, vw, float(z_frac) + 0.5 * slab_frac, phase_frac, edge_mm=edge,
+                                contrast=contrast, background=layers))
+        else:
+            img[win] = render_points(params, uw, vw, z_frac, phase_frac, edge_mm=edge, contrast=contrast,
+                                     background=layers)
     return img

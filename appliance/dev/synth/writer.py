@@ -119,18 +119,18 @@ def _series_images(plan: StudyPlan, series: SeriesPlan) -> Iterator[tuple[ImageS
     shading_rng = np.random.default_rng([plan.seed, series.series_number, 0])
     if series.kind == "localizer":
         spacing = _LOCALIZER_FOV_MM / _LOCALIZER_MATRIX
-        loc_bias = bias_field(_LOCALIZER_MATRIX, _LOCALIZER_MATRIX, shading_rng)
+        loc_bias = bias_field(_LOCALIZER_MATRIX, _LOCALIZER_MATRIX, shading_rng, plan.shading_strength)
         for k, plane in enumerate(localizer_planes(stack.pose, _LOCALIZER_MATRIX, _LOCALIZER_MATRIX,
                                                    (spacing, spacing)), start=1):
             image = render_localizer(plan.params, stack.pose, plane)
-            stored = to_stored(image, prof, _noise_rng(plan, series, k), plan.gain_scale, loc_bias)
+            stored = to_stored(image, prof, _noise_rng(plan, series, k), plan.gain_scale, loc_bias, plan.noise_scale)
             spec = ImageSpec(plane=plane, instance_number=k, acquisition_time=_acq_time(series, 2.0 * k),
                              sop_instance_uid=synth_uid(series.series_uid, k),
                              image_type=("ORIGINAL", "PRIMARY", "LOCALIZER", "M"))
             yield spec, stored
         return
 
-    bias = bias_field(plan.rows, plan.cols, shading_rng)
+    bias = bias_field(plan.rows, plan.cols, shading_rng, plan.shading_strength)
     triggers = plan.trigger_times_ms()
     number = 0
     for position, slice_index in enumerate(_slice_order(plan)):
@@ -141,8 +141,8 @@ def _series_images(plan: StudyPlan, series: SeriesPlan) -> Iterator[tuple[ImageS
             sop_uid = synth_uid(series.series_uid, number)
             if phase is None:
                 image = render_slice(plan.params, plane.sax_level, _LGE_PHASE, plan.rows, plan.cols,
-                                     plan.pixel_spacing, stack.center_offset_mm, stack.rotation_deg, stack.mirror,
-                                     contrast="lge")
+                                     plan.pixel_spacing, plan.render_offset(slice_index), stack.rotation_deg,
+                                     stack.mirror, contrast="lge", slab_frac=plan.slab_frac)
                 spec = ImageSpec(plane=plane, instance_number=number, sop_instance_uid=sop_uid,
                                  acquisition_time=_acq_time(series, 12.0 * position),
                                  trigger_time_ms=round(_LGE_PHASE * plan.params.rr_ms, 2),
@@ -150,14 +150,16 @@ def _series_images(plan: StudyPlan, series: SeriesPlan) -> Iterator[tuple[ImageS
                                  image_type=("ORIGINAL", "PRIMARY", "M", "NORM", "DIS2D"),
                                  inversion_time_ms=_LGE_TI_MS)
             else:
-                image = render_slice(plan.params, plane.sax_level, phase / plan.n_phases, plan.rows, plan.cols,
-                                     plan.pixel_spacing, stack.center_offset_mm, stack.rotation_deg, stack.mirror)
+                image = render_slice(plan.params, plane.sax_level, plan.render_phase(slice_index, phase), plan.rows,
+                                     plan.cols, plan.pixel_spacing, plan.render_offset(slice_index),
+                                     stack.rotation_deg, stack.mirror, slab_frac=plan.slab_frac)
                 spec = ImageSpec(plane=plane, instance_number=number, sop_instance_uid=sop_uid,
                                  acquisition_time=_acq_time(series, 10.0 * position + triggers[phase] / 1000.0),
                                  trigger_time_ms=triggers[phase],
                                  cardiac_number_of_images=plan.n_phases,
                                  image_type=prof.cine_image_type)
-            yield spec, to_stored(image, prof, _noise_rng(plan, series, number), plan.gain_scale, bias)
+            yield spec, to_stored(image, prof, _noise_rng(plan, series, number), plan.gain_scale, bias,
+                                  plan.noise_scale)
 
 
 def encode(dataset: FileDataset) -> bytes:
