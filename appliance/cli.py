@@ -102,24 +102,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_prompts(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from appliance import prompts
 
-    bundle = Path(args.bundle) if args.bundle else _settings(args).engine.bundle
-    if args.action == "list":
-        print(prompts.describe(bundle))
-        return 0
-    if args.action == "add":
-        result = prompts.add_prompt(bundle, args.finding, args.prompt, name=args.name, prevalence=args.prevalence,
-                                    rare=args.rare)
-    else:
-        result = prompts.remove(bundle, args.finding, args.prompt)
-    print(result.message)
-    if result.unknown_words:
-        print(f"warning: the text encoder never saw these words in training: {', '.join(result.unknown_words)}; "
-              "they are read as unknown", file=sys.stderr)
-    print("restart the appliance to score with the edited label bank")
+    settings = _settings(args)
+    bundle = Path(args.bundle) if args.bundle else settings.engine.bundle
+    try:
+        site = prompts.Site.open(bundle, settings.paths.data_dir)
+        if args.action == "list":
+            print(prompts.describe(site))
+            return 0
+        if args.action == "history":
+            print(prompts.format_history(site))
+            return 0
+        if args.action == "add":
+            edit = prompts.add_prompt(site, args.finding, args.prompt, by=args.by, name=args.name,
+                                      prevalence=args.prevalence, rare=True if args.rare else None)
+        elif args.action == "remove":
+            edit = prompts.remove(site, args.finding, args.prompt, by=args.by)
+        else:
+            edit = prompts.revert(site, args.version, by=args.by)
+    except ValueError as exc:  # PromptRefused, OverlayError: nothing was changed
+        print(f"scanside prompts: refused, nothing changed: {exc}", file=sys.stderr)
+        return 2
+    print(edit.message)
+    nearest = prompts.format_nearest(edit)
+    if nearest:
+        print(nearest)
+    print(f"label bank {edit.record.previous} -> {edit.record.version} (edit {edit.record.seq} by {edit.record.by}; "
+          f"undo with `scanside prompts revert {edit.record.previous}`)")
+    print("a running appliance scores the next series with it; the shipped bundle is unchanged")
     return 0
 
 
@@ -264,11 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--all-failed", action="store_true", help="every failed export")
     p.set_defaults(func=cmd_exports)
 
-    p = sub.add_parser("prompts", help="list, add or remove zero-shot prompts and findings in the label bank")
-    p.add_argument("--config", help="TOML configuration file (its engine.bundle is edited)")
-    p.add_argument("--bundle", help="bundle folder to edit instead of the configured one")
+    p = sub.add_parser("prompts", help="list, add, remove or revert zero-shot prompts and findings (site edits, "
+                                       "kept in the data folder, versioned)")
+    p.add_argument("--config", help="TOML configuration file (its paths.data_dir holds the edits, its engine.bundle "
+                                    "the shipped bank)")
+    p.add_argument("--bundle", help="the bundle whose shipped bank the edits build on, instead of the configured one")
     actions = p.add_subparsers(dest="action", required=True)
-    actions.add_parser("list", help="findings, prompts and thresholds")
+    actions.add_parser("list", help="findings, prompts and thresholds in force, and the bank version")
+    actions.add_parser("history", help="every edit: who, when, what, and the bank versions before and after")
+    by_help = "who makes the edit, for the history (default: the OS user)"
     a = actions.add_parser("add", help="add a prompt to a finding, or a new finding with its first prompt")
     a.add_argument("finding", help="finding id, e.g. lv_dilation or a new one such as lv_thrombus")
     a.add_argument("prompt", help='the prompt text, e.g. "there is a left ventricular thrombus"')
@@ -276,9 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--prevalence", type=float,
                    help="share of studies expected to have the finding (required for a new finding)")
     a.add_argument("--rare", action="store_true", help="positive results always need review")
+    a.add_argument("--by", help=by_help)
     r = actions.add_parser("remove", help="remove one prompt, or a whole finding")
     r.add_argument("finding")
     r.add_argument("prompt", nargs="?")
+    r.add_argument("--by", help=by_help)
+    v = actions.add_parser("revert", help="return to an earlier bank version (recorded as an edit)")
+    v.add_argument("version", help="a version from `scanside prompts history`, its edit number, or 0 for the "
+                                   "shipped bank")
+    v.add_argument("--by", help=by_help)
     p.set_defaults(func=cmd_prompts)
 
     p = sub.add_parser("bench", help="measure scan-to-score, ingest rate and memory; print the numbers")

@@ -119,9 +119,10 @@ def score_batch(embeddings: np.ndarray, bank: LabelBank, policy: ScoringPolicy =
     scores = x @ bank.axes.T  # (N, F), as finding_scores
     thresholds = np.array([f.threshold for f in bank.findings])
     slopes = np.array([f.slope for f in bank.findings])
-    intercepts = np.array([f.intercept for f in bank.findings])
-    probabilities = _sigmoid(slopes * scores + intercepts)
-    positives = scores >= thresholds
+    # Anchored at the threshold (LabelBank findings have intercept = -slope * threshold), and the decision read off
+    # the probability: what is shown as positive always has probability >= 0.5, and the reverse.
+    probabilities = _sigmoid(slopes * (scores - thresholds))
+    positives = probabilities >= 0.5
     distances = ood_distances(x, bank.reference) if bank.reference is not None else None
     lo, hi = policy.review_band
 

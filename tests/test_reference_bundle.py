@@ -18,7 +18,7 @@ from appliance.handovers import SeriesRole
 from appliance.inference import create_backend
 from appliance.ingest.reader import read_instance
 from appliance.preprocess import prepare
-from appliance.prompts import add_prompt, describe, remove
+from appliance.prompts import Site, add_prompt, describe, remove
 from appliance.scoring import ScoringPolicy, score_batch
 
 REFERENCE = Path(__file__).resolve().parent.parent / "engines" / "reference-v1"
@@ -66,17 +66,17 @@ def test_generated_studies_land_on_the_right_side(scored, case):
 def test_prompts_can_be_added_and_removed_without_retraining(tmp_path):
     bundle_dir = tmp_path / "bundle"
     shutil.copytree(REFERENCE, bundle_dir)
-    edit = add_prompt(bundle_dir, "lv_dilation", "the left ventricular cavity is large")
-    assert len(edit.bundle.label_bank.finding("lv_dilation").prompts) == 4
-    edit = add_prompt(bundle_dir, "severe_lv_dilation", "severely dilated left ventricle", prevalence=0.05)
-    new = edit.bundle.label_bank.finding("severe_lv_dilation")
+    site = Site.open(bundle_dir, tmp_path / "data")  # edits go to the data folder's overlay (test_prompts_overlay)
+    edit = add_prompt(site, "lv_dilation", "the left ventricle is enlarged")
+    assert len(edit.bank.finding("lv_dilation").prompts) == 4
+    edit = add_prompt(site, "severe_lv_dilation", "severely dilated left ventricle", prevalence=0.05)
+    new = edit.bank.finding("severe_lv_dilation")
     assert new.prompts == ("severely dilated left ventricle",) and np.isfinite(new.threshold)
-    assert "severe_lv_dilation" in describe(bundle_dir)
-    reloaded = load_bundle(bundle_dir)  # hashes and manifest stayed consistent
-    scores = score_batch(np.ones((1, reloaded.embedding_dim), np.float32), reloaded.label_bank, ScoringPolicy())
+    assert "severe_lv_dilation" in describe(site)
+    scores = score_batch(np.ones((1, site.bundle.embedding_dim), np.float32), edit.bank, ScoringPolicy())
     assert "severe_lv_dilation" in {f.finding_id for f in scores[0].findings}
-    remove(bundle_dir, "severe_lv_dilation")
-    remove(bundle_dir, "lv_dilation", "the left ventricular cavity is large")
-    after, original = load_bundle(bundle_dir).label_bank, load_bundle(REFERENCE).label_bank
-    assert [f.id for f in after.findings] == [f.id for f in original.findings]
-    assert after.finding("lv_dilation").prompts == original.finding("lv_dilation").prompts
+    remove(site, "severe_lv_dilation")
+    remove(site, "lv_dilation", "the left ventricle is enlarged")
+    after, original = site.effective().bank, load_bundle(REFERENCE).label_bank
+    assert after.content_hash == original.content_hash  # back to the shipped bank exactly
+    assert load_bundle(bundle_dir).label_bank.content_hash == original.content_hash  # the bundle was never written

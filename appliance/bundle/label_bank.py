@@ -23,7 +23,9 @@ class Finding:
     prompts: tuple[str, ...]
     embeddings: np.ndarray  # (P, D), rows L2-normalised
     threshold: float  # on the mean cosine over prompts
-    slope: float  # probability = sigmoid(slope * score + intercept)
+    slope: float  # probability = sigmoid(slope * (score - threshold)); > 0
+    # Always -slope * threshold (set here, whatever a file says): the calibration passes through probability 0.5 at
+    # the threshold, so a finding called positive never shows a probability under one half, nor a negative one over.
     intercept: float
     prevalence: float
     rare: bool
@@ -53,20 +55,26 @@ class Finding:
         norms = np.linalg.norm(emb, axis=1)
         if (norms < 1e-12).any():
             raise BundleError(f"{where}: prompt {int(np.argmin(norms))} has a zero embedding")
-        emb = emb / norms[:, None]
+        # Rows already of unit length are kept bit for bit: normalising again would move their last bits, and a
+        # bank written and read back must be the same bank (its content hash is its version).
+        emb = np.where(np.abs(norms - 1.0)[:, None] < 1e-12, emb, emb / norms[:, None])
         emb.setflags(write=False)
         for label in ("threshold", "slope", "intercept", "prevalence"):
             value = getattr(self, label)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 raise BundleError(f"{where}: {label} must be a finite number, got {value!r}")
+        if not self.slope > 0:
+            raise BundleError(f"{where}: calibration slope must be positive (probability rises with the score), "
+                              f"got {self.slope!r}")
         if not 0.0 <= self.prevalence <= 1.0:
             raise BundleError(f"{where}: prevalence must be in [0, 1], got {self.prevalence!r}")
         if not isinstance(self.rare, bool):
             raise BundleError(f"{where}: rare must be true or false, got {self.rare!r}")
         object.__setattr__(self, "prompts", prompts)
         object.__setattr__(self, "embeddings", emb)
-        for label in ("threshold", "slope", "intercept", "prevalence"):
+        for label in ("threshold", "slope", "prevalence"):
             object.__setattr__(self, label, float(getattr(self, label)))
+        object.__setattr__(self, "intercept", -self.slope * self.threshold)
 
     @property
     def dim(self) -> int:

@@ -34,6 +34,7 @@ from appliance.metrics import GpuMetrics, Metrics
 from appliance.pipeline.failures import FailureHandler
 from appliance.pipeline.preparer import Preparer
 from appliance.pipeline.scorer import Scorer
+from appliance.prompts.overlay import LiveBank, Overlay, overlay_dir
 from appliance.scoring import ScoringPolicy
 from appliance.serve.access import AccessError, AccessPolicy, load_clients
 from appliance.serve.model_info import model_info
@@ -185,8 +186,9 @@ def build_pipeline(settings: Settings, registry: CollectorRegistry,
             undo.callback(gpu_sampler.close)
         assembler = Assembler(s.assembly.quiet_period_s)
         failures = FailureHandler(store, metrics, s.paths.quarantine)
+        live_bank = LiveBank(Overlay(overlay_dir(s.paths.data_dir), bundle.label_bank), bundle.embedding_dim)
         scorer = Scorer(bundle, backend.name, backend.precision, scoring_policy(s), store, metrics, failures,
-                        on_result=on_result)
+                        on_result=on_result, bank_source=live_bank.get)
         worker = InferenceWorker(backend, metrics, on_embedded=scorer,
                                  on_failure=lambda item, failure: failures.fail(item.info, item.instance_paths,
                                                                                 failure),
@@ -200,7 +202,7 @@ def build_pipeline(settings: Settings, registry: CollectorRegistry,
             with ingestor.lock:
                 return assembler.info(series_uid)
 
-        servicer = ApplianceServicer(store, lambda: model_info(bundle, backend, scorer.bank, scorer.bank_version),
+        servicer = ApplianceServicer(store, lambda: model_info(bundle, backend, *scorer.current_bank()),
                                      live_status, closing)
         grpc = build_grpc(s, servicer, metrics)
         # Imported here: highdicom and its image codecs cost ~30 MB of memory, for appliances that send SRs only.

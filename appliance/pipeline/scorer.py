@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from appliance.bundle import Bundle
+from appliance.bundle import Bundle, LabelBank
 from appliance.fileio import remove_files
 from appliance.handovers import EmbeddedSeries, SeriesFailure, Stage, StudyResult
 from appliance.logsafe import describe
@@ -25,7 +25,10 @@ log = logging.getLogger(__name__)
 class Scorer:
     def __init__(self, bundle: Bundle, backend_name: str, precision: str, policy: ScoringPolicy, store: Store,
                  metrics: Metrics, failures: FailureHandler,
-                 on_result: Callable[[StudyResult], None] | None = None) -> None:
+                 on_result: Callable[[StudyResult], None] | None = None,
+                 bank_source: Callable[[], tuple[LabelBank, str]] | None = None) -> None:
+        """`bank_source`: (label bank, version) now in force, asked before every series (the site's prompt edits,
+        appliance.prompts.LiveBank); without it the bundle's own bank scores."""
         self.bundle = bundle
         self.backend_name = backend_name
         self.precision = precision
@@ -34,13 +37,26 @@ class Scorer:
         self.metrics = metrics
         self.failures = failures
         self.on_result = on_result
-        self.bank = bundle.label_bank
-        self.bank_version = bundle.label_bank.content_hash  # recorded with every result it scores
+        shipped = (bundle.label_bank, bundle.label_bank.content_hash)
+        self.bank_source = bank_source or (lambda: shipped)
+
+    @property
+    def bank(self) -> LabelBank:
+        return self.bank_source()[0]
+
+    @property
+    def bank_version(self) -> str:
+        return self.bank_source()[1]
+
+    def current_bank(self) -> tuple[LabelBank, str]:
+        """The bank now in force and its version, read together (an edit swaps both at once)."""
+        return self.bank_source()
 
     def __call__(self, item: EmbeddedSeries) -> None:
         started = time.perf_counter()
         try:
-            (scores,) = score_batch(item.embedding[None], self.bank, self.policy)
+            bank, bank_version = self.bank_source()  # once per series: an edit never splits a result
+            (scores,) = score_batch(item.embedding[None], bank, self.policy)
         except Exception as exc:
             log.error("series %s: scoring failed: %s", item.info.key, describe(exc))
             self.failures.fail(item.info, item.instance_paths, SeriesFailure(Stage.SCORING, type(exc).__name__))
@@ -52,7 +68,7 @@ class Scorer:
         result = StudyResult(info=item.info, scores=scores, bundle_name=self.bundle.name,
                              bundle_version=self.bundle.version, backend=self.backend_name,
                              precision=self.precision, timings_ms=timings, scored_at=time.time(),
-                             bank_version=self.bank_version)
+                             bank_version=bank_version)
         try:
             event_id = self.store.results.save(result)
         except Exception as exc:  # a full disk, a locked database: this series fails visibly, the next one tries
