@@ -142,6 +142,7 @@ class PreparedSeries:
     tensor: np.ndarray
     timings_ms: dict[str, float] = field(default_factory=dict)
     instance_paths: tuple[str, ...] = ()  # its images in the spool: removed once scored, set aside if it fails
+    quality_reasons: tuple[str, ...] = ()  # the input quality gate's: non-empty means not assessable
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +153,7 @@ class EmbeddedSeries:
     embedding: np.ndarray
     timings_ms: dict[str, float]
     instance_paths: tuple[str, ...] = ()
+    quality_reasons: tuple[str, ...] = ()  # from PreparedSeries: non-empty means not assessable
 
 
 class Stage(str, enum.Enum):

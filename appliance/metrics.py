@@ -14,7 +14,7 @@ from prometheus_client.registry import Collector
 
 from appliance.handovers import ExportState, SeriesState
 
-STAGES = ("parse", "preprocess", "inference", "scoring", "source")
+STAGES = ("parse", "preprocess", "quality", "inference", "scoring", "source")
 # Refusals by the DICOM receiver: at admission and inside associations (appliance.ingest.dicom_guard.REASONS),
 # and per C-STORE (SOP class not taken, spool not writable, instance not usable or not matching its SOP class).
 DICOM_REJECTIONS = ("calling_ae", "association_limit", "evicted", "negotiation_timeout", "invalid_pdu",
@@ -59,6 +59,11 @@ class Metrics:
                                     registry=registry, buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32))
         self.results = Counter("results", "Series scored, by whether a human must look.", ["needs_review"],
                                namespace=ns, registry=registry)
+        # reason: the input quality gate's closed set (appliance.quality.REASONS), each pre-set to 0 by the
+        # preparer; a series can count under several reasons.
+        self.not_assessable = Counter("series_not_assessable", "Series the input quality gate found not "
+                                      "assessable (stored with no finding positive), by reason.", ["reason"],
+                                      namespace=ns, registry=registry)
         self.dicom_associations = Counter("dicom_associations", "DICOM associations accepted by the receiver.",
                                           namespace=ns, registry=registry)
         self.dicom_instances = Counter("dicom_instances_received", "Instances received over C-STORE and spooled.",

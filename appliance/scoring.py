@@ -7,7 +7,7 @@ threshold and calibration live in the label bank so they travel with the prompts
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -187,3 +187,15 @@ __all__ = [
     "score_embedding",
     "sigmoid",
 ]
+
+
+NOT_ASSESSABLE = "not_assessable"
+
+
+def mark_not_assessable(scores: Scores, reasons: tuple[str, ...]) -> Scores:
+    """The input quality gate found the series unusable: every finding negative (its score and probability kept,
+    for the record), the study flagged for review, and the gate's reasons carried to the result and the SR."""
+    findings = tuple(replace(f, positive=False, review_reasons=(*f.review_reasons, NOT_ASSESSABLE))
+                     for f in scores.findings)
+    return replace(scores, findings=findings, assessable=False, quality_reasons=tuple(reasons),
+                   review_reasons=(NOT_ASSESSABLE, *[r for r in scores.review_reasons if r != NOT_ASSESSABLE]))

@@ -34,8 +34,8 @@ ALLOWED: dict[str, set[str]] = {
     "prompts": {"bundle", "scoring", "text"},
     "export": {"metrics", "store"},
     "serve": {"api", "bundle", "inference", "store"},
-    "pipeline": {"assembly", "bundle", "export", "inference", "ingest", "metrics", "preprocess", "prompts", "scoring",
-                 "serve", "store"},
+    "pipeline": {"assembly", "bundle", "export", "inference", "ingest", "metrics", "preprocess", "prompts", "quality",
+                 "scoring", "serve", "store"},
     "service": {"pipeline"},
 }
 RUNTIME_NEVER = ("appliance.dev", "training", "torch")

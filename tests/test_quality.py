@@ -87,3 +87,52 @@ def test_quality_settings_are_validated():
     with pytest.raises(ConfigError, match=r"quality\.min_slices"):
         Settings().replace(quality={"min_slices": 1})
     assert not Settings().replace(quality={"enabled": False}).quality.enabled
+
+
+# --- wired into the running appliance ------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_static_series_through_the_running_appliance_is_stored_not_assessable(appliance, tmp_path):
+    """Real watch folder, SQLite, ONNX Runtime, gRPC and Prometheus: a cine series whose every phase is the first
+    one (a scanner that did not trigger) is stored as a result that is not assessable, names the reason, calls no
+    finding positive, and is counted; a clean study beside it is assessable."""
+    import urllib.request
+    from pathlib import Path
+
+    import pydicom
+    from conftest import wait_for
+
+    from appliance.dev.synth import plan_study, write_study
+    from appliance.serve.client import ApplianceClient
+
+    app = appliance()
+    incoming = Path(app.settings.paths.incoming)
+    static_plan = plan_study(seed=71, vendor="A", n_slices=8, n_phases=20, matrix=(160, 160))
+    clean_plan = plan_study(seed=72, vendor="B", n_slices=8, n_phases=20, matrix=(160, 160))
+    staging = tmp_path / "staging"
+    files = write_study(static_plan, staging / "static")
+    first_phase: dict[tuple[str, str], bytes] = {}
+    datasets = [pydicom.dcmread(f) for f in files]
+    cine = [(f, ds) for f, ds in zip(files, datasets, strict=True) if "TriggerTime" in ds and ds.Modality == "MR"]
+    for f, ds in sorted(cine, key=lambda p: float(p[1].TriggerTime)):
+        key = (str(ds.SeriesInstanceUID), str(ds.ImagePositionPatient))
+        ds.PixelData = first_phase.setdefault(key, ds.PixelData)
+        ds.save_as(f)
+    (cine_uid,) = [s.series_uid for s in static_plan.series if s.role == "cine_sax"]
+    (clean_uid,) = [s.series_uid for s in clean_plan.series if s.role == "cine_sax"]
+    write_study(clean_plan, staging / "clean")
+    for sub in ("static", "clean"):
+        (staging / sub).rename(incoming / sub)
+    with ApplianceClient(app.grpc_address) as client:
+        client.wait_until_serving()
+        results = wait_for(lambda: {r.series_instance_uid: r for r in client.list_all()}
+                           if {cine_uid, clean_uid} <= {r.series_instance_uid for r in client.list_all()} else None,
+                           timeout=60, what="both cine series scored")
+    bad, good = results[cine_uid], results[clean_uid]
+    assert not bad.assessable and "no_cardiac_motion" in bad.quality_reasons
+    assert bad.needs_review and "not_assessable" in bad.review_reasons
+    assert not any(f.positive for f in bad.findings)
+    assert good.assessable and not good.quality_reasons
+    text = urllib.request.urlopen(f"http://127.0.0.1:{app.metrics_port}/metrics", timeout=5).read().decode()
+    assert 'scanside_series_not_assessable_total{reason="no_cardiac_motion"} 1.0' in text
+    assert 'scanside_series_not_assessable_total{reason="noise"} 0.0' in text

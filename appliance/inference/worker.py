@@ -85,7 +85,8 @@ class InferenceWorker:
             timings["batch_size"] = float(len(batch))
             # One series at a time from here: the next stage fails a bad one (a NaN from an overflowing engine)
             # and the rest of the batch is still scored.
-            self.on_embedded(EmbeddedSeries(item.info, embedding, timings, item.instance_paths))
+            self.on_embedded(EmbeddedSeries(item.info, embedding, timings, item.instance_paths,
+                                            item.quality_reasons))
 
     # --- thread ---------------------------------------------------------------------------------------------------
 

@@ -194,7 +194,8 @@ def build_pipeline(settings: Settings, registry: CollectorRegistry,
                                                                                 failure),
                                  max_batch=s.engine.max_batch, batch_wait_ms=s.engine.batch_wait_ms,
                                  queue_size=s.engine.queue_size)
-        preparer = Preparer(bundle.preprocess, store, metrics, worker, failures, keep_sources=s.export.enabled)
+        preparer = Preparer(bundle.preprocess, store, metrics, worker, failures, keep_sources=s.export.enabled,
+                            quality=s.quality)
         ingestor = build_ingestor(s, store, assembler, metrics, preparer.on_complete, failures)
         closing = threading.Event()
 

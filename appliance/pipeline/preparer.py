@@ -11,7 +11,9 @@ import logging
 import queue
 import threading
 import time
+from dataclasses import replace
 
+from appliance.config.sections import QualityConfig
 from appliance.export.source import capture_source
 from appliance.fileio import remove_files
 from appliance.handovers import CompleteSeries, PreparedSeries, SeriesFailure, SeriesRole, SeriesState, Stage
@@ -20,6 +22,7 @@ from appliance.logsafe import describe
 from appliance.metrics import Metrics
 from appliance.pipeline.failures import FailureHandler
 from appliance.preprocess import PreprocessError, PreprocessSpec, prepare
+from appliance.quality import REASONS, assess, series_facts
 from appliance.store import Store
 
 log = logging.getLogger(__name__)
@@ -27,8 +30,11 @@ log = logging.getLogger(__name__)
 
 class Preparer:
     def __init__(self, spec: PreprocessSpec, store: Store, metrics: Metrics, worker: InferenceWorker,
-                 failures: FailureHandler, *, keep_sources: bool) -> None:
+                 failures: FailureHandler, *, keep_sources: bool, quality: QualityConfig | None = None) -> None:
         self.spec = spec
+        self.quality = quality if quality is not None else QualityConfig()
+        for reason in REASONS:
+            metrics.not_assessable.labels(reason=reason)
         self.store = store
         self.metrics = metrics
         self.worker = worker
@@ -65,12 +71,28 @@ class Preparer:
             # SR export then fails visibly, naming the missing source.
             log.warning("series %s: source header not kept for its SR: %s", series.info.key, describe(exc))
 
+    def _gate(self, series: CompleteSeries, prepared: PreparedSeries) -> PreparedSeries:
+        """The input quality gate's verdict rides with the tensor; a not-assessable series is still scored and
+        stored (the technologist must see why), with no finding positive (pipeline/scorer.py)."""
+        started = time.perf_counter()
+        shapes = [(f.pixels.rows, f.pixels.columns) for f in series.frames]
+        verdict = assess(prepared.tensor, series_facts(series.frames, shapes, self.spec), self.quality)
+        self.metrics.stage_seconds.labels(stage="quality").observe(time.perf_counter() - started)
+        if verdict.assessable:
+            return prepared
+        for reason in verdict.reasons:
+            self.metrics.not_assessable.labels(reason=reason).inc()
+        log.warning("series %s: not assessable: %s", series.info.key, ", ".join(verdict.reasons))
+        return replace(prepared, quality_reasons=verdict.reasons)
+
     def prepare(self, series: CompleteSeries) -> PreparedSeries | None:
         """The tensor, or None once the series has been failed (at the preprocess stage)."""
         try:
             started = time.perf_counter()
             prepared = prepare(series, self.spec)
             self.metrics.stage_seconds.labels(stage="preprocess").observe(time.perf_counter() - started)
+            if self.quality.enabled:
+                prepared = self._gate(series, prepared)
             return prepared
         except PreprocessError as exc:
             failure = SeriesFailure(Stage.PREPROCESS, str(exc))

@@ -16,7 +16,7 @@ from appliance.handovers import EmbeddedSeries, SeriesFailure, Stage, StudyResul
 from appliance.logsafe import describe
 from appliance.metrics import Metrics
 from appliance.pipeline.failures import FailureHandler
-from appliance.scoring import ScoringPolicy, score_batch
+from appliance.scoring import ScoringPolicy, mark_not_assessable, score_batch
 from appliance.store import Store
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ class Scorer:
         try:
             bank, bank_version = self.bank_source()  # once per series: an edit never splits a result
             (scores,) = score_batch(item.embedding[None], bank, self.policy)
+            if item.quality_reasons:
+                scores = mark_not_assessable(scores, item.quality_reasons)
         except Exception as exc:
             log.error("series %s: scoring failed: %s", item.info.key, describe(exc))
             self.failures.fail(item.info, item.instance_paths, SeriesFailure(Stage.SCORING, type(exc).__name__))
