@@ -21,7 +21,7 @@ from appliance.inference.worker import InferenceWorker
 from appliance.logsafe import describe
 from appliance.metrics import Metrics
 from appliance.pipeline.failures import FailureHandler
-from appliance.preprocess import PreprocessError, PreprocessSpec, prepare
+from appliance.preprocess import PreprocessError, PreprocessSpec, StackPlan, plan_stack, prepare
 from appliance.quality import REASONS, assess, series_facts
 from appliance.store import Store
 
@@ -71,12 +71,12 @@ class Preparer:
             # SR export then fails visibly, naming the missing source.
             log.warning("series %s: source header not kept for its SR: %s", series.info.key, describe(exc))
 
-    def _gate(self, series: CompleteSeries, prepared: PreparedSeries) -> PreparedSeries:
+    def _gate(self, series: CompleteSeries, prepared: PreparedSeries, shapes: list[tuple[int, int]],
+              plan: StackPlan) -> PreparedSeries:
         """The input quality gate's verdict rides with the tensor; a not-assessable series is still scored and
         stored (the technologist must see why), with no finding positive (pipeline/scorer.py)."""
         started = time.perf_counter()
-        shapes = [(f.pixels.rows, f.pixels.columns) for f in series.frames]
-        verdict = assess(prepared.tensor, series_facts(series.frames, shapes, self.spec), self.quality)
+        verdict = assess(prepared.tensor, series_facts(series.frames, shapes, self.spec, plan), self.quality)
         self.metrics.stage_seconds.labels(stage="quality").observe(time.perf_counter() - started)
         if verdict.assessable:
             return prepared
@@ -89,10 +89,12 @@ class Preparer:
         """The tensor, or None once the series has been failed (at the preprocess stage)."""
         try:
             started = time.perf_counter()
-            prepared = prepare(series, self.spec)
+            shapes = [(f.pixels.rows, f.pixels.columns) for f in series.frames]
+            plan = plan_stack(series.frames, shapes, self.spec)  # once: the tensor and the quality gate read it
+            prepared = prepare(series, self.spec, plan)
             self.metrics.stage_seconds.labels(stage="preprocess").observe(time.perf_counter() - started)
             if self.quality.enabled:
-                prepared = self._gate(series, prepared)
+                prepared = self._gate(series, prepared, shapes, plan)
             return prepared
         except PreprocessError as exc:
             failure = SeriesFailure(Stage.PREPROCESS, str(exc))

@@ -68,10 +68,11 @@ def _percentiles(values: np.ndarray, percentiles: tuple[float, float]) -> tuple[
     return float(lo_hi[0]), float(lo_hi[1])
 
 
-def series_to_tensor(frames: Sequence[Frame], spec: PreprocessSpec) -> np.ndarray:
-    """The model input (T, C, H, W) float32 for one cine short-axis stack; pixels are read from the files."""
-    shapes = [(f.pixels.rows, f.pixels.columns) for f in frames]
-    plan = plan_stack(frames, shapes, spec)
+def series_to_tensor(frames: Sequence[Frame], spec: PreprocessSpec, plan: StackPlan | None = None) -> np.ndarray:
+    """The model input (T, C, H, W) float32 for one cine short-axis stack; pixels are read from the files.
+    `plan`: the stack plan, when the caller made it already (the quality gate reads it too)."""
+    if plan is None:
+        plan = plan_stack(frames, [(f.pixels.rows, f.pixels.columns) for f in frames], spec)
     return _render(plan, lambda i, out: load_into(frames[i].pixels, out), spec)
 
 
@@ -92,9 +93,9 @@ def _copy_from(arrays: Sequence[np.ndarray]) -> Callable[[int, np.ndarray], None
     return load
 
 
-def prepare(series: CompleteSeries, spec: PreprocessSpec) -> PreparedSeries:
+def prepare(series: CompleteSeries, spec: PreprocessSpec, plan: StackPlan | None = None) -> PreparedSeries:
     start = time.perf_counter()
-    tensor = series_to_tensor(series.frames, spec)
+    tensor = series_to_tensor(series.frames, spec, plan)
     elapsed = (time.perf_counter() - start) * 1000.0
     return PreparedSeries(info=series.info, tensor=tensor, timings_ms={"preprocess": elapsed},
                           instance_paths=tuple(series.instance_paths))

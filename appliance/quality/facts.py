@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from appliance.preprocess.geometry import BASE_TO_APEX_LPS, plan_stack
+from appliance.preprocess.geometry import BASE_TO_APEX_LPS, StackPlan, plan_stack
 from appliance.preprocess.spec import PreprocessSpec
 
 _ANTERIOR_LPS = np.array([0.0, -1.0, 0.0])
@@ -63,9 +63,12 @@ def heart_axes(row_dir: Sequence[float], col_dir: Sequence[float]) -> tuple[tupl
     return in_plane(lateral), in_plane(inferior)
 
 
-def series_facts(frames: Sequence[object], shapes: Sequence[tuple[int, int]], spec: PreprocessSpec) -> SeriesFacts:
-    """Facts of a series whose tensor `spec` made (frames: `Frame`s or `ArrayFrame`s, with their pixel shapes)."""
-    plan = plan_stack(frames, shapes, spec)  # type: ignore[arg-type]
+def series_facts(frames: Sequence[object], shapes: Sequence[tuple[int, int]], spec: PreprocessSpec,
+                 plan: StackPlan | None = None) -> SeriesFacts:
+    """Facts of a series whose tensor `spec` made (frames: `Frame`s or `ArrayFrame`s, with their pixel shapes);
+    `plan`, when the caller already has the stack plan the tensor was rendered from, saves planning it again."""
+    if plan is None:
+        plan = plan_stack(frames, shapes, spec)  # type: ignore[arg-type]
     mid = plan.picked[len(plan.picked) // 2]
     first = frames[mid.frame_indices[0]]
     orientation = first.orientation  # type: ignore[attr-defined]
