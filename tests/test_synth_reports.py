@@ -267,7 +267,8 @@ def test_phrasing_and_order_vary():
         for key, pattern in (("abbrev", r"\bLV\b"), ("words", r"left ventric"), ("dilatation", r"dilatation"),
                              ("dilation", r"dilation"), ("enlarged", r"enlarg"), ("dilated", r"dilated")):
             lv_words[key] += bool(re.search(pattern, t, ICASE))
-    assert all(lv_words[k] > 15 for k in lv_words), lv_words
+    # every phrasing shows up in a few per cent of impressions of one patient
+    assert all(lv_words[k] >= 10 for k in lv_words), lv_words
     # the abnormal finding is not pinned to the first informative sentence
     firsts = [next(x for x in sentences(t) if any(claims(x))) for t in texts]
     first_is_lv = sum(bool({"lv_dilation", "lv_systolic_dysfunction"} & claims(x)[0]) for x in firsts)

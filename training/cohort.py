@@ -81,7 +81,7 @@ def build_cohort(spec: CohortSpec, preprocess: PreprocessSpec, workdir: Path, pr
     """Build (or load from `workdir`, if built with the same settings) every split."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    key = json.dumps({"cohort": asdict(spec), "preprocess": preprocess.to_dict(), "version": 2}, sort_keys=True)
+    key = json.dumps({"cohort": asdict(spec), "preprocess": preprocess.to_dict(), "version": 3}, sort_keys=True)
     stamp = workdir / "cohort.json"
     if stamp.exists() and stamp.read_text() == key:
         return {name: _load(workdir, name) for name in SPLIT_VENDORS}

@@ -89,7 +89,7 @@ class QualityConfig:
     min_slices: int = 5  # fewer slice positions: too_few_slices (base, mid and apex would lie next to each other)
     min_neighbour_correlation: float = 0.35  # mean correlation of adjacent pixels below this: noise
     min_motion: float = 0.06  # 99th percentile of the per-pixel temporal s.d. (tensor units) below this: no motion
-    min_motion_ratio: float = 4.0  # ...or that percentile below this many times the median s.d. (the noise floor)
+    min_motion_ratio: float = 3.0  # ...or that percentile below this many times the median s.d. (the noise floor)
     min_motion_compactness: float = 0.45  # share of the motion within heart_radius_mm of its centre: not_cardiac
     heart_radius_mm: float = 50.0
     max_heart_offset_mm: float = 55.0  # centre of the motion farther than this from the image centre: outside FOV

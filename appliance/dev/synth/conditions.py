@@ -77,6 +77,10 @@ def _normal(rng: np.random.Generator) -> HeartParams:
         anatomy_seed=int(rng.integers(0, 2**31 - 1)),
         body_scale=body,
         blood_signal=float(rng.uniform(0.6, 0.98)),
+        # most adults have some; heavier patients more (it is what reports never mention)
+        epicardial_fat_mm=float(np.clip(rng.gamma(2.0, 2.2) * body**2, 0.0, 14.0)),
+        effusion_signal=float(rng.uniform(0.55, 0.9)),
+        blood_inhomogeneity=float(rng.uniform(0.0, 0.45)),
     )
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from appliance.dev.synth.background import sax_background
+from appliance.dev.synth.background import FAT, sax_background
 from appliance.dev.synth.motion import contraction, end_systole_fraction
 
 TERRITORIES: dict[str, tuple[float, float]] = {
@@ -62,6 +62,13 @@ class HeartParams:
     anatomy_seed: int = 0  # drives the background texture and the organs' exact placement only
     body_scale: float = 1.0  # patient build: scales the chest, the subcutaneous fat and the organs around the heart
     blood_signal: float = 0.9  # bSSFP blood-pool intensity (inflow, field strength, flip angle vary it)
+    # epicardial fat: as bright as fluid in bSSFP, so a bright rim round the heart is not by itself an effusion;
+    # it is patchy (AV grooves, RV free wall, apex) and does not slide with the cycle the way fluid does
+    epicardial_fat_mm: float = 0.0
+    effusion_signal: float = 0.8  # bSSFP fluid intensity (simple fluid bright, proteinaceous or bloody less so)
+    # slow flow and dephasing darken parts of the blood pool, differently in each phase: the cavity is not one
+    # level, so "pixels above a threshold" is not the cavity area
+    blood_inhomogeneity: float = 0.0
 
     def __post_init__(self) -> None:
         checks = {
@@ -82,6 +89,9 @@ class HeartParams:
             "scar_transmurality": (0.0, 1.0),
             "body_scale": (0.6, 1.5),
             "blood_signal": (0.3, 1.0),
+            "epicardial_fat_mm": (0.0, 15.0),
+            "effusion_signal": (0.3, 1.0),
+            "blood_inhomogeneity": (0.0, 0.6),
         }
         for name, (lo, hi) in checks.items():
             value = getattr(self, name)
@@ -300,7 +310,34 @@ def heart_extent_mm(params: HeartParams) -> float:
     depth = 20.0 * p.rv_scale**1.3
     a_t = 40.0 * p.rv_scale**0.7
     rv = max(r_lv + depth, math.hypot(0.7 * r_lv, a_t))
-    return max(r_lv, rv) + p.rv_wall_mm + 1.2 * p.effusion_mm + 12.0
+    return max(r_lv, rv) + p.rv_wall_mm + p.epicardial_fat_mm + 1.2 * p.effusion_mm + 12.0
+
+
+def _epicardial_fat(p: HeartParams, cos_t, sin_t, z) -> np.ndarray:
+    """Epicardial fat thickness (mm) round the heart: thickest in the AV groove and over the RV free wall,
+    a pad at the apex, little over the lateral LV; a per-patient angular pattern keeps no two hearts alike."""
+    zc = np.clip(z, 0.0, 1.0)
+    rng = np.random.default_rng([p.anatomy_seed, 611953])
+    shift = float(rng.uniform(-25.0, 25.0))
+    groove = 1.0 - _smoothstep(0.0, 0.3, zc)  # AV groove at the base
+    apex = _smoothstep(0.75, 1.0, zc)
+    rv_free = _arc_weight(cos_t, sin_t, 225.0 + shift, 45.0, 25.0)
+    inferior = _arc_weight(cos_t, sin_t, 120.0 - shift, 30.0, 20.0)
+    pattern = 0.25 + 0.75 * np.maximum(rv_free, 0.6 * inferior) + 0.5 * groove + 0.4 * apex
+    return (p.epicardial_fat_mm * np.clip(pattern, 0.0, 1.4) / 1.4).astype(np.float32, copy=False)
+
+
+def _flow_field(p: HeartParams, u, v, phase_frac: float) -> np.ndarray:
+    """Smooth [0, 1] darkening pattern of the blood pool that drifts through the cycle (slow flow, dephasing)."""
+    rng = np.random.default_rng([p.anatomy_seed, 15485863])
+    out = np.zeros(np.broadcast_shapes(np.shape(u), np.shape(v)), dtype=np.float32)
+    for _ in range(2):
+        k = rng.uniform(1.0 / 40.0, 1.0 / 15.0) * 2.0 * np.pi
+        ang = rng.uniform(0.0, 2.0 * np.pi)
+        phase = rng.uniform(0.0, 2.0 * np.pi) + 2.0 * np.pi * phase_frac * rng.choice([-1.0, 1.0])
+        out += np.float32(0.25) * (1.0 + np.sin(np.float32(k * np.cos(ang)) * u + np.float32(k * np.sin(ang)) * v
+                                                 + np.float32(phase)))
+    return out
 
 
 def _lge_enhancement(p: HeartParams, cos_t, sin_t, z, depth, w_aki) -> np.ndarray | float:
@@ -355,12 +392,20 @@ def render_points(params: HeartParams, u: np.ndarray, v: np.ndarray, z_frac: np.
         taper = np.clip((1.12 - z_anat) / 0.12, 0.0, 1.0) * np.clip((z_anat + 0.35) / 0.35, 0.0, 1.0)
         eff = (p.effusion_mm * (0.75 + 0.45 * np.maximum(sin_t, 0.0)) * taper).astype(np.float32, copy=False)
 
+    fat = np.float32(0.0)
+    if p.epicardial_fat_mm > 0.0:
+        fat = _epicardial_fat(p, cos_t, sin_t, z_anat)
+
     img = np.zeros(np.broadcast_shapes(np.shape(u), np.shape(v)), dtype=np.float32)
-    _paint_background(img, background, sig.background_scale, edge_mm, keep_clear=-(d_heart - eff - 3.0))
+    _paint_background(img, background, sig.background_scale, edge_mm, keep_clear=-(d_heart - fat - eff - 3.0))
 
     if p.effusion_mm > 0.0:
-        _paint(img, d_heart - eff - 1.2, sig.pericardium, edge_mm)
-        _paint(img, d_heart - eff, sig.effusion, edge_mm)
+        # the fluid lies outside the fat, between the visceral and the parietal pericardium
+        fluid = np.float32(p.effusion_signal if contrast == "bssfp" else sig.effusion)
+        _paint(img, d_heart - fat - eff - 1.2, sig.pericardium, edge_mm)
+        _paint(img, d_heart - fat - eff, fluid, edge_mm)
+    if p.epicardial_fat_mm > 0.0:
+        _paint(img, d_heart - fat, np.float32(FAT * sig.background_scale), edge_mm)
 
     if contrast == "bssfp":
         myo = np.float32(p.myocardial_signal)
@@ -375,6 +420,8 @@ def render_points(params: HeartParams, u: np.ndarray, v: np.ndarray, z_frac: np.
 
     if contrast == "bssfp":
         blood = np.float32(p.blood_signal)
+        if p.blood_inhomogeneity > 0.0:
+            blood = blood * (1.0 - np.float32(p.blood_inhomogeneity) * _flow_field(p, u, v, phase_frac))
     else:
         blood = sig.blood * (0.55 if p.lge_pattern == "diffuse" else 1.0)
     _paint(img, d_lv_endo, blood, edge_mm)
