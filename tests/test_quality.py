@@ -129,10 +129,10 @@ def test_a_static_series_through_the_running_appliance_is_stored_not_assessable(
                            if {cine_uid, clean_uid} <= {r.series_instance_uid for r in client.list_all()} else None,
                            timeout=60, what="both cine series scored")
     bad, good = results[cine_uid], results[clean_uid]
-    assert not bad.assessable and "no_cardiac_motion" in bad.quality_reasons
+    assert bad.not_assessable and "no_cardiac_motion" in bad.quality_reasons
     assert bad.needs_review and "not_assessable" in bad.review_reasons
     assert not any(f.positive for f in bad.findings)
-    assert good.assessable and not good.quality_reasons
+    assert not good.not_assessable and not good.quality_reasons
     text = urllib.request.urlopen(f"http://127.0.0.1:{app.metrics_port}/metrics", timeout=5).read().decode()
     assert 'scanside_series_not_assessable_total{reason="no_cardiac_motion"} 1.0' in text
     assert 'scanside_series_not_assessable_total{reason="noise"} 0.0' in text

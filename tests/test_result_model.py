@@ -17,7 +17,7 @@ from test_store import info, result
 from appliance.api import pb
 from appliance.export.source import capture_source
 from appliance.export.sr import build_sr
-from appliance.serve.client import ApplianceClient, ResultsTable
+from appliance.serve.client import ApplianceClient, ResultsTable, findings_cell
 from appliance.serve.server import ApplianceServicer, GrpcServer
 from appliance.store import Store
 from appliance.store.schema import SCHEMA_VERSION
@@ -90,9 +90,9 @@ def test_grpc_serves_assessable_reasons_and_bank_version(tmp_path):
     finally:
         server.stop(0.5)
         store.close()
-    assert (bad.assessable, list(bad.quality_reasons), bad.bank_version) == \
-        (False, ["not a short-axis stack", "3 slices"], "0123456789ab.2")
-    assert (good.assessable, list(good.quality_reasons)) == (True, [])
+    assert (bad.not_assessable, list(bad.quality_reasons), bad.bank_version) == \
+        (True, ["not a short-axis stack", "3 slices"], "0123456789ab.2")
+    assert (good.not_assessable, list(good.quality_reasons)) == (False, [])
 
 
 def test_the_results_table_says_not_assessable_and_why_instead_of_findings():
@@ -100,9 +100,9 @@ def test_the_results_table_says_not_assessable_and_why_instead_of_findings():
     table = ResultsTable(out)
     finding = pb.FindingResult(name="LV dilation", probability=0.8, positive=True)
     table.add(pb.ResultEvent(kind=pb.ResultEvent.SCORED, result=pb.SeriesResult(
-        series_key="sA", assessable=False, quality_reasons=["not a short-axis stack"], findings=[finding])))
+        series_key="sA", not_assessable=True, quality_reasons=["not a short-axis stack"], findings=[finding])))
     table.add(pb.ResultEvent(kind=pb.ResultEvent.SCORED, result=pb.SeriesResult(
-        series_key="sB", assessable=True, findings=[finding])))
+        series_key="sB", findings=[finding])))
     first, second = out.getvalue().splitlines()
     assert "not assessable (not a short-axis stack)" in first and "LV dilation" not in first
     assert "LV dilation (0.80)" in second and "not assessable" not in second
@@ -141,3 +141,11 @@ def test_dcmtk_reads_a_not_assessable_sr_without_complaint(cine_files, tmp_path)
     assert dump.returncode == 0 and dump.stderr.strip() == "", dump.stderr
     assert 'Why not assessable")="not a short-axis stack"' in dump.stdout
     assert 'Label bank version")="0123456789ab.2"' in dump.stdout
+
+
+def test_a_result_from_a_server_without_the_quality_gate_reads_as_assessable():
+    """Old servers never set the field; proto3's default must then mean 'assessable', not 'junk'."""
+    old_wire = pb.SeriesResult(series_key="k", findings=[pb.FindingResult(finding_id="lv_dilation", positive=True)])
+    r = pb.SeriesResult.FromString(old_wire.SerializeToString())
+    assert r.not_assessable is False
+    assert "not assessable" not in findings_cell(r)

@@ -120,7 +120,7 @@ class ResultStream(Protocol):
 def findings_cell(r: pb.SeriesResult) -> str:
     """The table's findings column: the positive findings with their probabilities, or why there are none to show.
     A series that is not assessable shows that, never a finding."""
-    if not r.assessable:
+    if r.not_assessable:
         return f"not assessable ({'; '.join(r.quality_reasons) or 'no reason given'})"
     positive = [f"{f.name} ({f.probability:.2f})" for f in r.findings if f.positive]
     return ", ".join(positive) or "none"

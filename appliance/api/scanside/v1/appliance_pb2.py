@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bscanside/v1/appliance.proto\x12\x0bscanside.v1\"\xa0\x01\n\rFindingResult\x12\x12\n\nfinding_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x11\n\tthreshold\x18\x04 \x01(\x01\x12\x13\n\x0bprobability\x18\x05 \x01(\x01\x12\x10\n\x08positive\x18\x06 \x01(\x08\x12\x0c\n\x04rare\x18\x07 \x01(\x08\x12\x16\n\x0ereview_reasons\x18\x08 \x03(\t\"}\n\x0cStageTimings\x12\x15\n\rpreprocess_ms\x18\x01 \x01(\x01\x12\x14\n\x0cinference_ms\x18\x02 \x01(\x01\x12\x12\n\nscoring_ms\x18\x03 \x01(\x01\x12\x12\n\nbatch_size\x18\x04 \x01(\r\x12\x18\n\x10scan_to_score_ms\x18\x05 \x01(\x01\"\x97\x04\n\x0cSeriesResult\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x02 \x01(\t\x12\x12\n\nseries_key\x18\x03 \x01(\t\x12\x1a\n\x12series_description\x18\x04 \x01(\t\x12\x14\n\x0cmanufacturer\x18\x05 \x01(\t\x12,\n\x08\x66indings\x18\x06 \x03(\x0b\x32\x1a.scanside.v1.FindingResult\x12\x14\n\x0cneeds_review\x18\x07 \x01(\x08\x12\x16\n\x0ereview_reasons\x18\x08 \x03(\t\x12\x14\n\x0cood_distance\x18\t \x01(\x01\x12\x13\n\x0b\x62undle_name\x18\n \x01(\t\x12\x16\n\x0e\x62undle_version\x18\x0b \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x0c \x01(\t\x12\x11\n\tprecision\x18\r \x01(\t\x12\x16\n\x0escored_at_unix\x18\x0e \x01(\x01\x12*\n\x07timings\x18\x0f \x01(\x0b\x32\x19.scanside.v1.StageTimings\x12\x0e\n\x06images\x18\x10 \x01(\r\x12.\n\rsr_deliveries\x18\x11 \x03(\x0b\x32\x17.scanside.v1.SrDelivery\x12\x12\n\nassessable\x18\x12 \x01(\x08\x12\x17\n\x0fquality_reasons\x18\x13 \x03(\t\x12\x14\n\x0c\x62\x61nk_version\x18\x14 \x01(\t\"\x82\x01\n\nSrDelivery\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05tries\x18\x03 \x01(\r\x12\x12\n\nlast_error\x18\x04 \x01(\t\x12\x17\n\x0fsr_instance_uid\x18\x05 \x01(\t\x12\x14\n\x0cupdated_unix\x18\x06 \x01(\x01\"3\n\x15GetStudyResultRequest\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\"D\n\x16GetStudyResultResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.scanside.v1.SeriesResult\"O\n\x12ListResultsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\nsince_unix\x18\x03 \x01(\x01\"Z\n\x13ListResultsResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.scanside.v1.SeriesResult\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"J\n\x14StreamResultsRequest\x12\x16\n\x0e\x61\x66ter_event_id\x18\x01 \x01(\x03\x12\x1a\n\x12include_sr_updates\x18\x02 \x01(\x08\"\xe8\x01\n\x0bResultEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\x03\x12+\n\x04kind\x18\x02 \x01(\x0e\x32\x1d.scanside.v1.ResultEvent.Kind\x12)\n\x06result\x18\x03 \x01(\x0b\x32\x19.scanside.v1.SeriesResult\x12)\n\x06status\x18\x04 \x01(\x0b\x32\x19.scanside.v1.SeriesStatus\"D\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\n\n\x06SCORED\x10\x01\x12\n\n\x06\x46\x41ILED\x10\x02\x12\x0e\n\nSR_UPDATED\x10\x03\"5\n\x16GetSeriesStatusRequest\x12\x1b\n\x13series_instance_uid\x18\x01 \x01(\t\"\xba\x01\n\x0cSeriesStatus\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x02 \x01(\t\x12\x12\n\nseries_key\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x17\n\x0fimages_received\x18\x05 \x01(\r\x12\x17\n\x0fimages_expected\x18\x06 \x01(\r\x12\x0c\n\x04role\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t\"\x15\n\x13GetModelInfoRequest\"]\n\x07\x46inding\x12\x12\n\nfinding_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07prompts\x18\x03 \x03(\t\x12\x11\n\tthreshold\x18\x04 \x01(\x01\x12\x0c\n\x04rare\x18\x05 \x01(\x08\"\xbc\x02\n\tModelInfo\x12\x13\n\x0b\x62undle_name\x18\x01 \x01(\t\x12\x16\n\x0e\x62undle_version\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x17\n\x0f\x62\x61\x63kend_version\x18\x05 \x01(\t\x12\x11\n\tprecision\x18\x06 \x01(\t\x12\x15\n\rresearch_only\x18\x07 \x01(\x08\x12\x13\n\x0binput_shape\x18\x08 \x03(\x03\x12\x15\n\rembedding_dim\x18\t \x01(\r\x12&\n\x08\x66indings\x18\n \x03(\x0b\x32\x14.scanside.v1.Finding\x12\x19\n\x11\x61ppliance_version\x18\x0b \x01(\t\x12\x14\n\x0c\x62\x61\x63kend_note\x18\x0c \x01(\t\x12\x14\n\x0c\x62\x61nk_version\x18\r \x01(\t2\xa5\x03\n\tAppliance\x12Y\n\x0eGetStudyResult\x12\".scanside.v1.GetStudyResultRequest\x1a#.scanside.v1.GetStudyResultResponse\x12P\n\x0bListResults\x12\x1f.scanside.v1.ListResultsRequest\x1a .scanside.v1.ListResultsResponse\x12N\n\rStreamResults\x12!.scanside.v1.StreamResultsRequest\x1a\x18.scanside.v1.ResultEvent0\x01\x12Q\n\x0fGetSeriesStatus\x12#.scanside.v1.GetSeriesStatusRequest\x1a\x19.scanside.v1.SeriesStatus\x12H\n\x0cGetModelInfo\x12 .scanside.v1.GetModelInfoRequest\x1a\x16.scanside.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bscanside/v1/appliance.proto\x12\x0bscanside.v1\"\xa0\x01\n\rFindingResult\x12\x12\n\nfinding_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x11\n\tthreshold\x18\x04 \x01(\x01\x12\x13\n\x0bprobability\x18\x05 \x01(\x01\x12\x10\n\x08positive\x18\x06 \x01(\x08\x12\x0c\n\x04rare\x18\x07 \x01(\x08\x12\x16\n\x0ereview_reasons\x18\x08 \x03(\t\"}\n\x0cStageTimings\x12\x15\n\rpreprocess_ms\x18\x01 \x01(\x01\x12\x14\n\x0cinference_ms\x18\x02 \x01(\x01\x12\x12\n\nscoring_ms\x18\x03 \x01(\x01\x12\x12\n\nbatch_size\x18\x04 \x01(\r\x12\x18\n\x10scan_to_score_ms\x18\x05 \x01(\x01\"\xad\x04\n\x0cSeriesResult\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x02 \x01(\t\x12\x12\n\nseries_key\x18\x03 \x01(\t\x12\x1a\n\x12series_description\x18\x04 \x01(\t\x12\x14\n\x0cmanufacturer\x18\x05 \x01(\t\x12,\n\x08\x66indings\x18\x06 \x03(\x0b\x32\x1a.scanside.v1.FindingResult\x12\x14\n\x0cneeds_review\x18\x07 \x01(\x08\x12\x16\n\x0ereview_reasons\x18\x08 \x03(\t\x12\x14\n\x0cood_distance\x18\t \x01(\x01\x12\x13\n\x0b\x62undle_name\x18\n \x01(\t\x12\x16\n\x0e\x62undle_version\x18\x0b \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x0c \x01(\t\x12\x11\n\tprecision\x18\r \x01(\t\x12\x16\n\x0escored_at_unix\x18\x0e \x01(\x01\x12*\n\x07timings\x18\x0f \x01(\x0b\x32\x19.scanside.v1.StageTimings\x12\x0e\n\x06images\x18\x10 \x01(\r\x12.\n\rsr_deliveries\x18\x11 \x03(\x0b\x32\x17.scanside.v1.SrDelivery\x12\x16\n\x0enot_assessable\x18\x15 \x01(\x08\x12\x17\n\x0fquality_reasons\x18\x13 \x03(\t\x12\x14\n\x0c\x62\x61nk_version\x18\x14 \x01(\tJ\x04\x08\x12\x10\x13R\nassessable\"\x82\x01\n\nSrDelivery\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05tries\x18\x03 \x01(\r\x12\x12\n\nlast_error\x18\x04 \x01(\t\x12\x17\n\x0fsr_instance_uid\x18\x05 \x01(\t\x12\x14\n\x0cupdated_unix\x18\x06 \x01(\x01\"3\n\x15GetStudyResultRequest\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\"D\n\x16GetStudyResultResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.scanside.v1.SeriesResult\"O\n\x12ListResultsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\nsince_unix\x18\x03 \x01(\x01\"Z\n\x13ListResultsResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.scanside.v1.SeriesResult\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"J\n\x14StreamResultsRequest\x12\x16\n\x0e\x61\x66ter_event_id\x18\x01 \x01(\x03\x12\x1a\n\x12include_sr_updates\x18\x02 \x01(\x08\"\xe8\x01\n\x0bResultEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\x03\x12+\n\x04kind\x18\x02 \x01(\x0e\x32\x1d.scanside.v1.ResultEvent.Kind\x12)\n\x06result\x18\x03 \x01(\x0b\x32\x19.scanside.v1.SeriesResult\x12)\n\x06status\x18\x04 \x01(\x0b\x32\x19.scanside.v1.SeriesStatus\"D\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\n\n\x06SCORED\x10\x01\x12\n\n\x06\x46\x41ILED\x10\x02\x12\x0e\n\nSR_UPDATED\x10\x03\"5\n\x16GetSeriesStatusRequest\x12\x1b\n\x13series_instance_uid\x18\x01 \x01(\t\"\xba\x01\n\x0cSeriesStatus\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x02 \x01(\t\x12\x12\n\nseries_key\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x17\n\x0fimages_received\x18\x05 \x01(\r\x12\x17\n\x0fimages_expected\x18\x06 \x01(\r\x12\x0c\n\x04role\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t\"\x15\n\x13GetModelInfoRequest\"]\n\x07\x46inding\x12\x12\n\nfinding_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07prompts\x18\x03 \x03(\t\x12\x11\n\tthreshold\x18\x04 \x01(\x01\x12\x0c\n\x04rare\x18\x05 \x01(\x08\"\xbc\x02\n\tModelInfo\x12\x13\n\x0b\x62undle_name\x18\x01 \x01(\t\x12\x16\n\x0e\x62undle_version\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x17\n\x0f\x62\x61\x63kend_version\x18\x05 \x01(\t\x12\x11\n\tprecision\x18\x06 \x01(\t\x12\x15\n\rresearch_only\x18\x07 \x01(\x08\x12\x13\n\x0binput_shape\x18\x08 \x03(\x03\x12\x15\n\rembedding_dim\x18\t \x01(\r\x12&\n\x08\x66indings\x18\n \x03(\x0b\x32\x14.scanside.v1.Finding\x12\x19\n\x11\x61ppliance_version\x18\x0b \x01(\t\x12\x14\n\x0c\x62\x61\x63kend_note\x18\x0c \x01(\t\x12\x14\n\x0c\x62\x61nk_version\x18\r \x01(\t2\xa5\x03\n\tAppliance\x12Y\n\x0eGetStudyResult\x12\".scanside.v1.GetStudyResultRequest\x1a#.scanside.v1.GetStudyResultResponse\x12P\n\x0bListResults\x12\x1f.scanside.v1.ListResultsRequest\x1a .scanside.v1.ListResultsResponse\x12N\n\rStreamResults\x12!.scanside.v1.StreamResultsRequest\x1a\x18.scanside.v1.ResultEvent0\x01\x12Q\n\x0fGetSeriesStatus\x12#.scanside.v1.GetSeriesStatusRequest\x1a\x19.scanside.v1.SeriesStatus\x12H\n\x0cGetModelInfo\x12 .scanside.v1.GetModelInfoRequest\x1a\x16.scanside.v1.ModelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,33 +36,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STAGETIMINGS']._serialized_start=207
   _globals['_STAGETIMINGS']._serialized_end=332
   _globals['_SERIESRESULT']._serialized_start=335
-  _globals['_SERIESRESULT']._serialized_end=870
-  _globals['_SRDELIVERY']._serialized_start=873
-  _globals['_SRDELIVERY']._serialized_end=1003
-  _globals['_GETSTUDYRESULTREQUEST']._serialized_start=1005
-  _globals['_GETSTUDYRESULTREQUEST']._serialized_end=1056
-  _globals['_GETSTUDYRESULTRESPONSE']._serialized_start=1058
-  _globals['_GETSTUDYRESULTRESPONSE']._serialized_end=1126
-  _globals['_LISTRESULTSREQUEST']._serialized_start=1128
-  _globals['_LISTRESULTSREQUEST']._serialized_end=1207
-  _globals['_LISTRESULTSRESPONSE']._serialized_start=1209
-  _globals['_LISTRESULTSRESPONSE']._serialized_end=1299
-  _globals['_STREAMRESULTSREQUEST']._serialized_start=1301
-  _globals['_STREAMRESULTSREQUEST']._serialized_end=1375
-  _globals['_RESULTEVENT']._serialized_start=1378
-  _globals['_RESULTEVENT']._serialized_end=1610
-  _globals['_RESULTEVENT_KIND']._serialized_start=1542
-  _globals['_RESULTEVENT_KIND']._serialized_end=1610
-  _globals['_GETSERIESSTATUSREQUEST']._serialized_start=1612
-  _globals['_GETSERIESSTATUSREQUEST']._serialized_end=1665
-  _globals['_SERIESSTATUS']._serialized_start=1668
-  _globals['_SERIESSTATUS']._serialized_end=1854
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1856
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1877
-  _globals['_FINDING']._serialized_start=1879
-  _globals['_FINDING']._serialized_end=1972
-  _globals['_MODELINFO']._serialized_start=1975
-  _globals['_MODELINFO']._serialized_end=2291
-  _globals['_APPLIANCE']._serialized_start=2294
-  _globals['_APPLIANCE']._serialized_end=2715
+  _globals['_SERIESRESULT']._serialized_end=892
+  _globals['_SRDELIVERY']._serialized_start=895
+  _globals['_SRDELIVERY']._serialized_end=1025
+  _globals['_GETSTUDYRESULTREQUEST']._serialized_start=1027
+  _globals['_GETSTUDYRESULTREQUEST']._serialized_end=1078
+  _globals['_GETSTUDYRESULTRESPONSE']._serialized_start=1080
+  _globals['_GETSTUDYRESULTRESPONSE']._serialized_end=1148
+  _globals['_LISTRESULTSREQUEST']._serialized_start=1150
+  _globals['_LISTRESULTSREQUEST']._serialized_end=1229
+  _globals['_LISTRESULTSRESPONSE']._serialized_start=1231
+  _globals['_LISTRESULTSRESPONSE']._serialized_end=1321
+  _globals['_STREAMRESULTSREQUEST']._serialized_start=1323
+  _globals['_STREAMRESULTSREQUEST']._serialized_end=1397
+  _globals['_RESULTEVENT']._serialized_start=1400
+  _globals['_RESULTEVENT']._serialized_end=1632
+  _globals['_RESULTEVENT_KIND']._serialized_start=1564
+  _globals['_RESULTEVENT_KIND']._serialized_end=1632
+  _globals['_GETSERIESSTATUSREQUEST']._serialized_start=1634
+  _globals['_GETSERIESSTATUSREQUEST']._serialized_end=1687
+  _globals['_SERIESSTATUS']._serialized_start=1690
+  _globals['_SERIESSTATUS']._serialized_end=1876
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1878
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1899
+  _globals['_FINDING']._serialized_start=1901
+  _globals['_FINDING']._serialized_end=1994
+  _globals['_MODELINFO']._serialized_start=1997
+  _globals['_MODELINFO']._serialized_end=2313
+  _globals['_APPLIANCE']._serialized_start=2316
+  _globals['_APPLIANCE']._serialized_end=2737
 # @@protoc_insertion_point(module_scope)

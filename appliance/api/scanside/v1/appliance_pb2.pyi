@@ -42,7 +42,7 @@ class StageTimings(_message.Message):
     def __init__(self, preprocess_ms: _Optional[float] = ..., inference_ms: _Optional[float] = ..., scoring_ms: _Optional[float] = ..., batch_size: _Optional[int] = ..., scan_to_score_ms: _Optional[float] = ...) -> None: ...
 
 class SeriesResult(_message.Message):
-    __slots__ = ("study_instance_uid", "series_instance_uid", "series_key", "series_description", "manufacturer", "findings", "needs_review", "review_reasons", "ood_distance", "bundle_name", "bundle_version", "backend", "precision", "scored_at_unix", "timings", "images", "sr_deliveries", "assessable", "quality_reasons", "bank_version")
+    __slots__ = ("study_instance_uid", "series_instance_uid", "series_key", "series_description", "manufacturer", "findings", "needs_review", "review_reasons", "ood_distance", "bundle_name", "bundle_version", "backend", "precision", "scored_at_unix", "timings", "images", "sr_deliveries", "not_assessable", "quality_reasons", "bank_version")
     STUDY_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
     SERIES_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
     SERIES_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -60,7 +60,7 @@ class SeriesResult(_message.Message):
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     SR_DELIVERIES_FIELD_NUMBER: _ClassVar[int]
-    ASSESSABLE_FIELD_NUMBER: _ClassVar[int]
+    NOT_ASSESSABLE_FIELD_NUMBER: _ClassVar[int]
     QUALITY_REASONS_FIELD_NUMBER: _ClassVar[int]
     BANK_VERSION_FIELD_NUMBER: _ClassVar[int]
     study_instance_uid: str
@@ -80,10 +80,10 @@ class SeriesResult(_message.Message):
     timings: StageTimings
     images: int
     sr_deliveries: _containers.RepeatedCompositeFieldContainer[SrDelivery]
-    assessable: bool
+    not_assessable: bool
     quality_reasons: _containers.RepeatedScalarFieldContainer[str]
     bank_version: str
-    def __init__(self, study_instance_uid: _Optional[str] = ..., series_instance_uid: _Optional[str] = ..., series_key: _Optional[str] = ..., series_description: _Optional[str] = ..., manufacturer: _Optional[str] = ..., findings: _Optional[_Iterable[_Union[FindingResult, _Mapping]]] = ..., needs_review: _Optional[bool] = ..., review_reasons: _Optional[_Iterable[str]] = ..., ood_distance: _Optional[float] = ..., bundle_name: _Optional[str] = ..., bundle_version: _Optional[str] = ..., backend: _Optional[str] = ..., precision: _Optional[str] = ..., scored_at_unix: _Optional[float] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., images: _Optional[int] = ..., sr_deliveries: _Optional[_Iterable[_Union[SrDelivery, _Mapping]]] = ..., assessable: _Optional[bool] = ..., quality_reasons: _Optional[_Iterable[str]] = ..., bank_version: _Optional[str] = ...) -> None: ...
+    def __init__(self, study_instance_uid: _Optional[str] = ..., series_instance_uid: _Optional[str] = ..., series_key: _Optional[str] = ..., series_description: _Optional[str] = ..., manufacturer: _Optional[str] = ..., findings: _Optional[_Iterable[_Union[FindingResult, _Mapping]]] = ..., needs_review: _Optional[bool] = ..., review_reasons: _Optional[_Iterable[str]] = ..., ood_distance: _Optional[float] = ..., bundle_name: _Optional[str] = ..., bundle_version: _Optional[str] = ..., backend: _Optional[str] = ..., precision: _Optional[str] = ..., scored_at_unix: _Optional[float] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., images: _Optional[int] = ..., sr_deliveries: _Optional[_Iterable[_Union[SrDelivery, _Mapping]]] = ..., not_assessable: _Optional[bool] = ..., quality_reasons: _Optional[_Iterable[str]] = ..., bank_version: _Optional[str] = ...) -> None: ...
 
 class SrDelivery(_message.Message):
     __slots__ = ("destination", "state", "tries", "last_error", "sr_instance_uid", "updated_unix")
