@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from appliance.lexicon import Abbreviations
+
 PAD, UNK = "[PAD]", "[UNK]"
 _TOKEN = re.compile(r"[a-z]+|\d+(?:\.\d+)?|%")
 FORMAT = "scanside-words/1"
@@ -146,14 +148,17 @@ class TextEncoder:
         te = bundle.text_encoder
         if not te or "path" not in te or not ("tokenizer" in te or "vocabulary" in te):
             raise TokenizerError(f"bundle {bundle.name} has no text encoder: its prompts cannot be embedded here")
+        abbreviations = Abbreviations.load(bundle.root / te["abbreviations"]) if te.get("abbreviations") else None
         if "tokenizer" in te:
             return cls(bundle.root / te["path"], tokenizer_path=bundle.root / te["tokenizer"],
-                       max_length=int(te.get("max_length", 128)))
-        return cls(bundle.root / te["path"], bundle.root / te["vocabulary"])
+                       max_length=int(te.get("max_length", 128)), abbreviations=abbreviations)
+        return cls(bundle.root / te["path"], bundle.root / te["vocabulary"], abbreviations=abbreviations)
 
     def __init__(self, onnx_path: Path, vocabulary_path: Path | None = None, *, tokenizer_path: Path | None = None,
-                 max_length: int = 128) -> None:
+                 max_length: int = 128, abbreviations: Abbreviations | None = None) -> None:
         import onnxruntime as ort
+
+        self.abbreviations = abbreviations
 
         if (vocabulary_path is None) == (tokenizer_path is None):
             raise TokenizerError("a text encoder needs exactly one of a vocabulary or a tokenizer file")
@@ -168,11 +173,16 @@ class TextEncoder:
         if names != ["input_ids", "attention_mask"]:
             raise TokenizerError(f"text encoder inputs are {names}, expected ['input_ids', 'attention_mask']")
 
+    def reads_as(self, text: str) -> str:
+        """The text the model reads: abbreviations spelled out when the bundle carries a lexicon."""
+        return text if self.abbreviations is None else self.abbreviations.expand(text)
+
     def unrepresentable(self, text: str) -> list[str]:
         """Why the model cannot read `text` faithfully, as the offending words (empty: it can). Words the tokenizer
         maps to its unknown token; a text with no words at all is returned as itself."""
         if not any(ch.isalnum() for ch in text):
             return [text]
+        text = self.reads_as(text)
         if isinstance(self.tokenizer, WordPieceTokenizer):
             if not self.tokenizer.pieces(text):
                 return [text]
@@ -182,6 +192,7 @@ class TextEncoder:
         return self.tokenizer.unknown_words(text)
 
     def too_long(self, text: str) -> bool:
+        text = self.reads_as(text)
         if isinstance(self.tokenizer, WordPieceTokenizer):
             return self.tokenizer.length(text) > self.tokenizer.max_length
         return len(words(text)) > self.tokenizer.max_length
@@ -189,7 +200,7 @@ class TextEncoder:
     def embed(self, texts: Sequence[str], batch: int = 64) -> np.ndarray:
         if len(texts) > batch:
             return np.concatenate([self.embed(texts[i : i + batch], batch) for i in range(0, len(texts), batch)])
-        ids, mask = self.tokenizer.encode(texts)
+        ids, mask = self.tokenizer.encode([self.reads_as(t) for t in texts])
         (out,) = self.session.run(None, {"input_ids": ids, "attention_mask": mask})
         out = out.astype(np.float32)
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)

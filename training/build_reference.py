@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from appliance.bundle import load_bundle, write_bundle
+from appliance.lexicon import CMR, Abbreviations
 from appliance.preprocess import PreprocessSpec
 from appliance.text import TextEncoder as OnnxTextEncoder
 from training.cohort import CohortSpec, build_cohort
@@ -77,6 +78,8 @@ def build(out: Path, workdir: Path, report: Path | None, cohort: CohortSpec, cfg
     t = time.perf_counter()
     tower_dir = text_tower if text_tower is not None else workdir / "tower"
     tower = _text_tower(tower_dir)
+    # Reports train the image side as written; a prompt is read as the appliance reads it, abbreviations spelled out
+    prompt_tower = _text_tower(tower_dir, abbreviations=CMR)
     tower_info = json.loads((tower_dir / "text_tower.json").read_text())
     leaked = leaked_prompts(r for reports in splits["train"].reports for r in reports)
     if leaked:
@@ -119,7 +122,7 @@ def build(out: Path, workdir: Path, report: Path | None, cohort: CohortSpec, cfg
     emb = {model: {name: embed_images(net, splits[name].tensors) for name in ("val", "test", "external", "distill")}
            for model, net in (("teacher", teacher), ("student", student))}
     # The findings' own textbook prompts, fixed before any data was seen: no prompt is chosen by its AUROC.
-    bank0 = provisional_bank(tower.embed)
+    bank0 = provisional_bank(prompt_tower.embed)
     prevalence = splits["train"].labels.mean(axis=0)
     banks = {model: fit_bank(bank0, emb[model]["val"], splits["val"].labels, emb[model]["distill"], prevalence,
                              k=OOD_COMPONENTS)
@@ -134,7 +137,9 @@ def build(out: Path, workdir: Path, report: Path | None, cohort: CohortSpec, cfg
     ev.retrieval = {model: retrieval(emb[model]["test"], test_reports) for model in ("teacher", "student")}
     ev.ood_rate = {"internal test (A/B)": ood_rate(emb["student"]["test"], banks["student"]),
                    "vendor C": ood_rate(emb["student"]["external"], banks["student"])}
-    ev.prompts = evaluate_prompts(emb["student"]["test"], splits["test"].labels, banks["student"], tower.embed)
+    ev.prompts = evaluate_prompts(emb["student"]["test"], splits["test"].labels, banks["student"],
+                                  prompt_tower.embed)
+    ev.prompts_raw = evaluate_prompts(emb["student"]["test"], splits["test"].labels, banks["student"], tower.embed)
     ev.baselines = _baselines(splits)
     shape = REFERENCE_SPEC.tensor_shape
     ev.size = {"teacher": size_of(teacher, shape), "student": size_of(student, shape)}
@@ -164,8 +169,10 @@ def build(out: Path, workdir: Path, report: Path | None, cohort: CohortSpec, cfg
                  extra_files={"teacher.onnx": teacher_onnx,
                               "text_encoder.onnx": (tower_dir / "text_encoder.onnx").read_bytes(),
                               "tokenizer.json": (tower_dir / "tokenizer.json").read_bytes(),
+                              "abbreviations.json": CMR.to_json().encode(),
                               "reference_embeddings.npy": buffer},
                  text_encoder={"path": "text_encoder.onnx", "tokenizer": "tokenizer.json",
+                               "abbreviations": "abbreviations.json",
                                "max_length": int(tower_info.get("max_length", 128)),
                                "model": str(tower_info["model"]),
                                "reference_embeddings": "reference_embeddings.npy"},
@@ -192,6 +199,9 @@ def build(out: Path, workdir: Path, report: Path | None, cohort: CohortSpec, cfg
             "threshold (the decision and the probability shown never disagree).",
             "Prompts: each finding's textbook prompts in training/prompts.py, fixed before training; none chosen by "
             "AUROC. The held-out paraphrases (training/heldout_prompts.py) appear in no training report (checked).",
+            "Abbreviations: prompts (the bank's and a site's) are read with the bundle's lexicon of standard CMR "
+            "abbreviations (appliance/lexicon.py, shipped as abbreviations.json), written from clinical usage; "
+            "training reports are embedded as written. The held-out prompts are reported with and without it.",
             f"Text tower: {tower_info['model']} from the {tower_info['package']} package, {tower_info['precision']}, "
             f"{tower_info['parameters']:,} parameters, frozen; trained on {tower_info['trained_on']}.",
             "Retrieval is strict: a study must rank its own impression first among 500, and many studies have "
@@ -229,7 +239,7 @@ def _load_checkpoints(folder: Path, key: str, dim: int) -> tuple[VideoEncoder, V
     return teacher, student
 
 
-def _text_tower(folder: Path) -> OnnxTextEncoder:
+def _text_tower(folder: Path, abbreviations: Abbreviations | None = None) -> OnnxTextEncoder:
     """The frozen text tower's files in `folder`, exported there first if absent (needs the text-tower extra)."""
     needed = ("text_encoder.onnx", "tokenizer.json", "text_tower.json")
     if not all((folder / name).exists() for name in needed):
@@ -238,7 +248,8 @@ def _text_tower(folder: Path) -> OnnxTextEncoder:
         write_tower(folder, build_tower())
     info = json.loads((folder / "text_tower.json").read_text())
     return OnnxTextEncoder(folder / "text_encoder.onnx", tokenizer_path=folder / "tokenizer.json",
-                           max_length=int(info.get("max_length", 128)))  # the appliance's own path
+                           max_length=int(info.get("max_length", 128)),
+                           abbreviations=abbreviations)  # the appliance's own path
 
 
 _CLAUSE = re.compile(r"[.;]\s*")

@@ -36,6 +36,7 @@ class Evaluation:
     export_cosine: dict[str, float] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     prompts: list[Any] = field(default_factory=list)  # training.prompt_eval.PromptResult, student, internal test
+    prompts_raw: list[Any] = field(default_factory=list)  # the same prompts read without the abbreviation lexicon
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)  # baseline -> finding -> AUROC (test)
     notes: list[str] = field(default_factory=list)
 
@@ -189,20 +190,28 @@ def _prompt_lines(ev: Evaluation, names: dict[str, str]) -> list[str]:
         return []
     from training.prompt_eval import summary
 
+    raw = {(r.finding_id, r.kind, r.prompt): r.auroc for r in ev.prompts_raw}
     lines = ["### Held-out prompts (student, internal test split; one prompt each, as a site would add it)", "",
-             "| finding | kind | prompt | AUROC | own prompts | within 0.05 |", "|---|---|---|---:|---:|---|"]
+             "Read as the appliance reads a site's prompt: abbreviations spelled out by the bundle's lexicon "
+             "(appliance/lexicon.py). The last column reads the prompt as typed, without the lexicon.", "",
+             "| finding | kind | prompt | AUROC | own prompts | within 0.05 | AUROC, no lexicon |",
+             "|---|---|---|---:|---:|---|---:|"]
     for r in ev.prompts:
         if r.kind == "unrelated":
             continue
         mark = ("yes" if r.within else "no") if r.kind == "paraphrase" else ""
+        without = raw.get((r.finding_id, r.kind, r.prompt))
         lines.append(f"| {names.get(r.finding_id, r.finding_id)} | {r.kind} | {r.prompt} | {r.auroc:.3f} | "
-                     f"{r.own_auroc:.3f} | {mark} |")
+                     f"{r.own_auroc:.3f} | {mark} | {'' if without is None else f'{without:.3f}'} |")
     lines += ["", "Unrelated text, AUROC against each finding's labels:", "",
               "| prompt | " + " | ".join(names.values()) + " |", "|---|" + "---:|" * len(names)]
     for p in sorted({r.prompt for r in ev.prompts if r.kind == "unrelated"}):
         row = {r.finding_id: r.auroc for r in ev.prompts if r.kind == "unrelated" and r.prompt == p}
         lines.append(f"| {p} | " + " | ".join(f"{row.get(f, float('nan')):.2f}" for f in names) + " |")
-    lines += ["", "| summary | value |", "|---|---:|"]
-    lines += [f"| {k} | {v:.3f} |" for k, v in summary(ev.prompts).items()]
+    with_lexicon = summary(ev.prompts)
+    without = summary(ev.prompts_raw) if ev.prompts_raw else {}
+    lines += ["", "| summary | with the lexicon | as typed |", "|---|---:|---:|"]
+    lines += [f"| {k} | {v:.3f} | {without[k]:.3f} |" if k in without else f"| {k} | {v:.3f} | |"
+              for k, v in with_lexicon.items()]
     lines.append("")
     return lines

@@ -84,7 +84,7 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     if text_encoder is not None:
         if not isinstance(text_encoder, dict):
             raise BundleError(f"{where}: text_encoder must be an object or null")
-        for key in ("path", "vocabulary", "tokenizer", "reference_embeddings"):
+        for key in ("path", "vocabulary", "tokenizer", "abbreviations", "reference_embeddings"):
             if key in text_encoder:
                 _listed(text_encoder[key], f"text_encoder.{key}", files, where)
     _verify_hashes(root, files, where)
