@@ -1,4 +1,4 @@
-"""`scanside serve | demo | results | clients | exports | prompts | bench`."""
+"""`scanside serve | demo | results | clients | exports | ledger | prompts | bench`."""
 
 from __future__ import annotations
 
@@ -217,6 +217,55 @@ def cmd_exports(args: argparse.Namespace) -> int:
         store.close()
 
 
+def _since(text: str | None) -> float | None:
+    """An ISO 8601 date or time; without an offset it is UTC."""
+    from datetime import datetime, timezone
+
+    if not text:
+        return None
+    try:
+        when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        raise ConfigError(f"--since {text!r} is not an ISO 8601 date or time (e.g. 2026-03-01 or "
+                          "2026-03-01T08:00:00+01:00)") from None
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from appliance.fileio import PRIVATE_FILE_MODE, write_bytes_atomic
+    from appliance.store import Store
+    from appliance.store.ledger import export_bytes
+
+    database = _settings(args).paths.database
+    if not database.exists():
+        print(f"scanside ledger: no appliance database at {database} (see paths.data_dir)", file=sys.stderr)
+        return 2
+    since = _since(getattr(args, "since", None))
+    store = Store(database)
+    try:
+        if args.action == "head":
+            seq, digest = store.ledger.head()
+            print(f"{seq} {digest}")
+            return 0
+        if args.action == "export":
+            entries = list(store.ledger.entries(since))
+            # UIDs and results: patient data, so the file is as private as the database.
+            write_bytes_atomic(Path(args.out), export_bytes(entries, args.format), mode=PRIVATE_FILE_MODE)
+            print(f"{len(entries)} ledger entries written to {args.out} ({args.format})")
+            return 0
+        verdict = store.ledger.verify()
+    finally:
+        store.close()
+    if not verdict.ok:
+        print(f"scanside ledger verify: FAILED: {verdict.problem}", file=sys.stderr)
+        print(f"  first bad seq: {verdict.bad_seq}; the chain verifies up to seq {verdict.head_seq}", file=sys.stderr)
+        return 1
+    print(f"ledger verified: {verdict.entries} entries, seq 1..{verdict.head_seq} with no gap, every hash and link "
+          f"recomputed, times never decreasing; every stored result and failed series sealed exactly once")
+    print(f"head: {verdict.head_seq} {verdict.head_hash}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scanside", description=f"ScanSide {__version__}. {RESEARCH_NOTICE}")
     parser.add_argument("--version", action="version", version=f"scanside {__version__}")
@@ -274,6 +323,22 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("ids", nargs="*", type=int, help="export ids (from `scanside exports list`)")
     a.add_argument("--all-failed", action="store_true", help="every failed export")
     p.set_defaults(func=cmd_exports)
+
+    p = sub.add_parser("ledger", help="the sealed prediction ledger: verify its chain, print its head, export it")
+    config_help = "TOML configuration file (its paths.data_dir holds the database)"
+    p.add_argument("--config", help=config_help)
+    actions = p.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("verify", help="recompute the hash chain; exit 1 naming the first bad seq")
+    a.add_argument("--config", help=config_help, default=argparse.SUPPRESS)
+    a = actions.add_parser("head", help="print the newest entry's seq and hash (to anchor it somewhere else)")
+    a.add_argument("--config", help=config_help, default=argparse.SUPPRESS)
+    a = actions.add_parser("export", help="write the entries for a statistician (JSON lines or CSV)")
+    a.add_argument("--config", help=config_help, default=argparse.SUPPRESS)
+    a.add_argument("--out", required=True, help="the file to write (0640: it holds UIDs and results)")
+    a.add_argument("--since", help="only entries recorded at or after this ISO 8601 date or time (UTC without an "
+                                   "offset)")
+    a.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    p.set_defaults(func=cmd_ledger)
 
     p = sub.add_parser("prompts", help="list, add, remove or revert zero-shot prompts and findings (site edits, "
                                        "kept in the data folder, versioned)")

@@ -143,6 +143,7 @@ class PreparedSeries:
     timings_ms: dict[str, float] = field(default_factory=dict)
     instance_paths: tuple[str, ...] = ()  # its images in the spool: removed once scored, set aside if it fails
     quality_reasons: tuple[str, ...] = ()  # the input quality gate's: non-empty means not assessable
+    input_sha256: str = ""  # SHA-256 of the tensor's float32 bytes (the preparer's), sealed in the ledger
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +155,7 @@ class EmbeddedSeries:
     timings_ms: dict[str, float]
     instance_paths: tuple[str, ...] = ()
     quality_reasons: tuple[str, ...] = ()  # from PreparedSeries: non-empty means not assessable
+    input_sha256: str = ""  # from PreparedSeries
 
 
 class Stage(str, enum.Enum):
@@ -224,6 +226,7 @@ class StudyResult:
     timings_ms: dict[str, float]
     scored_at: float  # time.time()
     bank_version: str = ""  # the label-bank version that scored it ("" for results stored before versions existed)
+    input_sha256: str = ""  # of the model input tensor ("" for results stored before the ledger existed)
 
 
 # --- rows read back from the store ---------------------------------------------------------------------------------

@@ -64,6 +64,13 @@ class Metrics:
         self.not_assessable = Counter("series_not_assessable", "Series the input quality gate found not "
                                       "assessable (stored with no finding positive), by reason.", ["reason"],
                                       namespace=ns, registry=registry)
+        # kind: appliance.store.ledger.KINDS (scored, which includes not-assessable results, or failed); no other
+        # label, and never an identifier.
+        self.ledger_entries = Counter("ledger_entries", "Entries sealed in the prediction ledger, by kind: scored "
+                                      "(a stored result, not-assessable ones included) or failed.", ["kind"],
+                                      namespace=ns, registry=registry)
+        for kind in ("scored", "failed"):
+            self.ledger_entries.labels(kind=kind)
         self.dicom_associations = Counter("dicom_associations", "DICOM associations accepted by the receiver.",
                                           namespace=ns, registry=registry)
         self.dicom_instances = Counter("dicom_instances_received", "Instances received over C-STORE and spooled.",

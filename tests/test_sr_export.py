@@ -24,6 +24,7 @@ from appliance.export.sr import SrSettings, build_sr
 from appliance.handovers import ExportState, FindingScore, Scores, SeriesInfo, SeriesRole, SeriesState, StudyResult
 from appliance.metrics import Metrics
 from appliance.store import Store
+from appliance.store.schema import SCHEMA_VERSION
 
 DSRDUMP = Path("/usr/bin/dsrdump")
 
@@ -379,7 +380,7 @@ def test_a_version_1_database_is_upgraded_in_place(tmp_path):
     store = Store(path, export_destinations=("pacs",))
     assert store.exports.counts() == {}
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3"
+        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     store.close()
 
 

@@ -86,7 +86,7 @@ class InferenceWorker:
             # One series at a time from here: the next stage fails a bad one (a NaN from an overflowing engine)
             # and the rest of the batch is still scored.
             self.on_embedded(EmbeddedSeries(item.info, embedding, timings, item.instance_paths,
-                                            item.quality_reasons))
+                                            item.quality_reasons, item.input_sha256))
 
     # --- thread ---------------------------------------------------------------------------------------------------
 

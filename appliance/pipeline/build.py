@@ -185,13 +185,14 @@ def build_pipeline(settings: Settings, registry: CollectorRegistry,
         if gpu_sampler is not None:
             undo.callback(gpu_sampler.close)
         assembler = Assembler(s.assembly.quiet_period_s)
-        failures = FailureHandler(store, metrics, s.paths.quarantine)
         live_bank = LiveBank(Overlay(overlay_dir(s.paths.data_dir), bundle.label_bank), bundle.embedding_dim)
+        failures = FailureHandler(store, metrics, s.paths.quarantine,
+                                  provenance=lambda: (bundle.name, bundle.version, live_bank.get()[1]))
         scorer = Scorer(bundle, backend.name, backend.precision, scoring_policy(s), store, metrics, failures,
                         on_result=on_result, bank_source=live_bank.get)
         worker = InferenceWorker(backend, metrics, on_embedded=scorer,
-                                 on_failure=lambda item, failure: failures.fail(item.info, item.instance_paths,
-                                                                                failure),
+                                 on_failure=lambda item, failure: failures.fail(
+                                     item.info, item.instance_paths, failure, input_sha256=item.input_sha256),
                                  max_batch=s.engine.max_batch, batch_wait_ms=s.engine.batch_wait_ms,
                                  queue_size=s.engine.queue_size)
         preparer = Preparer(bundle.preprocess, store, metrics, worker, failures, keep_sources=s.export.enabled,

@@ -1,9 +1,10 @@
-"""The one place a series fails: its state and reason recorded, its images set aside, the failure counted by the
-stage it happened at. Every stage hands its failures here as a SeriesFailure."""
+"""The one place a series fails: its state and reason recorded and sealed in the ledger, its images set aside, the
+failure counted by the stage it happened at. Every stage hands its failures here as a SeriesFailure."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from appliance.fileio import private_folder
@@ -16,21 +17,28 @@ log = logging.getLogger(__name__)
 
 
 class FailureHandler:
-    def __init__(self, store: Store, metrics: Metrics, quarantine: Path) -> None:
+    def __init__(self, store: Store, metrics: Metrics, quarantine: Path,
+                 provenance: Callable[[], tuple[str, str, str]] = lambda: ("", "", "")) -> None:
+        """`provenance`: (bundle name, bundle version, label-bank version) in force, sealed with each failure."""
         self.store = store
         self.metrics = metrics
+        self.provenance = provenance
         self.root = Path(quarantine) / "failed_series"
         for stage in Stage:  # every stage shows, at 0, before its first failure
             metrics.series_failed.labels(stage=stage.value)
 
-    def fail(self, info: SeriesInfo, paths: tuple[str, ...], failure: SeriesFailure) -> None:
-        """Record why, then set the series' images aside under quarantine/failed_series/<key>/. In that order: a
-        crash part-way through the moves leaves a FAILED series whose leftovers recovery moves the same way."""
+    def fail(self, info: SeriesInfo, paths: tuple[str, ...], failure: SeriesFailure, input_sha256: str = "") -> None:
+        """Record why (and seal it: `input_sha256` is the model input's, when one was made), then set the series'
+        images aside under quarantine/failed_series/<key>/. In that order: a crash part-way through the moves leaves
+        a FAILED series whose leftovers recovery moves the same way."""
         try:
-            self.store.series.set_state(info, SeriesState.FAILED, str(failure))
+            previous = self.store.series.set_state(info, SeriesState.FAILED, str(failure), stage=failure.stage.value,
+                                                   input_sha256=input_sha256, bundle=self.provenance())
         except StoreError as exc:  # already finished (e.g. scored): nothing to set aside
             log.warning("series %s: not marking failed: %s", info.key, exc)
             return
+        if previous is not SeriesState.FAILED:
+            self.metrics.ledger_entries.labels(kind="failed").inc()
         (self.folder(info.key) / "reason.txt").write_text(f"{failure}\n")
         for path in paths:
             self.set_aside(info.key, path)

@@ -7,11 +7,14 @@ queued; `submit` blocks while the engine is behind, which holds the images in th
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import threading
 import time
 from dataclasses import replace
+
+import numpy as np
 
 from appliance.config.sections import QualityConfig
 from appliance.export.source import capture_source
@@ -26,6 +29,13 @@ from appliance.quality import REASONS, assess, series_facts
 from appliance.store import Store
 
 log = logging.getLogger(__name__)
+
+
+def tensor_sha256(tensor: np.ndarray) -> str:
+    """The SHA-256 of the model input as float32 bytes in C order (sealed in the ledger: the same images through
+    the same preprocessing give the same hash). No copy when the tensor is already float32 and contiguous."""
+    data = np.ascontiguousarray(tensor, dtype=np.float32)
+    return hashlib.sha256(data.data.cast("B")).hexdigest()
 
 
 class Preparer:
@@ -92,6 +102,7 @@ class Preparer:
             shapes = [(f.pixels.rows, f.pixels.columns) for f in series.frames]
             plan = plan_stack(series.frames, shapes, self.spec)  # once: the tensor and the quality gate read it
             prepared = prepare(series, self.spec, plan)
+            prepared = replace(prepared, input_sha256=tensor_sha256(prepared.tensor))
             self.metrics.stage_seconds.labels(stage="preprocess").observe(time.perf_counter() - started)
             if self.quality.enabled:
                 prepared = self._gate(series, prepared, shapes, plan)

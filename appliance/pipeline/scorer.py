@@ -61,7 +61,8 @@ class Scorer:
                 scores = mark_not_assessable(scores, item.quality_reasons)
         except Exception as exc:
             log.error("series %s: scoring failed: %s", item.info.key, describe(exc))
-            self.failures.fail(item.info, item.instance_paths, SeriesFailure(Stage.SCORING, type(exc).__name__))
+            self.failures.fail(item.info, item.instance_paths, SeriesFailure(Stage.SCORING, type(exc).__name__),
+                               input_sha256=item.input_sha256)
             return
         score_s = time.perf_counter() - started
         self.metrics.stage_seconds.labels(stage="scoring").observe(score_s)
@@ -70,17 +71,19 @@ class Scorer:
         result = StudyResult(info=item.info, scores=scores, bundle_name=self.bundle.name,
                              bundle_version=self.bundle.version, backend=self.backend_name,
                              precision=self.precision, timings_ms=timings, scored_at=time.time(),
-                             bank_version=bank_version)
+                             bank_version=bank_version, input_sha256=item.input_sha256)
         try:
             event_id = self.store.results.save(result)
         except Exception as exc:  # a full disk, a locked database: this series fails visibly, the next one tries
             log.error("series %s: storing the result failed: %s", item.info.key, describe(exc))
-            self.failures.fail(item.info, item.instance_paths, SeriesFailure(Stage.STORE, type(exc).__name__))
+            self.failures.fail(item.info, item.instance_paths, SeriesFailure(Stage.STORE, type(exc).__name__),
+                               input_sha256=item.input_sha256)
             return
         if event_id is None:
             log.warning("series %s already had a result; not scored twice", item.info.key)
             return
         self.metrics.results.labels(needs_review=str(scores.needs_review).lower()).inc()
+        self.metrics.ledger_entries.labels(kind="scored").inc()  # sealed in the same transaction
         self.metrics.scan_to_score.observe(max(result.scored_at - item.info.last_file_at, 0.0))
         remove_files(item.instance_paths)
         findings = ", ".join(f"{f.finding_id}={'+' if f.positive else '-'}" for f in scores.findings)

@@ -1,11 +1,13 @@
 """SQLite persistence, one module per concern: the file and its transactions (database), series states (series),
-results (results), the event log (events) and the SR queue with its sources and retention (exports).
+results (results), the sealed prediction ledger (ledger), the event log (events) and the SR queue with its sources
+and retention (exports).
 
     store = Store(path, export_destinations=("pacs",))
     store.series.seen(info); store.results.save(result); store.events.wait(after_id, 1.0)
     store.exports.due(time.time())
 
-A result, its series' state, its event and its SR queue items are one transaction (Results.save).
+A result, its series' state, its ledger entry, its event and its SR queue items are one transaction (Results.save);
+a failure, its state, its ledger entry and its event another (SeriesTable.set_state).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from appliance.handovers import Event, EventKind, ExportItem, SeriesRow, StoredR
 from appliance.store.database import Database, StoreError
 from appliance.store.events import EventLog
 from appliance.store.exports import ExportQueue
+from appliance.store.ledger import Ledger
 from appliance.store.results import Results
 from appliance.store.schema import SCHEMA_VERSION
 from appliance.store.series import SeriesTable
@@ -27,13 +30,16 @@ class Store:
     """The appliance's database: one writer connection guarded by a lock, one reader connection per reading
     thread, and a view per concern over them."""
 
-    def __init__(self, path: Path, export_destinations: tuple[str, ...] = ()) -> None:
+    def __init__(self, path: Path, export_destinations: tuple[str, ...] = (), mode: str = "assist") -> None:
+        """`mode`: appliance.mode, sealed into every ledger entry this store writes."""
         self.db = Database(path)
         self.path = self.db.path
+        self.mode = mode
         self.events = EventLog(self.db)
-        self.series = SeriesTable(self.db, self.events)
-        self.results = Results(self.db, self.events, tuple(export_destinations))
+        self.series = SeriesTable(self.db, self.events, mode)
+        self.results = Results(self.db, self.events, tuple(export_destinations), mode)
         self.exports = ExportQueue(self.db, self.events)
+        self.ledger = Ledger(self.db)
 
     def secret(self, name: str, size: int = 32) -> bytes:
         return self.db.secret(name, size)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from types import TracebackType
 
 from appliance.fileio import PRIVATE_FILE_MODE
-from appliance.store.schema import SCHEMA, SCHEMA_VERSION, UPGRADABLE, UPGRADES
+from appliance.store import ledger
+from appliance.store.schema import SCHEMA, SCHEMA_VERSION, UPGRADABLE, UPGRADE_STEPS, UPGRADES
 
 
 class StoreError(RuntimeError):
@@ -46,6 +48,9 @@ class Database:
                     have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
                     if column not in have:
                         db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+                for version, step in UPGRADE_STEPS:
+                    if int(row[0]) < version:
+                        getattr(ledger, step)(db, time.time())
                 db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
             elif int(row[0]) != SCHEMA_VERSION:
                 raise StoreError(f"{self.path} has schema version {row[0]}, this build expects {SCHEMA_VERSION}")

@@ -1,6 +1,6 @@
 """Results. Saving one is the transaction that makes "nothing scored twice" hold across a crash: the result, its
-series' state, its SR queue items and its event are all on disk or none is, and recovery skips series already in a
-final state.
+series' state, its ledger entry, its SR queue items and its event are all on disk or none is, and recovery skips
+series already in a final state.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from appliance.handovers import EventKind, FindingScore, Scores, SeriesInfo, SeriesRole, SeriesState, StudyResult
-from appliance.store import events, exports, series
+from appliance.store import events, exports, ledger, series
 from appliance.store.database import Database
 
 _SELECT = (
@@ -21,14 +21,17 @@ _SELECT = (
 
 
 class Results:
-    def __init__(self, db: Database, log: events.EventLog, export_destinations: tuple[str, ...]) -> None:
+    def __init__(self, db: Database, log: events.EventLog, export_destinations: tuple[str, ...],
+                 mode: str = "assist") -> None:
         self._db = db
         self._events = log
         self.export_destinations = export_destinations  # one SR queue item each, with every result saved
+        self.mode = mode  # appliance.mode, sealed into each ledger entry
 
     def save(self, result: StudyResult) -> int | None:
-        """Store a result, mark the series scored, queue its SRs and log the event, atomically. Returns the event
-        id, or None if this series already had an outcome (it is never scored twice)."""
+        """Store a result, mark the series scored, seal it in the ledger, queue its SRs and log the event,
+        atomically. Returns the event id, or None if this series already had an outcome (it is never scored
+        twice)."""
         info, scores = result.info, result.scores
         now = time.time()
         with self._db.transaction() as db:
@@ -47,13 +50,14 @@ class Results:
             db.execute(
                 "INSERT INTO results (series_uid, study_uid, scored_at, bundle_name, bundle_version, backend,"
                 " precision, needs_review, review_reasons, ood_distance, findings, timings, assessable,"
-                " quality_reasons, bank_version)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " quality_reasons, bank_version, input_sha256)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (info.series_uid, info.study_uid, result.scored_at, result.bundle_name, result.bundle_version,
                  result.backend, result.precision, int(scores.needs_review), json.dumps(list(scores.review_reasons)),
                  scores.ood_distance, json.dumps([_finding_to_dict(f) for f in scores.findings]),
                  json.dumps(result.timings_ms), int(scores.assessable), json.dumps(list(scores.quality_reasons)),
-                 result.bank_version))
+                 result.bank_version, result.input_sha256))
+            ledger.append_scored(db, result, self.mode, now)
             exports.queue(db, info.series_uid, self.export_destinations, now)
             event_id = events.record(db, EventKind.SCORED, info.series_uid, info.study_uid, now)
         self._events.notify()
@@ -88,6 +92,12 @@ class Results:
             yield _result(row)
 
 
+def result_row(db: sqlite3.Connection, series_uid: str) -> StudyResult | None:
+    """A series' result read on the caller's connection (inside its transaction or snapshot)."""
+    row = db.execute(_SELECT + " WHERE r.series_uid=?", (series_uid,)).fetchone()
+    return _result(row) if row else None
+
+
 def _finding_to_dict(f: FindingScore) -> dict[str, Any]:
     return {"id": f.finding_id, "name": f.name, "score": f.score, "threshold": f.threshold,
             "probability": f.probability, "positive": f.positive, "rare": f.rare,
@@ -109,4 +119,5 @@ def _result(row: sqlite3.Row) -> StudyResult:
                     assessable=bool(row["assessable"]), quality_reasons=tuple(json.loads(row["quality_reasons"])))
     return StudyResult(info=info, scores=scores, bundle_name=row["bundle_name"], bundle_version=row["bundle_version"],
                        backend=row["backend"], precision=row["precision"], timings_ms=json.loads(row["timings"]),
-                       scored_at=row["scored_at"], bank_version=row["bank_version"])
+                       scored_at=row["scored_at"], bank_version=row["bank_version"],
+                       input_sha256=row["input_sha256"])

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Version 2 added sources, reports and exports; version 3 added the results' assessable, quality_reasons and
-# bank_version columns (UPGRADES adds them to an older file).
-UPGRADABLE = (1, 2)
+# bank_version columns (UPGRADES adds them to an older file); version 4 the sealed prediction ledger (its table and
+# triggers come with SCHEMA; UPGRADE_STEPS seals what an older file already holds) and results.input_sha256.
+UPGRADABLE = (1, 2, 3)
 
 # Columns added after a table was first created: (table, column, definition). An older file gets each one it lacks,
 # with its default, when it is opened (SQLite has no ADD COLUMN IF NOT EXISTS, so the database checks first).
@@ -13,6 +14,14 @@ UPGRADES = (
     ("results", "assessable", "INTEGER NOT NULL DEFAULT 1"),
     ("results", "quality_reasons", "TEXT NOT NULL DEFAULT '[]'"),
     ("results", "bank_version", "TEXT NOT NULL DEFAULT ''"),
+    ("results", "input_sha256", "TEXT NOT NULL DEFAULT ''"),
+)
+
+# Steps run once on an older file, after its columns are added and in the same transaction: (the version that
+# brought the step, what it does: a function name in appliance/store/ledger.py, called with the connection and the
+# time). A file older than that version gets the step.
+UPGRADE_STEPS = (
+    (4, "seal_existing"),  # results and failed series stored before the ledger: sealed in their stored order
 )
 
 SCHEMA = """
@@ -51,7 +60,8 @@ CREATE TABLE IF NOT EXISTS results (
     timings TEXT NOT NULL,
     assessable INTEGER NOT NULL DEFAULT 1,
     quality_reasons TEXT NOT NULL DEFAULT '[]',
-    bank_version TEXT NOT NULL DEFAULT ''
+    bank_version TEXT NOT NULL DEFAULT '',
+    input_sha256 TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS results_study ON results(study_uid);
 CREATE INDEX IF NOT EXISTS results_time ON results(scored_at);
@@ -92,4 +102,27 @@ CREATE TABLE IF NOT EXISTS events (
     series_uid TEXT NOT NULL,
     study_uid TEXT NOT NULL
 );
+-- The sealed prediction ledger (appliance/store/ledger.py, docs/ledger.md): one entry per series outcome, written in
+-- the outcome's own transaction, each hashing the one before. Append-only: SQLite itself refuses to change one.
+CREATE TABLE IF NOT EXISTS ledger (
+    seq INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    series_uid TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    recorded_at REAL NOT NULL,
+    payload TEXT NOT NULL,
+    bundle_name TEXT NOT NULL,
+    bundle_version TEXT NOT NULL,
+    bank_version TEXT NOT NULL,
+    input_sha256 TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_series ON ledger(series_uid);
+CREATE INDEX IF NOT EXISTS ledger_time ON ledger(recorded_at);
+CREATE TRIGGER IF NOT EXISTS ledger_no_update BEFORE UPDATE ON ledger
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: entries are never changed'); END;
+CREATE TRIGGER IF NOT EXISTS ledger_no_delete BEFORE DELETE ON ledger
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: entries are never removed'); END;
 """

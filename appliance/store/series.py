@@ -1,4 +1,5 @@
-"""Series and their states. A series in a final state never moves again: one outcome per series."""
+"""Series and their states. A series in a final state never moves again: one outcome per series. A failure is
+sealed in the ledger in the transaction that records it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 from typing import Any
 
 from appliance.handovers import EventKind, SeriesInfo, SeriesRole, SeriesRow, SeriesState
-from appliance.store import events
+from appliance.store import events, ledger
 from appliance.store.database import Database, StoreError
 
 
@@ -24,9 +25,10 @@ def state_of(db: sqlite3.Connection, series_uid: str) -> SeriesState | None:
 
 
 class SeriesTable:
-    def __init__(self, db: Database, log: events.EventLog) -> None:
+    def __init__(self, db: Database, log: events.EventLog, mode: str = "assist") -> None:
         self._db = db
         self._events = log
+        self.mode = mode  # appliance.mode, sealed into each ledger entry
 
     def seen(self, info: SeriesInfo) -> SeriesState | None:
         """Record a series on its first instance; returns its state if it was already known."""
@@ -42,9 +44,12 @@ class SeriesTable:
                  info.received, info.expected, info.manufacturer, info.description, now, info.last_file_at, now))
             return None
 
-    def set_state(self, info: SeriesInfo, state: SeriesState, detail: str | None = None) -> SeriesState | None:
-        """Move a series to `state` (creating the row if needed); returns the previous state. Failures are events.
-        A finished series never moves again (StoreError): that would be a second outcome for one series."""
+    def set_state(self, info: SeriesInfo, state: SeriesState, detail: str | None = None, *, stage: str = "",
+                  input_sha256: str = "", bundle: tuple[str, str, str] = ("", "", "")) -> SeriesState | None:
+        """Move a series to `state` (creating the row if needed); returns the previous state. Failures are events
+        and ledger entries (with `stage`, the model input's hash if one was made, and the bundle name, version and
+        bank version in force). A finished series never moves again (StoreError): that would be a second outcome
+        for one series."""
         now = time.time()
         with self._db.transaction() as db:
             previous = state_of(db, info.series_uid)
@@ -57,6 +62,9 @@ class SeriesTable:
                 " completed_by=?, detail=?, last_file_at=?, updated_at=? WHERE series_uid=?",
                 (state.value, info.role.value, info.received, info.expected, info.manufacturer, info.description,
                  info.completed_by, detail, info.last_file_at, now, info.series_uid))
+            if state is SeriesState.FAILED and previous is not SeriesState.FAILED:  # one entry per outcome
+                ledger.append_failed(db, info, stage or (detail or "").partition(":")[0], input_sha256, self.mode,
+                                     now, bundle)
             if state is SeriesState.FAILED:
                 events.record(db, EventKind.FAILED, info.series_uid, info.study_uid, now)
                 db.execute("DELETE FROM sources WHERE series_uid=?", (info.series_uid,))  # no SR will need it
