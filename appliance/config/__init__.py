@@ -10,7 +10,9 @@ from appliance.config.rules import API_ROLES, is_loopback
 from appliance.config.sections import (
     DEFAULT_BUNDLE,
     ENV_PREFIX,
+    MODES,
     PROJECT_ROOT,
+    ApplianceConfig,
     AssemblyConfig,
     ConfigError,
     DicomConfig,
@@ -25,6 +27,6 @@ from appliance.config.sections import (
     Settings,
 )
 
-__all__ = ["API_ROLES", "DEFAULT_BUNDLE", "ENV_PREFIX", "PROJECT_ROOT", "AssemblyConfig", "ConfigError", "DicomConfig",
-           "EngineConfig", "ExportConfig", "GrpcConfig", "IngestConfig", "LoggingConfig", "MetricsConfig",
-           "PathsConfig", "ScoringConfig", "Settings", "is_loopback", "load_settings"]
+__all__ = ["API_ROLES", "DEFAULT_BUNDLE", "ENV_PREFIX", "MODES", "PROJECT_ROOT", "ApplianceConfig", "AssemblyConfig",
+           "ConfigError", "DicomConfig", "EngineConfig", "ExportConfig", "GrpcConfig", "IngestConfig", "LoggingConfig",
+           "MetricsConfig", "PathsConfig", "ScoringConfig", "Settings", "is_loopback", "load_settings"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from appliance.config.sections import ConfigError, Settings
+from appliance.config.sections import MODES, ConfigError, Settings
 
 
 def check_settings(s: Settings) -> None:
@@ -12,6 +12,7 @@ def check_settings(s: Settings) -> None:
         if not ok:
             raise ConfigError(message)
 
+    need(s.appliance.mode in MODES, f"appliance.mode must be {' or '.join(MODES)}, not {s.appliance.mode!r}")
     need(0 < s.ingest.settle_seconds <= 3600, "ingest.settle_seconds must be in (0, 3600]")
     need(0 < s.ingest.poll_interval_s <= 5, "ingest.poll_interval_s must be in (0, 5]")
     need(0.01 <= s.ingest.max_instance_mb <= 4096, "ingest.max_instance_mb must be in [0.01, 4096]")

@@ -174,6 +174,22 @@ class ExportConfig:
                      if on)
 
 
+MODES = ("assist", "shadow")
+
+
+@dataclass(frozen=True)
+class ApplianceConfig:
+    """How results are used (docs/ledger.md). assist: results are shown on displays and sent to PACS. shadow: every
+    series is scored, stored, sealed in the ledger and measured, but no SR is queued or sent and only admin
+    callers receive results (ListResults, GetStudyResult, StreamResults): the way to validate before go-live."""
+
+    mode: str = "assist"  # assist | shadow; sealed into every ledger entry and shown by GetModelInfo
+
+    @property
+    def shadow(self) -> bool:
+        return self.mode == "shadow"
+
+
 @dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
@@ -181,6 +197,7 @@ class LoggingConfig:
 
 @dataclass(frozen=True)
 class Settings:
+    appliance: ApplianceConfig = field(default_factory=ApplianceConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     assembly: AssemblyConfig = field(default_factory=AssemblyConfig)

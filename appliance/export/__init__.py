@@ -25,9 +25,11 @@ __all__ = ["build_exporter"]
 
 def build_exporter(settings: Settings, store: Store, metrics: Metrics) -> Exporter | None:
     """The SR exporter of these settings, its destinations built and checked, not started; None where export is
-    off. ConfigError, naming the setting, where a destination cannot work as configured."""
+    off, and in shadow mode (appliance.mode: nothing is sent to PACS then, not even what an earlier assist run left
+    queued; it waits for the switch back). ConfigError, naming the setting, where a destination cannot work as
+    configured."""
     e = settings.export
-    if not e.enabled:
+    if not e.enabled or settings.appliance.shadow:
         return None
     from appliance.export.destinations import build_destinations
     from appliance.export.outbox import Exporter, RetryPolicy

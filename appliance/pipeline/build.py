@@ -89,7 +89,9 @@ def prepare_folders(settings: Settings) -> None:
 
 
 def build_store(settings: Settings) -> Store:
-    return Store(settings.paths.database, export_destinations=settings.export.destinations)
+    """In shadow mode no result queues an SR (appliance.mode): nothing is sent to PACS."""
+    destinations = () if settings.appliance.shadow else settings.export.destinations
+    return Store(settings.paths.database, export_destinations=destinations, mode=settings.appliance.mode)
 
 
 def build_backend(settings: Settings, bundle: Bundle) -> InferenceBackend:
@@ -146,7 +148,8 @@ def build_grpc(settings: Settings, servicer: ApplianceServicer, metrics: Metrics
     g = settings.grpc
     try:
         clients = load_clients(g.clients_file) if g.clients_file is not None else ()
-        policy = AccessPolicy(clients, frozenset(g.anonymous_roles), g.max_streams, g.max_streams_per_client)
+        policy = AccessPolicy(clients, frozenset(g.anonymous_roles), g.max_streams, g.max_streams_per_client,
+                              shadow=settings.appliance.shadow)
         tls = GrpcTls(g.tls_cert, g.tls_key, g.tls_client_ca) if g.tls_cert and g.tls_key else None
         server = GrpcServer(servicer, g.host, g.port, max_workers=g.max_streams + 8, access=policy, tls=tls,
                             on_denied=lambda method, reason: metrics.grpc_denied.labels(
@@ -195,8 +198,8 @@ def build_pipeline(settings: Settings, registry: CollectorRegistry,
                                      item.info, item.instance_paths, failure, input_sha256=item.input_sha256),
                                  max_batch=s.engine.max_batch, batch_wait_ms=s.engine.batch_wait_ms,
                                  queue_size=s.engine.queue_size)
-        preparer = Preparer(bundle.preprocess, store, metrics, worker, failures, keep_sources=s.export.enabled,
-                            quality=s.quality)
+        preparer = Preparer(bundle.preprocess, store, metrics, worker, failures,
+                            keep_sources=s.export.enabled and not s.appliance.shadow, quality=s.quality)
         ingestor = build_ingestor(s, store, assembler, metrics, preparer.on_complete, failures)
         closing = threading.Event()
 
@@ -204,7 +207,8 @@ def build_pipeline(settings: Settings, registry: CollectorRegistry,
             with ingestor.lock:
                 return assembler.info(series_uid)
 
-        servicer = ApplianceServicer(store, lambda: model_info(bundle, backend, *scorer.current_bank()),
+        servicer = ApplianceServicer(store, lambda: model_info(bundle, backend, *scorer.current_bank(),
+                                                               mode=s.appliance.mode),
                                      live_status, closing)
         grpc = build_grpc(s, servicer, metrics)
         # Imported here: highdicom and its image codecs cost ~30 MB of memory, for appliances that send SRs only.

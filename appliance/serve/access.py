@@ -58,6 +58,20 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     "GetSeriesStatus": frozenset({"display", "ops"}),
     "GetModelInfo": frozenset({"display", "ops"}),
 }
+# In shadow mode (appliance.mode) results are measured, not shown: these calls are admin-only then, so no display
+# (nor an ops dashboard, nor an anonymous caller on this host) sees a result, while `scanside results` with an admin
+# token still works for the people validating the model. GetSeriesStatus and GetModelInfo stay as they are: a
+# series' state says it was scored, never what was found.
+RESULT_METHODS = ("GetStudyResult", "ListResults", "StreamResults")
+
+
+def method_roles(shadow: bool) -> dict[str, frozenset[str]]:
+    """METHOD_ROLES in force: in shadow mode the result calls are left to admin alone."""
+    if not shadow:
+        return METHOD_ROLES
+    return {method: frozenset() if method in RESULT_METHODS else roles for method, roles in METHOD_ROLES.items()}
+
+
 DENIAL_REASONS = ("unauthenticated", "permission_denied", "stream_limit")
 _TOKEN_BYTES = 32
 
@@ -87,6 +101,7 @@ class AccessPolicy:
     anonymous_roles: frozenset[str] = frozenset({"display", "ops"})
     max_streams: int = 8
     max_streams_per_client: int = 4
+    shadow: bool = False  # appliance.mode "shadow": results go to admin callers only (RESULT_METHODS)
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.clients]
@@ -202,6 +217,7 @@ class AccessControl(grpc.ServerInterceptor):
         self.policy = policy
         self.on_denied = on_denied
         self.streams = StreamSlots(policy.max_streams, policy.max_streams_per_client)
+        self.method_roles = method_roles(policy.shadow)
         self._by_token = {c.token_sha256: c for c in policy.clients if c.token_sha256}
         self._by_cn = {c.certificate_cn: c for c in policy.clients if c.certificate_cn}
         self._log = RateLimitedLog(log, seconds=10.0)
@@ -229,7 +245,7 @@ class AccessControl(grpc.ServerInterceptor):
             return None
         service, _, method = details.method.lstrip("/").partition("/")
         ours = service == SERVICE
-        allowed = METHOD_ROLES.get(method, frozenset())
+        allowed = self.method_roles.get(method, frozenset())
         label = method if ours and method in METHOD_ROLES else "other"
 
         def admit(context: grpc.ServicerContext) -> Identity:
@@ -282,9 +298,11 @@ class AccessControl(grpc.ServerInterceptor):
         if "admin" in identity.roles or identity.roles & allowed:
             return identity
         need = " or ".join(sorted(allowed | {"admin"}))
+        why = (" (the appliance is in shadow mode: results are scored and sealed but shown to admin only)"
+               if self.policy.shadow and method in RESULT_METHODS else "")
         self._deny(context, method, "permission_denied", grpc.StatusCode.PERMISSION_DENIED,
                    f"{method} needs the role {need}; this caller ({identity.name}) has "
-                   f"{', '.join(sorted(identity.roles)) or 'none'}", identity)
+                   f"{', '.join(sorted(identity.roles)) or 'none'}{why}", identity)
 
     def _deny(self, context: grpc.ServicerContext, method: str, reason: str, code: grpc.StatusCode, message: str,
               identity: Identity | None) -> NoReturn:
@@ -324,6 +342,7 @@ def _peer_host(peer: str) -> str:
 
 __all__ = [
     "METHOD_ROLES",
+    "RESULT_METHODS",
     "ROLES",
     "AccessControl",
     "AccessError",
@@ -332,6 +351,7 @@ __all__ = [
     "Identity",
     "hash_token",
     "load_clients",
+    "method_roles",
     "new_token",
     "save_clients",
 ]

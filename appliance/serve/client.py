@@ -126,6 +126,9 @@ def findings_cell(r: pb.SeriesResult) -> str:
     return ", ".join(positive) or "none"
 
 
+SHADOW_NOTE = " - SHADOW MODE: not shown on displays, not sent to PACS"
+
+
 class ResultsTable:
     """Rows appended as results arrive: one line per series, the findings that are positive, review flags."""
 
@@ -139,7 +142,8 @@ class ResultsTable:
     def header(self, info: pb.ModelInfo | None = None) -> None:
         if info is not None:
             self.out.write(f"model {info.bundle_name} {info.bundle_version} on {info.backend} ({info.precision})"
-                           f"{' - RESEARCH USE ONLY' if info.research_only else ''}\n")
+                           f"{' - RESEARCH USE ONLY' if info.research_only else ''}"
+                           f"{SHADOW_NOTE if info.mode == 'shadow' else ''}\n")
         self.out.write(self.HEADER + "\n" + "-" * min(self.width, len(self.HEADER) + 40) + "\n")
         self.out.flush()
 

@@ -9,8 +9,9 @@ from appliance.inference.backend import InferenceBackend
 
 
 def model_info(bundle: Bundle, backend: InferenceBackend, bank: LabelBank | None = None,
-               bank_version: str | None = None) -> pb.ModelInfo:
-    """`bank` and `bank_version`: the label bank now scoring, where site edits replaced the bundle's own."""
+               bank_version: str | None = None, mode: str = "assist") -> pb.ModelInfo:
+    """`bank` and `bank_version`: the label bank now scoring, where site edits replaced the bundle's own; `mode`:
+    appliance.mode in force."""
     bank = bank if bank is not None else bundle.label_bank
     return pb.ModelInfo(
         bundle_name=bundle.name, bundle_version=bundle.version, description=bundle.description,
@@ -20,4 +21,4 @@ def model_info(bundle: Bundle, backend: InferenceBackend, bank: LabelBank | None
         backend_note=getattr(backend, "fallback_reason", None) or "",
         findings=[pb.Finding(finding_id=f.id, name=f.name, prompts=list(f.prompts), threshold=f.threshold,
                              rare=f.rare) for f in bank.findings],
-        bank_version=bank_version if bank_version is not None else bank.content_hash)
+        bank_version=bank_version if bank_version is not None else bank.content_hash, mode=mode)

@@ -45,7 +45,8 @@ def result_to_pb(r: StudyResult, deliveries: list[pb.SrDelivery] | None = None) 
         needs_review=r.scores.needs_review, review_reasons=list(r.scores.review_reasons),
         ood_distance=r.scores.ood_distance or 0.0, bundle_name=r.bundle_name, bundle_version=r.bundle_version,
         backend=r.backend, precision=r.precision, scored_at_unix=r.scored_at, images=r.info.received,
-        not_assessable=not r.scores.assessable, quality_reasons=list(r.scores.quality_reasons), bank_version=r.bank_version,
+        not_assessable=not r.scores.assessable, quality_reasons=list(r.scores.quality_reasons),
+        bank_version=r.bank_version,
         timings=pb.StageTimings(preprocess_ms=t.get("preprocess", 0.0), inference_ms=t.get("inference", 0.0),
                                 scoring_ms=t.get("scoring", 0.0), batch_size=int(t.get("batch_size", 1)),
                                 scan_to_score_ms=max(r.scored_at - r.info.last_file_at, 0.0) * 1000.0))

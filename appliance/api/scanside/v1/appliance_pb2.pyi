@@ -206,7 +206,7 @@ class Finding(_message.Message):
     def __init__(self, finding_id: _Optional[str] = ..., name: _Optional[str] = ..., prompts: _Optional[_Iterable[str]] = ..., threshold: _Optional[float] = ..., rare: _Optional[bool] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("bundle_name", "bundle_version", "description", "backend", "backend_version", "precision", "research_only", "input_shape", "embedding_dim", "findings", "appliance_version", "backend_note", "bank_version")
+    __slots__ = ("bundle_name", "bundle_version", "description", "backend", "backend_version", "precision", "research_only", "input_shape", "embedding_dim", "findings", "appliance_version", "backend_note", "bank_version", "mode")
     BUNDLE_NAME_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_VERSION_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -220,6 +220,7 @@ class ModelInfo(_message.Message):
     APPLIANCE_VERSION_FIELD_NUMBER: _ClassVar[int]
     BACKEND_NOTE_FIELD_NUMBER: _ClassVar[int]
     BANK_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     bundle_name: str
     bundle_version: str
     description: str
@@ -233,4 +234,5 @@ class ModelInfo(_message.Message):
     appliance_version: str
     backend_note: str
     bank_version: str
-    def __init__(self, bundle_name: _Optional[str] = ..., bundle_version: _Optional[str] = ..., description: _Optional[str] = ..., backend: _Optional[str] = ..., backend_version: _Optional[str] = ..., precision: _Optional[str] = ..., research_only: _Optional[bool] = ..., input_shape: _Optional[_Iterable[int]] = ..., embedding_dim: _Optional[int] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., appliance_version: _Optional[str] = ..., backend_note: _Optional[str] = ..., bank_version: _Optional[str] = ...) -> None: ...
+    mode: str
+    def __init__(self, bundle_name: _Optional[str] = ..., bundle_version: _Optional[str] = ..., description: _Optional[str] = ..., backend: _Optional[str] = ..., backend_version: _Optional[str] = ..., precision: _Optional[str] = ..., research_only: _Optional[bool] = ..., input_shape: _Optional[_Iterable[int]] = ..., embedding_dim: _Optional[int] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., appliance_version: _Optional[str] = ..., backend_note: _Optional[str] = ..., bank_version: _Optional[str] = ..., mode: _Optional[str] = ...) -> None: ...
