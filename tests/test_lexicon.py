@@ -31,7 +31,7 @@ def test_round_trip_and_refusals(tmp_path):
     with pytest.raises(LexiconError, match="is not scanside-abbreviations/1"):
         Abbreviations.load(path)
     path.write_text("{not json")
-    with pytest.raises(LexiconError, match="abbreviations.json"):
+    with pytest.raises(LexiconError, match=r"abbreviations\.json"):
         Abbreviations.load(path)
     with pytest.raises(LexiconError, match="expected a word"):
         Abbreviations({"L V": "left ventricle"})
