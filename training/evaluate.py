@@ -118,7 +118,7 @@ def cpu_latency_ms(model: VideoEncoder, onnx_bytes: bytes, sample: np.ndarray, r
 
 
 def to_markdown(ev: Evaluation, finding_names: dict[str, str], header: str) -> str:
-    lines = [header, ""]
+    lines = [header, "", *_target_lines(ev, finding_names)]
     for split, title in (("test", "Internal test split (vendors A and B)"),
                          ("external", "Held-out vendor C (\"the other hospital\")")):
         if not all(split in ev.splits.get(m, {}) for m in ("teacher", "student")):
@@ -163,6 +163,44 @@ def to_markdown(ev: Evaluation, finding_names: dict[str, str], header: str) -> s
         lines.append("")
     lines += [f"- {n}" for n in ev.notes]
     return "\n".join(lines) + "\n"
+
+
+def _target_lines(ev: Evaluation, names: dict[str, str]) -> list[str]:
+    """The reference model's targets, each with its measured value and whether it is met; nothing left out."""
+    if not all(m in ev.splits and "test" in ev.splits[m] for m in ("teacher", "student")):
+        return []
+    from training.prompt_eval import summary
+
+    s, t = ev.splits["student"]["test"], ev.splits["teacher"]["test"]
+    worst = min(names, key=lambda f: s.auroc[f])
+    gap = max(names, key=lambda f: t.auroc[f] - s.auroc[f])
+    rows = [("Student AUROC >= 0.90 on every finding (internal test)",
+             f"lowest {s.auroc[worst]:.3f} ({names[worst]}); {sum(s.auroc[f] >= 0.90 for f in names)} of "
+             f"{len(names)} at or above", all(s.auroc[f] >= 0.90 for f in names)),
+            ("Student within 0.02 of the teacher on every finding",
+             f"largest shortfall {t.auroc[gap] - s.auroc[gap]:+.3f} ({names[gap]})",
+             all(t.auroc[f] - s.auroc[f] <= 0.02 for f in names))]
+    if ev.baselines:
+        margins = [s.auroc[f] - max(ev.baselines[k].get(f, float("nan")) for k in ev.baselines) for f in names]
+        mean_margin = float(np.nanmean(margins))
+        rows.append(("Student at least 0.10 above the best baseline, mean over findings", f"{mean_margin:+.3f}",
+                     mean_margin >= 0.10))
+    if ev.prompts:
+        share = summary(ev.prompts)["paraphrases within 0.05 of own prompts"]
+        raw = summary(ev.prompts_raw)["paraphrases within 0.05 of own prompts"] if ev.prompts_raw else float("nan")
+        rows.append(("Held-out paraphrases: >= 80 % within 0.05 AUROC of the finding's own prompts",
+                     f"{100 * share:.0f} % with the abbreviation lexicon, {100 * raw:.0f} % as typed", share >= 0.80))
+    lines = ["### Targets", "", "| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {what} | {value} | {'yes' if ok else '**no**'} |" for what, value, ok in rows]
+    if "external" in ev.splits["student"]:
+        c = ev.splits["student"]["external"]
+        drops = ", ".join(f"{names[f]} {s.auroc[f] - c.auroc[f]:+.3f}" for f in names)
+        lines += ["", f"- Vendor C (held out), student AUROC drop per finding, internal minus C: {drops}."]
+    if ev.ood_rate:
+        lines += ["- Out-of-distribution flag rate: " +
+                  ", ".join(f"{k} {100 * v:.1f} %" for k, v in ev.ood_rate.items()) + "."]
+    lines += ["- The input quality gate's targets are measured on the corrupted set: docs/quality-gate.md.", ""]
+    return lines
 
 
 def _baseline_lines(ev: Evaluation, names: dict[str, str]) -> list[str]:
