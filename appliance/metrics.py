@@ -6,7 +6,7 @@ label ever carries a patient, study or series identifier: labels are small close
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily
@@ -216,3 +216,79 @@ class _GpuStatsCollector(Collector):
             family = GaugeMetricFamily(name, doc, labels=list(labels))
             family.add_metric(list(labels.values()), float(value))
             yield family
+
+
+# === Live performance and drift (appliance/evidence, docs/evidence.md) =============================================
+#
+# Separate from `Metrics`: the label sets come from the bundle (findings) and [evidence] (manufacturers, stations),
+# so the evidence monitor creates one `EvidenceMetrics` on the same injected registry once those are known. Every
+# label set is closed and every series is pre-set: counts to 0, statistics to NaN ("not enough cases yet"; NaN
+# compares false, so no alert fires on it). manufacturer and station take their configured labels plus "other"
+# (station also "unknown"), and "all" for the pooled slice; finding is a bundle finding id; no label is ever an
+# identifier.
+
+EVIDENCE_BOUNDS = ("estimate", "lower", "upper")  # the point estimate and its 95 % interval
+EVIDENCE_TRUTH = ("positive", "negative")
+
+
+class EvidenceMetrics:
+    def __init__(self, registry: CollectorRegistry, slices: Iterable[tuple[str, str, str]],
+                 signals: Iterable[str], manufacturers: Iterable[str], findings: Iterable[str]) -> None:
+        """`slices`: (finding, manufacturer, station) reported (appliance.evidence.performance.slices);
+        `signals`: appliance.evidence.drift.signal_names; `manufacturers`: the drift groups ("all" included)."""
+        self.registry = registry
+        ns, slice_labels = "scanside", ["finding", "manufacturer", "station"]
+        self.sensitivity = Gauge("evidence_sensitivity", "Sensitivity at the threshold among cases with ground "
+                                 "truth, with its Wilson 95 % interval (bound).", [*slice_labels, "bound"],
+                                 namespace=ns, registry=registry)
+        self.specificity = Gauge("evidence_specificity", "Specificity at the threshold among cases with ground "
+                                 "truth, with its Wilson 95 % interval (bound).", [*slice_labels, "bound"],
+                                 namespace=ns, registry=registry)
+        self.auroc = Gauge("evidence_auroc", "AUROC of the finding's score among cases with ground truth, with its "
+                           "DeLong 95 % interval (bound); NaN until enough positives and negatives.",
+                           [*slice_labels, "bound"], namespace=ns, registry=registry)
+        self.calibration_error = Gauge("evidence_calibration_error", "Expected calibration error of the calibrated "
+                                       "probability (equal-width bins).", slice_labels, namespace=ns,
+                                       registry=registry)
+        self.brier = Gauge("evidence_brier_score", "Brier score of the calibrated probability.", slice_labels,
+                           namespace=ns, registry=registry)
+        self.cases = Gauge("evidence_cases", "Cases with ground truth (scored, assessable, matched), by truth.",
+                           [*slice_labels, "truth"], namespace=ns, registry=registry)
+        self.studies = Gauge("evidence_studies", "Scored assessable studies under the current bundle (scored) and "
+                             "those with ground truth for at least one finding (matched).", ["state"],
+                             namespace=ns, registry=registry)
+        self.refreshed = Gauge("evidence_refreshed_timestamp_seconds", "When the evidence monitor last recomputed "
+                               "(Unix time); 0 until it has.", namespace=ns, registry=registry)
+        self.ood_rate = Gauge("evidence_ood_rate", "Share of the last window's studies beyond the bundle's "
+                              "out-of-distribution threshold.", ["manufacturer"], namespace=ns, registry=registry)
+        self.ood_distance = Gauge("evidence_ood_distance_mean", "Mean out-of-distribution distance over the last "
+                                  "window.", ["manufacturer"], namespace=ns, registry=registry)
+        self.positive_rate_ratio = Gauge("evidence_positive_rate_ratio", "The finding's positive rate over the last "
+                                         "window divided by the bank's prevalence.", ["finding", "manufacturer"],
+                                         namespace=ns, registry=registry)
+        self.drifting = Gauge("evidence_drifting", "1 when the signal's drift test rejects at evidence.drift_alpha "
+                              "(docs/evidence.md), else 0.", ["signal", "manufacturer"], namespace=ns,
+                              registry=registry)
+        self.window_studies = Gauge("evidence_window_studies", "Studies in the drift window.", ["manufacturer"],
+                                    namespace=ns, registry=registry)
+        nan = float("nan")
+        for finding, manufacturer, station in slices:
+            labels = {"finding": finding, "manufacturer": manufacturer, "station": station}
+            for bound in EVIDENCE_BOUNDS:
+                for gauge in (self.sensitivity, self.specificity, self.auroc):
+                    gauge.labels(**labels, bound=bound).set(nan)
+            self.calibration_error.labels(**labels).set(nan)
+            self.brier.labels(**labels).set(nan)
+            for truth in EVIDENCE_TRUTH:
+                self.cases.labels(**labels, truth=truth)
+        for state in ("scored", "matched"):
+            self.studies.labels(state=state)
+        signal_set, finding_set = tuple(signals), tuple(findings)
+        for manufacturer in manufacturers:
+            self.ood_rate.labels(manufacturer=manufacturer).set(nan)
+            self.ood_distance.labels(manufacturer=manufacturer).set(nan)
+            self.window_studies.labels(manufacturer=manufacturer)
+            for finding in finding_set:
+                self.positive_rate_ratio.labels(finding=finding, manufacturer=manufacturer).set(nan)
+            for signal in signal_set:
+                self.drifting.labels(signal=signal, manufacturer=manufacturer)

@@ -31,6 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "lexicon": set(),
     "text": {"lexicon"},
     "truth": set(),
+    "evidence": {"bundle", "metrics"},
     "inference": {"bundle", "metrics"},
     "scoring": {"bundle"},
     "prompts": {"bundle", "scoring", "text"},

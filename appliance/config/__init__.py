@@ -17,6 +17,7 @@ from appliance.config.sections import (
     ConfigError,
     DicomConfig,
     EngineConfig,
+    EvidenceConfig,
     ExportConfig,
     GrpcConfig,
     IngestConfig,
@@ -28,5 +29,5 @@ from appliance.config.sections import (
 )
 
 __all__ = ["API_ROLES", "DEFAULT_BUNDLE", "ENV_PREFIX", "MODES", "PROJECT_ROOT", "ApplianceConfig", "AssemblyConfig",
-           "ConfigError", "DicomConfig", "EngineConfig", "ExportConfig", "GrpcConfig", "IngestConfig", "LoggingConfig",
-           "MetricsConfig", "PathsConfig", "ScoringConfig", "Settings", "is_loopback", "load_settings"]
+           "ConfigError", "DicomConfig", "EngineConfig", "EvidenceConfig", "ExportConfig", "GrpcConfig", "IngestConfig",
+           "LoggingConfig", "MetricsConfig", "PathsConfig", "ScoringConfig", "Settings", "is_loopback", "load_settings"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import re
+from collections.abc import Callable
 
 from appliance.config.sections import MODES, ConfigError, Settings
 
@@ -94,8 +96,39 @@ def check_settings(s: Settings) -> None:
     if s.export.folder is not None:
         need(not s.export.folder.resolve().is_relative_to(watch),
              f"export.folder must not be inside the watch folder ({watch}): the appliance would ingest its own SRs")
+    _check_evidence(s, need)
     need(s.logging.level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
          "logging.level must be DEBUG, INFO, WARNING or ERROR")
+
+
+_LABEL = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_STATION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+_RESERVED_LABELS = ("other", "unknown", "all")  # appliance.evidence.cases.RESERVED
+
+
+def _check_evidence(s: Settings, need: Callable[[bool, str], None]) -> None:
+    v = s.evidence
+    need(all(_LABEL.fullmatch(m) and m not in _RESERVED_LABELS for m in v.manufacturers)
+         and len(set(v.manufacturers)) == len(v.manufacturers) and len(v.manufacturers) <= 32,
+         "evidence.manufacturers: at most 32 distinct labels of 1-32 lowercase letters, digits and '_', starting "
+         "with a letter, none of other, unknown, all")
+    for alias in v.manufacturer_aliases:
+        label, eq, written = alias.partition("=")
+        need(bool(eq) and label.strip() in v.manufacturers and any(c.isalnum() for c in written),
+             f"evidence.manufacturer_aliases: {alias!r} must be 'label=Manufacturer as written' with a label from "
+             "evidence.manufacturers")
+    need(all(_STATION.fullmatch(st) and st.lower() not in _RESERVED_LABELS for st in v.stations)
+         and len({st.lower() for st in v.stations}) == len(v.stations) and len(v.stations) <= 64,
+         "evidence.stations: at most 64 distinct names of 1-32 letters, digits, '_', '.', '-' (a site's StationName "
+         "values, never a patient identifier), none of other, unknown, all")
+    need(10 <= v.window_studies <= 100_000, "evidence.window_studies must be in [10, 100000]")
+    need(10 <= v.baseline_studies <= 100_000, "evidence.baseline_studies must be in [10, 100000]")
+    need(2 <= v.min_window_studies <= v.window_studies, "evidence.min_window_studies must be in [2, window_studies]")
+    need(0 < v.ood_expected_rate < 1, "evidence.ood_expected_rate must be in (0, 1)")
+    need(0 < v.drift_alpha <= 0.1, "evidence.drift_alpha must be in (0, 0.1]")
+    need(2 <= v.min_auroc_cases <= 100_000, "evidence.min_auroc_cases must be in [2, 100000]")
+    need(2 <= v.calibration_bins <= 100, "evidence.calibration_bins must be in [2, 100]")
+    need(1 <= v.refresh_interval_s <= 86_400, "evidence.refresh_interval_s must be in [1, 86400]")
 
 
 # The gRPC API's roles (what each may call: appliance/serve/access.py).

@@ -191,6 +191,27 @@ class ApplianceConfig:
 
 
 @dataclass(frozen=True)
+class EvidenceConfig:
+    """Live performance and drift (appliance/evidence, docs/evidence.md). Manufacturers and stations are closed
+    label sets: a value not configured is counted as "other", so no metric label ever carries free text."""
+
+    # Manufacturer labels; each matches a DICOM Manufacturer equal to it or beginning with it (whole words, case and
+    # punctuation ignored): "siemens" takes "SIEMENS" and "Siemens Healthineers"
+    manufacturers: tuple[str, ...] = ("siemens", "ge", "philips", "canon", "united_imaging")
+    # More spellings, as "label=Manufacturer as written", matched the same way
+    manufacturer_aliases: tuple[str, ...] = ("ge=General Electric", "canon=TOSHIBA", "united_imaging=UIH")
+    stations: tuple[str, ...] = ()  # station labels (the site's own StationName values); others: "other"
+    window_studies: int = 200  # the drift signals cover the last N studies, pooled and per manufacturer
+    baseline_studies: int = 200  # a group's first N studies: the OOD distance and positive rates compare with them
+    min_window_studies: int = 30  # studies after the baseline before those are tested
+    ood_expected_rate: float = 0.02  # share of in-distribution studies beyond the bundle's OOD threshold
+    drift_alpha: float = 0.001  # significance of each drift test (positive rates: divided by the findings)
+    min_auroc_cases: int = 20  # AUROC is reported once a slice has this many positives and as many negatives
+    calibration_bins: int = 10  # equal-width probability bins of the expected calibration error
+    refresh_interval_s: float = 300.0  # how often the evidence monitor recomputes
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
 
@@ -208,6 +229,7 @@ class Settings:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     dicom: DicomConfig = field(default_factory=DicomConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def replace(self, **sections: Mapping[str, Any]) -> Settings:
