@@ -78,6 +78,8 @@ class _Pending:
     sops: set[str] = field(default_factory=set)
     refs: list[tuple[str, str]] = field(default_factory=list)
     image_types: set[str] = field(default_factory=set)
+    accession_number: str = ""
+    station_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +104,8 @@ class Assembler:
         new = pending is None
         if pending is None:
             pending = _Pending(inst.study_uid, inst.series_uid, series_key(inst.series_uid), inst.manufacturer,
-                               inst.series_description or inst.protocol_name, expected_count(inst), now, now)
+                               inst.series_description or inst.protocol_name, expected_count(inst), now, now,
+                               accession_number=inst.accession_number, station_name=inst.station_name)
             self._series[inst.series_uid] = pending
         elif inst.sop_instance_uid in pending.sops:
             return AddOutcome(False, True, None)
@@ -149,7 +152,8 @@ class Assembler:
     def _info(self, p: _Pending, role: SeriesRole, completed_by: str) -> SeriesInfo:
         return SeriesInfo(key=p.key, study_uid=p.study_uid, series_uid=p.series_uid, role=role,
                           manufacturer=p.manufacturer, description=p.description, received=len(p.paths),
-                          expected=p.expected, completed_by=completed_by, last_file_at=p.last_at)
+                          expected=p.expected, completed_by=completed_by, last_file_at=p.last_at,
+                          accession_number=p.accession_number, station_name=p.station_name)
 
     def _complete(self, series_uid: str, completed_by: str) -> CompleteSeries:
         p = self._series.pop(series_uid)

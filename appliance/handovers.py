@@ -106,6 +106,10 @@ class Instance:
     number_of_temporal_positions: int | None = None
     series_number: int | None = None
     size_bytes: int = 0
+    # Exam identity, to match the final report to this study (appliance/store/truth.py). The accession number is a
+    # patient identifier in all but name: kept out of repr(), stored, never logged.
+    accession_number: str = field(default="", repr=False)  # (0008,0050)
+    station_name: str = ""  # (0008,1010): the site's name for the scanner (a bounded evidence label)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +126,8 @@ class SeriesInfo:
     expected: int | None
     completed_by: str  # "tags" | "quiet" | "recovered"
     last_file_at: float  # time.time() when the last file of the series was seen
+    accession_number: str = field(default="", repr=False)  # (0008,0050), to match reports; never logged
+    station_name: str = ""  # (0008,1010), sealed in the ledger for the evidence monitor's station slices
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +256,8 @@ class SeriesRow:
     first_seen: float
     last_file_at: float | None
     updated_at: float
+    accession_number: str = field(default="", repr=False)
+    station_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,3 +294,41 @@ class StoredReport:
 
     sop_instance_uid: str
     document: bytes
+
+
+# --- ground truth (appliance/truth -> appliance/store/truth.py) -----------------------------------------------------
+
+
+class TruthStatus(str, enum.Enum):
+    """What a truth record says: a final report (F), a corrected one (C, replaces the earlier truth), a cancelled
+    one (X, withdraws it), or a radiologist's assessment of a result (A, the gRPC AssessResult call)."""
+
+    FINAL = "F"
+    CORRECTED = "C"
+    CANCELLED = "X"
+    ASSESSMENT = "A"
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedReport:
+    """The truth room -> the store: one final report, read. Its text stays behind (patient data): only the labels
+    read from it travel. Identifiers are out of repr(), so a record that reaches a log line carries none."""
+
+    control_id: str  # MSH-10, with sending_application what makes a resent message recognisable
+    sending_application: str
+    status: TruthStatus  # F, C or X
+    accession_number: str = field(repr=False)  # "" when the report names only the study
+    study_uid: str | None = field(repr=False)  # None when the report names only the accession number
+    observed_at: float | None  # OBR-7 (Unix seconds), when the sender gave it
+    labels: dict[str, bool]  # finding id -> present (silence read as absent); empty for a cancellation
+    mentioned: tuple[str, ...] = ()  # the findings the text states either way
+
+
+@dataclass(frozen=True, slots=True)
+class TruthUpdate:
+    """What storing a truth record did (the store's answer; counts and states only, no identifier)."""
+
+    record_id: int
+    duplicate: bool  # the same control id from the same sender was stored before: nothing changed
+    matched: bool  # its study has a scored result now
+    changed: int  # findings whose current truth it set, replaced or withdrew

@@ -228,7 +228,8 @@ class Ingestor:
         return SeriesInfo(key=series_key(inst.series_uid), study_uid=inst.study_uid, series_uid=inst.series_uid,
                           role=SeriesRole.OTHER, manufacturer=inst.manufacturer,
                           description=inst.series_description or inst.protocol_name, received=0, expected=None,
-                          completed_by="", last_file_at=seen_at)
+                          completed_by="", last_file_at=seen_at, accession_number=inst.accession_number,
+                          station_name=inst.station_name)
 
     def _completed(self, series: CompleteSeries) -> None:
         try:

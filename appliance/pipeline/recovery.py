@@ -37,6 +37,7 @@ def recover(store: Store, ingestor: Ingestor, assembler: Assembler, on_complete:
             store.series.forget(uid)
         else:
             info = SeriesInfo(row.key, row.study_uid, row.series_uid, row.role, row.manufacturer, row.description,
-                              row.received, row.expected, "recovered", row.last_file_at or 0)
+                              row.received, row.expected, "recovered", row.last_file_at or 0,
+                              accession_number=row.accession_number, station_name=row.station_name)
             failures.fail(info, (), SeriesFailure(Stage.RECOVERY,
                                                   "its images were no longer in the spool after a restart"))

@@ -1,13 +1,14 @@
 """SQLite persistence, one module per concern: the file and its transactions (database), series states (series),
-results (results), the sealed prediction ledger (ledger), the event log (events) and the SR queue with its sources
-and retention (exports).
+results (results), the sealed prediction ledger (ledger), the event log (events), the SR queue with its sources
+and retention (exports), and the ground truth from final reports and assessments (truth).
 
     store = Store(path, export_destinations=("pacs",))
     store.series.seen(info); store.results.save(result); store.events.wait(after_id, 1.0)
     store.exports.due(time.time())
 
 A result, its series' state, its ledger entry, its event and its SR queue items are one transaction (Results.save);
-a failure, its state, its ledger entry and its event another (SeriesTable.set_state).
+a failure, its state, its ledger entry and its event another (SeriesTable.set_state); a report and the truth it sets
+a third (TruthStore.receive), and a result matches the reports that came before it in its own transaction.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from appliance.store.ledger import Ledger
 from appliance.store.results import Results
 from appliance.store.schema import SCHEMA_VERSION
 from appliance.store.series import SeriesTable
+from appliance.store.truth import TruthStore
 
 __all__ = ["SCHEMA_VERSION", "Event", "EventKind", "ExportItem", "SeriesRow", "Store", "StoreError", "StoredReport"]
 
@@ -40,6 +42,7 @@ class Store:
         self.results = Results(self.db, self.events, tuple(export_destinations), mode)
         self.exports = ExportQueue(self.db, self.events)
         self.ledger = Ledger(self.db)
+        self.truth = TruthStore(self.db)
 
     def secret(self, name: str, size: int = 32) -> bytes:
         return self.db.secret(name, size)

@@ -15,7 +15,7 @@ from types import TracebackType
 
 from appliance.fileio import PRIVATE_FILE_MODE
 from appliance.store import ledger
-from appliance.store.schema import SCHEMA, SCHEMA_VERSION, UPGRADABLE, UPGRADE_STEPS, UPGRADES
+from appliance.store.schema import AFTER_UPGRADES, SCHEMA, SCHEMA_VERSION, UPGRADABLE, UPGRADE_STEPS, UPGRADES
 
 
 class StoreError(RuntimeError):
@@ -54,6 +54,8 @@ class Database:
                 db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
             elif int(row[0]) != SCHEMA_VERSION:
                 raise StoreError(f"{self.path} has schema version {row[0]}, this build expects {SCHEMA_VERSION}")
+            for statement in filter(str.strip, AFTER_UPGRADES.split(";")):
+                db.execute(statement)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)

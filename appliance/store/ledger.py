@@ -43,7 +43,9 @@ def entry_hash(entry: dict[str, Any]) -> str:
 
 def result_payload(result: StudyResult) -> dict[str, Any]:
     """What a statistician needs of one result: every finding's score, probability and call, the review flags, the
-    quality gate's verdict and the out-of-distribution distance. No patient identifier (the UIDs are columns)."""
+    quality gate's verdict and the out-of-distribution distance; the manufacturer and the StationName (the site's
+    name for the scanner, which the evidence monitor maps to a configured label). No patient identifier (the UIDs
+    are columns; the accession number is never sealed)."""
     s = result.scores
     return {
         "findings": [{"id": f.finding_id, "score": f.score, "threshold": f.threshold, "probability": f.probability,
@@ -52,7 +54,7 @@ def result_payload(result: StudyResult) -> dict[str, Any]:
         "needs_review": s.needs_review, "review_reasons": list(s.review_reasons),
         "assessable": s.assessable, "quality_reasons": list(s.quality_reasons), "ood_distance": s.ood_distance,
         "scored_at": result.scored_at, "backend": result.backend, "precision": result.precision,
-        "manufacturer": result.info.manufacturer,
+        "manufacturer": result.info.manufacturer, "station": result.info.station_name,
     }
 
 
@@ -80,7 +82,8 @@ def append_failed(db: sqlite3.Connection, info: SeriesInfo, stage: str, input_sh
                   bundle: tuple[str, str, str] = ("", "", "")) -> int:
     """A failed series: the stage only. The failure's detail can quote a library's message (values, paths): it
     stays on the series row and in reason.txt, out of what is exported."""
-    return _append(db, "failed", info.series_uid, info.study_uid, {"stage": stage, "manufacturer": info.manufacturer},
+    return _append(db, "failed", info.series_uid, info.study_uid,
+                   {"stage": stage, "manufacturer": info.manufacturer, "station": info.station_name},
                    bundle, input_sha256, mode, now)
 
 
@@ -258,8 +261,8 @@ def export_bytes(entries: list[dict[str, Any]], fmt: str) -> bytes:
     import io
     from datetime import datetime, timezone
 
-    scalars = ("stage", "manufacturer", "needs_review", "assessable", "ood_distance", "scored_at", "backend",
-               "precision", "review_reasons", "quality_reasons", "sealed_at_upgrade")
+    scalars = ("stage", "manufacturer", "station", "needs_review", "assessable", "ood_distance", "scored_at",
+               "backend", "precision", "review_reasons", "quality_reasons", "sealed_at_upgrade")
     findings = sorted({f["id"] for e in entries for f in e["payload"].get("findings", [])})
     columns = [*(k for k in FIELDS if k != "payload"), "hash", "recorded_at_utc", *scalars,
                *(f"{fid}_{what}" for fid in findings for what in ("score", "probability", "positive"))]

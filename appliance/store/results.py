@@ -12,12 +12,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from appliance.handovers import EventKind, FindingScore, Scores, SeriesInfo, SeriesRole, SeriesState, StudyResult
-from appliance.store import events, exports, ledger, series
+from appliance.store import events, exports, ledger, series, truth
 from appliance.store.database import Database
 
 _SELECT = (
     "SELECT r.*, s.key, s.role, s.manufacturer, s.description, s.received, s.expected, s.completed_by,"
-    " s.last_file_at FROM results r JOIN series s ON s.series_uid = r.series_uid")
+    " s.last_file_at, s.accession_number, s.station_name FROM results r JOIN series s ON s.series_uid = r.series_uid")
 
 
 class Results:
@@ -47,6 +47,7 @@ class Results:
                 " WHERE series_uid=?",
                 (SeriesState.SCORED.value, info.received, info.expected, info.completed_by, info.last_file_at, now,
                  info.series_uid))
+            series.keep_identity(db, info)
             db.execute(
                 "INSERT INTO results (series_uid, study_uid, scored_at, bundle_name, bundle_version, backend,"
                 " precision, needs_review, review_reasons, ood_distance, findings, timings, assessable,"
@@ -58,6 +59,7 @@ class Results:
                  json.dumps(result.timings_ms), int(scores.assessable), json.dumps(list(scores.quality_reasons)),
                  result.bank_version, result.input_sha256))
             ledger.append_scored(db, result, self.mode, now)
+            truth.on_result(db, info, now)  # reports that arrived before their study match now
             exports.queue(db, info.series_uid, self.export_destinations, now)
             event_id = events.record(db, EventKind.SCORED, info.series_uid, info.study_uid, now)
         self._events.notify()
@@ -113,7 +115,8 @@ def _result(row: sqlite3.Row) -> StudyResult:
     info = SeriesInfo(key=row["key"], study_uid=row["study_uid"], series_uid=row["series_uid"],
                       role=SeriesRole(row["role"]), manufacturer=row["manufacturer"], description=row["description"],
                       received=row["received"], expected=row["expected"], completed_by=row["completed_by"] or "",
-                      last_file_at=row["last_file_at"] or 0.0)
+                      last_file_at=row["last_file_at"] or 0.0, accession_number=row["accession_number"],
+                      station_name=row["station_name"])
     scores = Scores(findings=tuple(_finding_from_dict(d) for d in json.loads(row["findings"])),
                     ood_distance=row["ood_distance"], review_reasons=tuple(json.loads(row["review_reasons"])),
                     assessable=bool(row["assessable"]), quality_reasons=tuple(json.loads(row["quality_reasons"])))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Version 2 added sources, reports and exports; version 3 added the results' assessable, quality_reasons and
 # bank_version columns (UPGRADES adds them to an older file); version 4 the sealed prediction ledger (its table and
-# triggers come with SCHEMA; UPGRADE_STEPS seals what an older file already holds) and results.input_sha256.
-UPGRADABLE = (1, 2, 3)
+# triggers come with SCHEMA; UPGRADE_STEPS seals what an older file already holds) and results.input_sha256;
+# version 5 the ground truth (truth_records, truth, truth_history: appliance/store/truth.py) and the series'
+# accession_number and station_name (series of an older file keep '': their reports match by Study Instance UID).
+UPGRADABLE = (1, 2, 3, 4)
 
 # Columns added after a table was first created: (table, column, definition). An older file gets each one it lacks,
 # with its default, when it is opened (SQLite has no ADD COLUMN IF NOT EXISTS, so the database checks first).
@@ -15,7 +17,14 @@ UPGRADES = (
     ("results", "quality_reasons", "TEXT NOT NULL DEFAULT '[]'"),
     ("results", "bank_version", "TEXT NOT NULL DEFAULT ''"),
     ("results", "input_sha256", "TEXT NOT NULL DEFAULT ''"),
+    ("series", "accession_number", "TEXT NOT NULL DEFAULT ''"),
+    ("series", "station_name", "TEXT NOT NULL DEFAULT ''"),
 )
+
+# Run on every open after SCHEMA and the upgrades: what needs a column an older file only has once UPGRADES ran.
+AFTER_UPGRADES = """
+CREATE INDEX IF NOT EXISTS series_accession ON series(accession_number) WHERE accession_number != '';
+"""
 
 # Steps run once on an older file, after its columns are added and in the same transaction: (the version that
 # brought the step, what it does: a function name in appliance/store/ledger.py, called with the connection and the
@@ -40,7 +49,9 @@ CREATE TABLE IF NOT EXISTS series (
     detail TEXT,
     first_seen REAL NOT NULL,
     last_file_at REAL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    accession_number TEXT NOT NULL DEFAULT '',  -- (0008,0050): reports are matched by it; never logged
+    station_name TEXT NOT NULL DEFAULT ''       -- (0008,1010)
 );
 CREATE INDEX IF NOT EXISTS series_study ON series(study_uid);
 CREATE INDEX IF NOT EXISTS series_state ON series(state);
@@ -125,4 +136,48 @@ CREATE TRIGGER IF NOT EXISTS ledger_no_update BEFORE UPDATE ON ledger
 BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: entries are never changed'); END;
 CREATE TRIGGER IF NOT EXISTS ledger_no_delete BEFORE DELETE ON ledger
 BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: entries are never removed'); END;
+-- Ground truth (appliance/store/truth.py, docs/ground-truth.md). Every final report received and every assessment is
+-- a record, kept (the report's text is not: only the labels read from it); `truth` is the current truth per study and
+-- finding, recomputed from its records in receipt order (the latest wins); `truth_history` every change of it.
+CREATE TABLE IF NOT EXISTS truth_records (
+    id INTEGER PRIMARY KEY,                 -- receipt order: the latest record wins
+    source TEXT NOT NULL,                   -- report | assessment
+    status TEXT NOT NULL,                   -- F final, C corrected, X cancelled (reports); A (assessment)
+    sender TEXT NOT NULL,                   -- MSH-3 sending application; for an assessment, the assessor
+    control_id TEXT NOT NULL,               -- MSH-10 ('' for an assessment)
+    accession_number TEXT NOT NULL DEFAULT '',
+    study_uid TEXT,                         -- as the report named it or its accession number matched; NULL: pending
+    series_uid TEXT,                        -- an assessment: the result it assessed
+    observed_at REAL,                       -- OBR-7, when given
+    received_at REAL NOT NULL,
+    labels TEXT NOT NULL,                   -- JSON {finding_id: true|false}; {} for a cancellation
+    mentioned TEXT NOT NULL DEFAULT '[]',   -- JSON [finding_id]: stated either way in the text
+    verdicts TEXT NOT NULL DEFAULT '{}',    -- an assessment: JSON {finding_id: accept|reject|correct}
+    comment TEXT NOT NULL DEFAULT '',       -- an assessment's comment
+    matched_at REAL                         -- when its study first had a scored result
+);
+CREATE UNIQUE INDEX IF NOT EXISTS truth_records_message ON truth_records(sender, control_id) WHERE source = 'report';
+CREATE INDEX IF NOT EXISTS truth_records_study ON truth_records(study_uid);
+CREATE INDEX IF NOT EXISTS truth_records_pending ON truth_records(accession_number) WHERE study_uid IS NULL;
+CREATE TABLE IF NOT EXISTS truth (
+    study_uid TEXT NOT NULL,
+    finding_id TEXT NOT NULL,
+    value INTEGER,                          -- 1 present, 0 absent, NULL withdrawn (a cancelled report)
+    record_id INTEGER NOT NULL REFERENCES truth_records(id),
+    source TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (study_uid, finding_id)
+);
+CREATE TABLE IF NOT EXISTS truth_history (
+    id INTEGER PRIMARY KEY,
+    study_uid TEXT NOT NULL,
+    finding_id TEXT NOT NULL,
+    change TEXT NOT NULL,                   -- set | replaced | withdrawn
+    old_value INTEGER,
+    old_record_id INTEGER,
+    new_value INTEGER,
+    new_record_id INTEGER NOT NULL,
+    changed_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS truth_history_study ON truth_history(study_uid);
 """

@@ -14,9 +14,20 @@ from appliance.store.database import Database, StoreError
 
 def insert_bare(db: sqlite3.Connection, info: SeriesInfo, state: SeriesState, now: float) -> None:
     """The row for a series first heard of at a later stage (e.g. a result after a crash lost its first image)."""
-    db.execute("INSERT INTO series (series_uid, study_uid, key, role, state, first_seen, updated_at)"
-               " VALUES (?,?,?,?,?,?,?)",
-               (info.series_uid, info.study_uid, info.key, info.role.value, state.value, now, now))
+    db.execute("INSERT INTO series (series_uid, study_uid, key, role, state, first_seen, updated_at, accession_number,"
+               " station_name) VALUES (?,?,?,?,?,?,?,?,?)",
+               (info.series_uid, info.study_uid, info.key, info.role.value, state.value, now, now,
+                info.accession_number, info.station_name))
+
+
+# Exam identity, kept once known: a later hand-over without it (a recovered series) never blanks it.
+KEEP_IDENTITY = ("accession_number=CASE WHEN ?1 != '' THEN ?1 ELSE accession_number END,"
+                 " station_name=CASE WHEN ?2 != '' THEN ?2 ELSE station_name END")
+
+
+def keep_identity(db: sqlite3.Connection, info: SeriesInfo) -> None:
+    db.execute(f"UPDATE series SET {KEEP_IDENTITY} WHERE series_uid=?3",
+               (info.accession_number, info.station_name, info.series_uid))
 
 
 def state_of(db: sqlite3.Connection, series_uid: str) -> SeriesState | None:
@@ -39,9 +50,11 @@ class SeriesTable:
                 return known
             db.execute(
                 "INSERT INTO series (series_uid, study_uid, key, role, state, received, expected, manufacturer,"
-                " description, first_seen, last_file_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " description, first_seen, last_file_at, updated_at, accession_number, station_name)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (info.series_uid, info.study_uid, info.key, info.role.value, SeriesState.RECEIVING.value,
-                 info.received, info.expected, info.manufacturer, info.description, now, info.last_file_at, now))
+                 info.received, info.expected, info.manufacturer, info.description, now, info.last_file_at, now,
+                 info.accession_number, info.station_name))
             return None
 
     def set_state(self, info: SeriesInfo, state: SeriesState, detail: str | None = None, *, stage: str = "",
@@ -62,6 +75,7 @@ class SeriesTable:
                 " completed_by=?, detail=?, last_file_at=?, updated_at=? WHERE series_uid=?",
                 (state.value, info.role.value, info.received, info.expected, info.manufacturer, info.description,
                  info.completed_by, detail, info.last_file_at, now, info.series_uid))
+            keep_identity(db, info)
             if state is SeriesState.FAILED and previous is not SeriesState.FAILED:  # one entry per outcome
                 ledger.append_failed(db, info, stage or (detail or "").partition(":")[0], input_sha256, self.mode,
                                      now, bundle)

@@ -93,4 +93,6 @@ def _instance(v: dict[str, Any], syntax: str, frames: tuple[Frame, ...], size: i
         number_of_temporal_positions=v.get("NumberOfTemporalPositions"),
         series_number=v.get("SeriesNumber"),
         size_bytes=size,
+        accession_number=(v.get("AccessionNumber") or "").strip(),
+        station_name=(v.get("StationName") or "").strip(),
     )
