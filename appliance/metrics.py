@@ -94,6 +94,14 @@ class Metrics:
                                ["destination", "outcome"], namespace=ns, registry=registry)
         self.export_delay = Histogram("sr_export_delay_seconds", "From a result stored to its SR delivered.",
                                       ["destination"], namespace=ns, registry=registry, buckets=_EXPORT_DELAY_BUCKETS)
+        # The MLLP listener (appliance/truth/mllp.py): ack is AA, AE or AR and reason its closed set
+        # (appliance.truth.mllp.ACK_REASONS, REFUSALS), pre-set to 0 by `preset_hl7` when the listener is built.
+        self.hl7_messages = Counter("hl7_messages", "HL7 messages answered by the MLLP listener, by ACK code (AA "
+                                    "stored or not needed, AE the sender retries, AR refused) and reason.",
+                                    ["ack", "reason"], namespace=ns, registry=registry)
+        self.hl7_refusals = Counter("hl7_refusals", "MLLP connections refused or closed by the listener, by reason: "
+                                    "peer, connection_limit, tls, framing, idle.", ["reason"], namespace=ns,
+                                    registry=registry)
         self.ready = Gauge("ready", "1 once the engine is loaded and warmed up.", namespace=ns, registry=registry)
         self.model = Info("model", "The engine bundle and backend in use.", namespace=ns, registry=registry)
         for stage in STAGES:
@@ -102,6 +110,28 @@ class Metrics:
             self.results.labels(needs_review=flag)
         self._series_collector: _SeriesByState | None = None
         self._export_collector: _ExportsByState | None = None
+        self._truth_collector: _TruthRecords | None = None
+        self._hl7_pairs: frozenset[tuple[str, str]] = frozenset()
+
+    def preset_hl7(self, ack_reasons: Iterable[tuple[str, str]], refusals: Iterable[str]) -> None:
+        """Every (ack, reason) and refusal reason of scanside_hl7_* shown at 0 from the start."""
+        self._hl7_pairs = frozenset(ack_reasons)
+        for ack, reason in self._hl7_pairs:
+            self.hl7_messages.labels(ack=ack, reason=reason)
+        for reason in refusals:
+            self.hl7_refusals.labels(reason=reason)
+
+    def count_hl7(self, ack: str, reason: str) -> None:
+        """One ACK sent; a reason outside the preset set counts as "other" (a label never carries free text)."""
+        self.hl7_messages.labels(ack=ack, reason=reason if (ack, reason) in self._hl7_pairs else "other").inc()
+
+    def watch_truth(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        """Export `scanside_truth_records{state}` (appliance.store.truth.STATES) from the store at scrape time."""
+        if self._truth_collector is None:
+            self._truth_collector = _TruthRecords(counts)
+            self.registry.register(self._truth_collector)
+        else:
+            self._truth_collector.counts = counts
 
     def watch_series_states(self, counts: Callable[[], Mapping[SeriesState, int]]) -> None:
         """Export `scanside_series{state}` from the store at scrape time, so the gauge can never drift from it."""
@@ -135,6 +165,19 @@ class _ExportsByState(Collector):
         for destination in EXPORT_DESTINATIONS:
             for state in ExportState:
                 family.add_metric([destination, state.value], counts.get((destination, state), 0))
+        yield family
+
+
+class _TruthRecords(Collector):
+    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("scanside_truth_records", "Ground-truth records by state: final and corrected "
+                                   "reports pending (no scored study yet) or matched; corrected and cancelled "
+                                   "(withdrawn) reports; assessments (gRPC AssessResult).", labels=["state"])
+        for state, n in self.counts().items():
+            family.add_metric([state], n)
         yield family
 
 

@@ -2,7 +2,8 @@
 
 Threads: the watchdog observer and the ingest loop (parse, spool, assemble), the preparer (series -> tensor), the
 inference worker (batches; scoring and storing run on it, series by series), the SR exporter, the DICOM receiver,
-and gRPC's pool. Each hand-over is one typed record from appliance/handovers.py.
+the MLLP listener (final reports: one thread per sender connection), the evidence monitor, and gRPC's pool. Each
+hand-over is one typed record from appliance/handovers.py.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ class Appliance:
         p.ingest_thread.start()
         if p.receiver is not None:
             p.receiver.start()
+        if p.mllp is not None:
+            p.mllp.start()  # reports are stored and matched whether or not their studies have come yet
+        p.evidence.start()
         self.ready.set()
         p.metrics.ready.set(1)
         p.grpc.set_serving(True)
@@ -81,6 +85,10 @@ class Appliance:
         p.grpc.set_serving(False)
         if p.receiver is not None:
             p.receiver.stop()  # first: nothing new is accepted while the rest winds down
+        if p.mllp is not None:
+            # A report being stored finishes (and is ACKed) or was never committed: the sender resends it.
+            p.mllp.stop()
+        p.evidence.stop()
         p.ingest_thread.stop()
         p.preparer.stop()
         exporter_done = True

@@ -46,6 +46,12 @@ def test_file_then_environment(tmp_path):
     ("[dicom]\nae_title = 'SCANSÏDE'\n", "printable ASCII"),
     ("[export]\ntls_cert = 'c.pem'\ntls_key = 'k.pem'\n", "export.tls_cert needs export.tls_ca"),
     ("[export]\nkeep_failed_days = -1\n", "export.keep_failed_days"),
+    ("[hl7]\nallowed_peers = ['10.1.2.0/33']\n", "hl7.allowed_peers"),
+    ("[hl7]\nallowed_applications = ['RIS^X']\n", "hl7.allowed_applications"),
+    ("[hl7]\ntls_client_ca = 'ca.pem'\n", "hl7.tls_client_ca needs"),
+    ("[hl7]\ntls_cert = 'c.pem'\n", "hl7.tls_cert and hl7.tls_key go together"),
+    ("[hl7]\nenabled = true\nport = 50051\n", "hl7.port and grpc.port must differ"),
+    ("[hl7]\nmax_message_bytes = 10\n", "hl7.max_message_bytes"),
 ])
 def test_bad_settings_name_what_is_wrong(tmp_path, text, message):
     cfg = tmp_path / "bad.toml"

@@ -37,8 +37,8 @@ ALLOWED: dict[str, set[str]] = {
     "prompts": {"bundle", "scoring", "text"},
     "export": {"metrics", "store"},
     "serve": {"api", "bundle", "inference", "store"},
-    "pipeline": {"assembly", "bundle", "export", "inference", "ingest", "metrics", "preprocess", "prompts", "quality",
-                 "scoring", "serve", "store"},
+    "pipeline": {"assembly", "bundle", "evidence", "export", "inference", "ingest", "metrics", "preprocess", "prompts",
+                 "quality", "scoring", "serve", "store", "truth"},
     "service": {"pipeline"},
 }
 RUNTIME_NEVER = ("appliance.dev", "training", "torch")

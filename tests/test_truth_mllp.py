@@ -10,9 +10,10 @@ import time
 
 import pytest
 
+from appliance.config import Hl7Config
 from appliance.dev.oru import MllpClient, oru_message
 from appliance.dev.synth import plan_study
-from appliance.truth.mllp import MllpListener, MllpSettings
+from appliance.truth.mllp import MllpListener
 from appliance.truth.oru import FinalReport
 from tests.tls_factory import TestCA, needs_openssl, self_signed
 
@@ -40,7 +41,7 @@ def running():
 
     def start(sink=None, **settings) -> tuple[MllpListener, Sink]:
         sink = sink or Sink()
-        listener = MllpListener(MllpSettings(port=0, **settings), sink)
+        listener = MllpListener(Hl7Config(port=0, **settings), sink)
         listener.start()
         started.append(listener)
         return listener, sink

@@ -20,6 +20,7 @@ from appliance.config.sections import (
     EvidenceConfig,
     ExportConfig,
     GrpcConfig,
+    Hl7Config,
     IngestConfig,
     LoggingConfig,
     MetricsConfig,
@@ -29,5 +30,6 @@ from appliance.config.sections import (
 )
 
 __all__ = ["API_ROLES", "DEFAULT_BUNDLE", "ENV_PREFIX", "MODES", "PROJECT_ROOT", "ApplianceConfig", "AssemblyConfig",
-           "ConfigError", "DicomConfig", "EngineConfig", "EvidenceConfig", "ExportConfig", "GrpcConfig", "IngestConfig",
-           "LoggingConfig", "MetricsConfig", "PathsConfig", "ScoringConfig", "Settings", "is_loopback", "load_settings"]
+           "ConfigError", "DicomConfig", "EngineConfig", "EvidenceConfig", "ExportConfig", "GrpcConfig", "Hl7Config",
+           "IngestConfig", "LoggingConfig", "MetricsConfig", "PathsConfig", "ScoringConfig", "Settings", "is_loopback",
+           "load_settings"]

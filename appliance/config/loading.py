@@ -163,4 +163,6 @@ def _resolve_relative(s: Settings, base: Path) -> Settings:
                                tls_client_ca=fix(s.grpc.tls_client_ca), clients_file=fix(s.grpc.clients_file))
     export = dataclasses.replace(s.export, folder=fix(s.export.folder), tls_ca=fix(s.export.tls_ca),
                                  tls_cert=fix(s.export.tls_cert), tls_key=fix(s.export.tls_key))
-    return dataclasses.replace(s, paths=paths, engine=engine, dicom=dicom, export=export, grpc=grpc)
+    hl7 = dataclasses.replace(s.hl7, tls_cert=fix(s.hl7.tls_cert), tls_key=fix(s.hl7.tls_key),
+                              tls_client_ca=fix(s.hl7.tls_client_ca))
+    return dataclasses.replace(s, paths=paths, engine=engine, dicom=dicom, export=export, grpc=grpc, hl7=hl7)

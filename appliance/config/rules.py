@@ -96,9 +96,45 @@ def check_settings(s: Settings) -> None:
     if s.export.folder is not None:
         need(not s.export.folder.resolve().is_relative_to(watch),
              f"export.folder must not be inside the watch folder ({watch}): the appliance would ingest its own SRs")
+    _check_hl7(s, need)
     _check_evidence(s, need)
     need(s.logging.level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
          "logging.level must be DEBUG, INFO, WARNING or ERROR")
+
+
+_HL7_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # an HD namespace id: no HL7 separators
+
+
+def _network_ok(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_hl7(s: Settings, need: Callable[[bool, str], None]) -> None:
+    h = s.hl7
+    need(0 <= h.port <= 65535, "hl7.port must be in [0, 65535]")
+    if h.enabled and h.port:
+        taken = {"grpc.port": s.grpc.port, "metrics.port": s.metrics.port if s.metrics.enabled else 0,
+                 "dicom.port": s.dicom.port if s.dicom.enabled else 0}
+        for name, port in taken.items():
+            need(port != h.port, f"hl7.port and {name} must differ")
+    need(all(_network_ok(p) for p in h.allowed_peers),
+         "hl7.allowed_peers: each must be an IP address or a network in CIDR form (10.1.2.0/24)")
+    need(all(_HL7_NAME.fullmatch(a) for a in h.allowed_applications),
+         "hl7.allowed_applications: each must be 1-64 letters, digits, '_', '.', '-' (MSH-3, first component)")
+    need(bool(_HL7_NAME.fullmatch(h.receiving_application)),
+         "hl7.receiving_application must be 1-64 letters, digits, '_', '.', '-'")
+    need(h.receiving_facility == "" or bool(_HL7_NAME.fullmatch(h.receiving_facility)),
+         "hl7.receiving_facility must be empty or 1-64 letters, digits, '_', '.', '-'")
+    need((h.tls_cert is None) == (h.tls_key is None), "hl7.tls_cert and hl7.tls_key go together")
+    need(h.tls_client_ca is None or h.tls_cert is not None,
+         "hl7.tls_client_ca needs hl7.tls_cert and tls_key: client certificates are checked only over TLS")
+    need(1024 <= h.max_message_bytes <= 64 << 20, "hl7.max_message_bytes must be in [1024, 67108864]")
+    need(1 <= h.idle_timeout_s <= 86_400, "hl7.idle_timeout_s must be in [1, 86400]")
+    need(1 <= h.max_connections <= 256, "hl7.max_connections must be in [1, 256]")
 
 
 _LABEL = re.compile(r"[a-z][a-z0-9_]{0,31}")

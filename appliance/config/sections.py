@@ -174,6 +174,26 @@ class ExportConfig:
                      if on)
 
 
+@dataclass(frozen=True)
+class Hl7Config:
+    """Final reports in: HL7 v2 ORU^R01 over MLLP (appliance/truth/mllp.py, docs/ground-truth.md), matched to the
+    studies scored here as ground truth. Off unless a RIS, reporting system or interface engine sends them."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"  # loopback unless configured: the senders are named explicitly
+    port: int = 2575  # IANA's port for HL7 over MLLP; 0 picks a free port (tests)
+    allowed_peers: tuple[str, ...] = ()  # sender IP addresses or CIDR networks; empty: any peer that can connect
+    allowed_applications: tuple[str, ...] = ()  # MSH-3 sending applications taken; empty: any (a routing check)
+    tls_cert: Path | None = None  # TLS: the listener's certificate chain and key (PEM)
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # mutual TLS: senders must present a certificate signed by this CA
+    max_message_bytes: int = 1 << 20  # one framed message; a report is a few kB; larger: AR, connection closed
+    idle_timeout_s: float = 60.0  # a connection silent this long is closed (TLS handshake included)
+    max_connections: int = 8  # connections at once; a sender holds one or two
+    receiving_application: str = "SCANSIDE"  # MSH-3 of the ACKs this appliance sends
+    receiving_facility: str = ""  # MSH-4 of the ACKs
+
+
 MODES = ("assist", "shadow")
 
 
@@ -229,6 +249,7 @@ class Settings:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     dicom: DicomConfig = field(default_factory=DicomConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    hl7: Hl7Config = field(default_factory=Hl7Config)
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 

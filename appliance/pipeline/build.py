@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from appliance.assembly import Assembler
 from appliance.bundle import Bundle, load_bundle
 from appliance.config import ConfigError, Settings, is_loopback
+from appliance.evidence.monitor import EvidenceMonitor
 from appliance.fileio import keep_private, private_folder
 from appliance.handovers import CompleteSeries, SeriesInfo, StudyResult
 from appliance.inference import BACKEND_KINDS, create_backend
@@ -40,6 +41,8 @@ from appliance.serve.access import AccessError, AccessPolicy, load_clients
 from appliance.serve.model_info import model_info
 from appliance.serve.server import ApplianceServicer, GrpcServer, GrpcTls
 from appliance.store import Store
+from appliance.truth.mllp import ACK_REASONS, REFUSALS, MllpListener
+from appliance.truth.sink import ReportSink
 
 if TYPE_CHECKING:
     from appliance.export.outbox import Exporter
@@ -68,6 +71,8 @@ class Pipeline:
     exporter: Exporter | None  # only where [export] names a destination
     receiver: DicomReceiver | None  # only where [dicom] is enabled
     closing: threading.Event  # set at shutdown; result streams end on it
+    evidence: EvidenceMonitor  # live performance (ledger x truth) and drift, scanside_evidence_*
+    mllp: MllpListener | None = None  # final reports in; only where [hl7] is enabled
 
     def close(self) -> None:
         if self.gpu_sampler is not None:
@@ -164,6 +169,29 @@ def build_grpc(settings: Settings, servicer: ApplianceServicer, metrics: Metrics
     return server
 
 
+def build_mllp(settings: Settings, store: Store, metrics: Metrics) -> MllpListener | None:
+    """The MLLP listener for final reports, storing each (labels, matching, truth) before its ACK."""
+    h = settings.hl7
+    metrics.watch_truth(store.truth.counts)
+    if not h.enabled:
+        return None
+    metrics.preset_hl7(ACK_REASONS, REFUSALS)
+    try:
+        listener = MllpListener(h, ReportSink(store.truth.receive), on_message=metrics.count_hl7,
+                                on_refusal=lambda reason: metrics.hl7_refusals.labels(reason=reason).inc())
+    except (OSError, ValueError) as exc:  # a TLS file that cannot be loaded, a malformed network
+        raise ConfigError(f"[hl7] cannot be used: {exc}") from None
+    if h.tls_cert is None and not is_loopback(h.host):
+        log.warning("MLLP on %s without TLS: final reports cross the network in the clear", h.host)
+    return listener
+
+
+def build_evidence(settings: Settings, bundle: Bundle, store: Store, registry: CollectorRegistry) -> EvidenceMonitor:
+    """Live performance and drift: the sealed ledger against the current truth of each scored series."""
+    return EvidenceMonitor(settings.evidence, bundle.label_bank, store.ledger.entries, store.truth.by_series,
+                           registry, bundle=(bundle.name, bundle.version))
+
+
 def scoring_policy(settings: Settings) -> ScoringPolicy:
     s = settings.scoring
     return ScoringPolicy(review_band=(s.review_low, s.review_high), flag_rare_positive=s.flag_rare_positive,
@@ -220,6 +248,7 @@ def build_pipeline(settings: Settings, registry: CollectorRegistry,
             assembler=assembler, failures=failures, scorer=scorer, worker=worker, preparer=preparer,
             ingestor=ingestor, ingest_thread=IngestThread(ingestor, s.paths.incoming, s.ingest.poll_interval_s,
                                                           s.ingest.rescan_on_start),
-            grpc=grpc, exporter=exporter, receiver=build_receiver(s, metrics), closing=closing)
+            grpc=grpc, exporter=exporter, receiver=build_receiver(s, metrics), closing=closing,
+            evidence=build_evidence(s, bundle, store, registry), mllp=build_mllp(s, store, metrics))
         undo.pop_all()
     return pipeline

@@ -25,11 +25,11 @@ connections are bounded (`max_connections`; a connection beyond it is closed at 
   connection, never in a stopped thread.
 - **Logs** name message control ids, reason codes and counts only: never a name, MRN, accession number or UID
   (the control id is the sender's message sequence number).
-
-TODO (metrics, for the central metrics module): `scanside_hl7_messages_total{outcome}` with outcome in the closed set
-{final, corrected, cancelled, preliminary, error, reject, sink_error, too_large, sender_refused};
-`scanside_hl7_connections{state}` (open) and `scanside_hl7_refusals_total{reason}` with reason in {peer,
-connection_limit, tls, framing, idle}. `MllpListener.counts` holds the same numbers until then.
+- **Settings**: `[hl7]` (`appliance.config.Hl7Config`), the one place they are defined.
+- **Counts**: `on_message(ack, reason)` for each ACK sent (ack AA/AE/AR, reason from the closed set `ACK_REASONS`)
+  and `on_refusal(reason)` for each connection refused or closed (`REFUSALS`): the composition root points them at
+  `scanside_hl7_messages_total` and `scanside_hl7_refusals_total` (appliance/metrics.py). `MllpListener.counts`
+  keeps the same numbers for a caller without metrics.
 """
 
 from __future__ import annotations
@@ -41,9 +41,8 @@ import ssl
 import threading
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
+from appliance.config import Hl7Config
 from appliance.logsafe import describe
 from appliance.truth.oru import ACCEPT, ERROR, REJECT, FinalReport, build_ack, header_of, parse_oru
 
@@ -54,26 +53,25 @@ FRAME_END = END_BLOCK + CARRIAGE_RETURN
 DEFAULT_PORT = 2575  # the port IANA registers for HL7 over MLLP
 
 
-@dataclass(frozen=True)
-class MllpSettings:
-    host: str = "127.0.0.1"  # loopback unless configured
-    port: int = DEFAULT_PORT  # 0 picks a free port (tests)
-    allowed_peers: tuple[str, ...] = ()  # IP addresses or CIDR networks; empty: any peer
-    allowed_applications: tuple[str, ...] = ()  # MSH-3 sending applications; empty: any
-    tls_cert: Path | None = None  # TLS: the listener's certificate chain and key (PEM)
-    tls_key: Path | None = None
-    tls_client_ca: Path | None = None  # mutual TLS: senders must present a certificate signed by this CA
-    max_message_bytes: int = 1 << 20  # one framed message; a report is a few kB
-    idle_timeout_s: float = 60.0  # a connection with no traffic this long is closed (TLS handshake included)
-    max_connections: int = 8
-    receiving_application: str = "SCANSIDE"  # MSH-3 of the ACKs
-    receiving_facility: str = ""
+# Every (ACK code, reason) the listener answers with: the label set of scanside_hl7_messages_total.
+ACK_REASONS: tuple[tuple[str, str], ...] = (
+    (ACCEPT, "final"), (ACCEPT, "corrected"), (ACCEPT, "cancelled"), (ACCEPT, "preliminary"),
+    (ERROR, "no_obr"), (ERROR, "unknown_status"), (ERROR, "no_accession_or_study_uid"), (ERROR, "no_report_text"),
+    (ERROR, "not_stored"),
+    (REJECT, "unparseable"), (REJECT, "no_control_id"), (REJECT, "unsupported_message_type"),
+    (REJECT, "sending_application_not_allowed"), (REJECT, "message_too_large"), (REJECT, "unreadable"),
+)
+# Connections refused or closed by the listener: scanside_hl7_refusals_total{reason}.
+REFUSALS = ("peer", "connection_limit", "tls", "framing", "idle")
 
 
 class MllpListener:
-    def __init__(self, settings: MllpSettings, on_report: Callable[[FinalReport], None]) -> None:
+    def __init__(self, settings: Hl7Config, on_report: Callable[[FinalReport], None],
+                 on_message: Callable[[str, str], None] = lambda ack, reason: None,
+                 on_refusal: Callable[[str], None] = lambda reason: None) -> None:
         self.settings = settings
         self.on_report = on_report
+        self.on_message, self.on_refusal = on_message, on_refusal
         self.counts: Counter[str] = Counter()
         self._networks = [ipaddress.ip_network(p, strict=False) for p in settings.allowed_peers]
         self._tls = self._ssl_context()
@@ -115,6 +113,7 @@ class MllpListener:
                 pass
         for t in list(self._threads):
             t.join(5)
+        log.info("MLLP listener stopped")
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         s = self.settings
@@ -172,7 +171,7 @@ class MllpListener:
             t.start()
 
     def _refuse(self, conn: socket.socket, reason: str) -> None:
-        self.counts[f"refused_{reason}"] += 1
+        self._refused(reason)
         log.warning("MLLP connection refused (%s)", reason)
         conn.close()
 
@@ -184,12 +183,13 @@ class MllpListener:
                 try:
                     conn = self._tls.wrap_socket(raw, server_side=True)
                 except (ssl.SSLError, OSError) as exc:
-                    self.counts["refused_tls"] += 1
+                    self._refused("tls")
                     log.warning("MLLP TLS handshake failed: %s", describe(exc))
                     return
             self._read_messages(conn)
         except TimeoutError:
             self.counts["closed_idle"] += 1
+            self.on_refusal("idle")
         except OSError as exc:
             if not self._stopping.is_set():
                 log.info("MLLP connection ended: %s", describe(exc))
@@ -216,7 +216,7 @@ class MllpListener:
                 start = buf.find(START_BLOCK)
                 junk = buf if start < 0 else buf[:start]
                 if junk.strip(b" \r\n\t"):
-                    self.counts["refused_framing"] += 1
+                    self._refused("framing")
                     log.warning("MLLP bytes outside a frame: connection closed")
                     return
                 if start < 0:
@@ -241,6 +241,7 @@ class MllpListener:
         self.counts["too_large"] += 1
         log.warning("MLLP message %s larger than %d bytes: AR, connection closed", header.control_id or "(no id)",
                     self.settings.max_message_bytes)
+        self.on_message(REJECT, "message_too_large")
         conn.sendall(START_BLOCK + self._ack(header, REJECT, "message_too_large").encode("utf-8") + FRAME_END)
 
     # --- one message ----------------------------------------------------------------------------------------------
@@ -251,24 +252,35 @@ class MllpListener:
         except Exception as exc:  # parse_oru catches the parser's errors; this is for its own bugs
             log.error("HL7 message could not be read: %s", describe(exc))
             self.counts["reject"] += 1
-            return self._ack(header_of(_decode(body)), REJECT, "unreadable")
+            return self._answer(header_of(_decode(body)), REJECT, "unreadable")
         cid = outcome.header.control_id or "(no id)"
         allowed = self.settings.allowed_applications
         if allowed and outcome.header.sending_application.split("^", 1)[0] not in allowed:
             self.counts["sender_refused"] += 1
             log.warning("HL7 message %s from a sending application not allowed: AR", cid)
-            return self._ack(outcome.header, REJECT, "sending_application_not_allowed")
+            return self._answer(outcome.header, REJECT, "sending_application_not_allowed")
         if outcome.report is not None:
             try:
                 self.on_report(outcome.report)
             except Exception as exc:
                 self.counts["sink_error"] += 1
                 log.error("HL7 message %s could not be stored (%s): AE, the sender retries", cid, describe(exc))
-                return self._ack(outcome.header, ERROR, "not_stored")
+                return self._answer(outcome.header, ERROR, "not_stored")
         key = {ACCEPT: outcome.reason, ERROR: "error", REJECT: "reject"}[outcome.code]
         self.counts[key] += 1
         log.info("HL7 message %s: %s %s", cid, outcome.code, outcome.reason)
-        return self._ack(outcome.header, outcome.code, outcome.reason)
+        return self._answer(outcome.header, outcome.code, outcome.reason)
+
+    def _refused(self, reason: str) -> None:
+        self.counts[f"refused_{reason}"] += 1
+        self.on_refusal(reason)
+
+    def _answer(self, header, code: str, reason: str) -> str:
+        try:
+            self.on_message(code, reason)
+        except Exception as exc:  # counting must never cost the ACK
+            log.error("HL7 message count failed: %s", describe(exc))
+        return self._ack(header, code, reason)
 
     def _ack(self, header, code: str, reason: str) -> str:
         return build_ack(header, code, reason, self.settings.receiving_application, self.settings.receiving_facility)
