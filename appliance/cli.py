@@ -69,6 +69,16 @@ def _client(args: argparse.Namespace):
                            token=token, server_name=args.server_name)
 
 
+def _connection_options(p: argparse.ArgumentParser, token: str) -> None:
+    """What `_client` reads: the appliance's address, TLS, the token."""
+    p.add_argument("--address", default="127.0.0.1:50051")
+    p.add_argument("--tls-ca", type=Path, help="verify the appliance's TLS certificate against this CA")
+    p.add_argument("--tls-cert", type=Path, help="client certificate, for an appliance that requires one")
+    p.add_argument("--tls-key", type=Path, help="the client certificate's key")
+    p.add_argument("--server-name", help="the name to check the appliance's certificate for")
+    p.add_argument("--token-file", help=f"file holding {token} (or set SCANSIDE_TOKEN)")
+
+
 def cmd_results(args: argparse.Namespace) -> int:
     import grpc
 
@@ -91,6 +101,33 @@ def cmd_results(args: argparse.Namespace) -> int:
             return 2
         except KeyboardInterrupt:
             return 0
+    return 0
+
+
+def _verdict(text: str) -> tuple[str, str | bool]:
+    """FINDING=accept|reject|present|absent, as `scanside assess` takes it."""
+    finding, eq, verdict = text.partition("=")
+    choices: dict[str, str | bool] = {"accept": "accept", "reject": "reject", "present": True, "absent": False}
+    if not eq or not finding or verdict not in choices:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected FINDING=accept|reject|present|absent")
+    return finding, choices[verdict]
+
+
+def cmd_assess(args: argparse.Namespace) -> int:
+    import grpc
+
+    verdicts = dict(args.finding)
+    if len(verdicts) != len(args.finding):
+        print("scanside assess: a finding is named twice", file=sys.stderr)
+        return 2
+    with _client(args) as client:
+        try:
+            reply = client.assess(args.series_uid, verdicts, args.assessor, args.comment or "")
+        except grpc.RpcError as exc:
+            print(f"scanside assess: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 2
+    print(f"assessment {reply.assessment_id} stored: {len(verdicts)} finding(s), {reply.findings_changed} changed "
+          "the current truth")
     return 0
 
 
@@ -287,15 +324,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("results", help="the live results table, over gRPC")
-    p.add_argument("--address", default="127.0.0.1:50051")
-    p.add_argument("--tls-ca", type=Path, help="verify the appliance's TLS certificate against this CA")
-    p.add_argument("--tls-cert", type=Path, help="client certificate, for an appliance that requires one")
-    p.add_argument("--tls-key", type=Path, help="the client certificate's key")
-    p.add_argument("--server-name", help="the name to check the appliance's certificate for")
-    p.add_argument("--token-file", help="file holding a client token (or set SCANSIDE_TOKEN)")
+    _connection_options(p, "a client token")
     p.add_argument("--follow", "-f", action="store_true", help="keep streaming new results")
     p.add_argument("--after", type=int, default=0, help="with --follow: resume after this event id")
     p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("assess", help="record a radiologist's assessment of one result as ground truth (admin token)")
+    p.add_argument("series_uid", help="the Series Instance UID of the result")
+    p.add_argument("finding", nargs="+", type=_verdict, metavar="FINDING=VERDICT",
+                   help="accept (the call was right), reject (it was wrong), present or absent (corrected)")
+    p.add_argument("--assessor", required=True, help="who assessed it (stored with the assessment)")
+    p.add_argument("--comment", help="optional note, stored with the assessment (at most 1024 characters)")
+    _connection_options(p, "an admin client token")
+    p.set_defaults(func=cmd_assess)
 
     p = sub.add_parser("clients", help="who may call the gRPC API: list, add (prints a new token) or remove")
     p.add_argument("--config", help="TOML configuration file (its grpc.clients_file is edited)")

@@ -57,6 +57,7 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     "StreamResults": frozenset({"display"}),
     "GetSeriesStatus": frozenset({"display", "ops"}),
     "GetModelInfo": frozenset({"display", "ops"}),
+    "AssessResult": frozenset(),  # ground truth for the evidence: admin only (a radiologist's or RIS's client)
 }
 # In shadow mode (appliance.mode) results are measured, not shown: these calls are admin-only then, so no display
 # (nor an ops dashboard, nor an anonymous caller on this host) sees a result, while `scanside results` with an admin

@@ -103,6 +103,21 @@ class ApplianceClient:
                 return
             token = page.next_page_token
 
+    def assess(self, series_uid: str, verdicts: dict[str, str | bool], assessor: str,
+               comment: str = "") -> pb.AssessResultResponse:
+        """`verdicts`: finding id -> "accept", "reject", or a bool (corrected to that value)."""
+        findings = []
+        for finding_id, verdict in verdicts.items():
+            if isinstance(verdict, bool):
+                findings.append(pb.FindingAssessment(finding_id=finding_id, verdict=pb.FindingAssessment.CORRECT,
+                                                     corrected_value=verdict))
+            else:
+                kind = {"accept": pb.FindingAssessment.ACCEPT, "reject": pb.FindingAssessment.REJECT}[verdict]
+                findings.append(pb.FindingAssessment(finding_id=finding_id, verdict=kind))
+        return self.stub.AssessResult(pb.AssessResultRequest(series_instance_uid=series_uid, findings=findings,
+                                                             assessor=assessor, comment=comment),
+                                      timeout=self.timeout_s)
+
     def stream(self, after_event_id: int = 0, include_sr_updates: bool = False) -> ResultStream:
         """Result events from `after_event_id` on, live. Cancel with `.cancel()` on the returned iterator."""
         return self.stub.StreamResults(pb.StreamResultsRequest(after_event_id=after_event_id,

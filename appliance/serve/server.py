@@ -24,6 +24,7 @@ from appliance.handovers import SeriesInfo, SeriesState, StudyResult
 from appliance.serve.access import AccessControl, AccessPolicy
 from appliance.serve.paging import BadPageToken, PageTokens
 from appliance.store import Event, EventKind, SeriesRow, Store
+from appliance.store.truth import AssessmentError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,9 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Appliance"].full_name
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
 STREAM_POLL_S = 0.5  # how often an idle stream re-checks that its client is still there
+MAX_ASSESSOR, MAX_COMMENT = 64, 1024
+_VERDICTS = {pb.FindingAssessment.ACCEPT: "accept", pb.FindingAssessment.REJECT: "reject",
+             pb.FindingAssessment.CORRECT: "correct"}
 
 
 def result_to_pb(r: StudyResult, deliveries: list[pb.SrDelivery] | None = None) -> pb.SeriesResult:
@@ -157,6 +161,35 @@ class ApplianceServicer(pb_grpc.ApplianceServicer):
 
     def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.ServicerContext):
         return self.model_info()
+
+    def AssessResult(self, request: pb.AssessResultRequest, context: grpc.ServicerContext):
+        """admin only (serve/access.py). Validated here, stored by the truth store in one transaction."""
+        def invalid(message: str) -> None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+        if not request.series_instance_uid:
+            invalid("series_instance_uid is required")
+        assessor = request.assessor.strip()
+        if not 1 <= len(assessor) <= MAX_ASSESSOR or not assessor.isprintable():
+            invalid(f"assessor is required: 1-{MAX_ASSESSOR} printable characters")
+        if len(request.comment) > MAX_COMMENT:
+            invalid(f"comment must be at most {MAX_COMMENT} characters")
+        verdicts: dict[str, tuple[str, bool]] = {}
+        for f in request.findings:
+            if f.verdict not in _VERDICTS:
+                invalid(f"finding {f.finding_id!r}: verdict must be ACCEPT, REJECT or CORRECT")
+            if f.finding_id in verdicts:
+                invalid(f"finding {f.finding_id!r} is assessed twice")
+            verdicts[f.finding_id] = (_VERDICTS[f.verdict], f.corrected_value)
+        if not verdicts:
+            invalid("at least one finding must be assessed")
+        try:
+            update = self.store.truth.assess(request.series_instance_uid, verdicts, assessor, request.comment)
+        except AssessmentError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND if exc.not_found else grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        log.info("assessment %d stored: %d finding(s) assessed, %d changed", update.record_id, len(verdicts),
+                 update.changed)
+        return pb.AssessResultResponse(assessment_id=update.record_id, findings_changed=update.changed)
 
 
 @dataclass(frozen=True)

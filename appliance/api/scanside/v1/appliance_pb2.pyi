@@ -236,3 +236,43 @@ class ModelInfo(_message.Message):
     bank_version: str
     mode: str
     def __init__(self, bundle_name: _Optional[str] = ..., bundle_version: _Optional[str] = ..., description: _Optional[str] = ..., backend: _Optional[str] = ..., backend_version: _Optional[str] = ..., precision: _Optional[str] = ..., research_only: _Optional[bool] = ..., input_shape: _Optional[_Iterable[int]] = ..., embedding_dim: _Optional[int] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., appliance_version: _Optional[str] = ..., backend_note: _Optional[str] = ..., bank_version: _Optional[str] = ..., mode: _Optional[str] = ...) -> None: ...
+
+class FindingAssessment(_message.Message):
+    __slots__ = ("finding_id", "verdict", "corrected_value")
+    class Verdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        VERDICT_UNSPECIFIED: _ClassVar[FindingAssessment.Verdict]
+        ACCEPT: _ClassVar[FindingAssessment.Verdict]
+        REJECT: _ClassVar[FindingAssessment.Verdict]
+        CORRECT: _ClassVar[FindingAssessment.Verdict]
+    VERDICT_UNSPECIFIED: FindingAssessment.Verdict
+    ACCEPT: FindingAssessment.Verdict
+    REJECT: FindingAssessment.Verdict
+    CORRECT: FindingAssessment.Verdict
+    FINDING_ID_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    CORRECTED_VALUE_FIELD_NUMBER: _ClassVar[int]
+    finding_id: str
+    verdict: FindingAssessment.Verdict
+    corrected_value: bool
+    def __init__(self, finding_id: _Optional[str] = ..., verdict: _Optional[_Union[FindingAssessment.Verdict, str]] = ..., corrected_value: _Optional[bool] = ...) -> None: ...
+
+class AssessResultRequest(_message.Message):
+    __slots__ = ("series_instance_uid", "findings", "assessor", "comment")
+    SERIES_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    FINDINGS_FIELD_NUMBER: _ClassVar[int]
+    ASSESSOR_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    series_instance_uid: str
+    findings: _containers.RepeatedCompositeFieldContainer[FindingAssessment]
+    assessor: str
+    comment: str
+    def __init__(self, series_instance_uid: _Optional[str] = ..., findings: _Optional[_Iterable[_Union[FindingAssessment, _Mapping]]] = ..., assessor: _Optional[str] = ..., comment: _Optional[str] = ...) -> None: ...
+
+class AssessResultResponse(_message.Message):
+    __slots__ = ("assessment_id", "findings_changed")
+    ASSESSMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    FINDINGS_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    assessment_id: int
+    findings_changed: int
+    def __init__(self, assessment_id: _Optional[int] = ..., findings_changed: _Optional[int] = ...) -> None: ...

@@ -59,6 +59,11 @@ class ApplianceStub:
                 request_serializer=scanside_dot_v1_dot_appliance__pb2.GetModelInfoRequest.SerializeToString,
                 response_deserializer=scanside_dot_v1_dot_appliance__pb2.ModelInfo.FromString,
                 _registered_method=True)
+        self.AssessResult = channel.unary_unary(
+                '/scanside.v1.Appliance/AssessResult',
+                request_serializer=scanside_dot_v1_dot_appliance__pb2.AssessResultRequest.SerializeToString,
+                response_deserializer=scanside_dot_v1_dot_appliance__pb2.AssessResultResponse.FromString,
+                _registered_method=True)
 
 
 class ApplianceServicer:
@@ -100,6 +105,15 @@ class ApplianceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AssessResult(self, request, context):
+        """A radiologist's or reporting system's assessment of one result, per finding: the call accepted, rejected, or
+        corrected to a value (the IHE AI Results Assessment idea). Stored as ground truth for the result's study (source
+        "assessment", history kept; with a report for the same finding the latest wins). admin role only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ApplianceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -127,6 +141,11 @@ def add_ApplianceServicer_to_server(servicer, server):
                     servicer.GetModelInfo,
                     request_deserializer=scanside_dot_v1_dot_appliance__pb2.GetModelInfoRequest.FromString,
                     response_serializer=scanside_dot_v1_dot_appliance__pb2.ModelInfo.SerializeToString,
+            ),
+            'AssessResult': grpc.unary_unary_rpc_method_handler(
+                    servicer.AssessResult,
+                    request_deserializer=scanside_dot_v1_dot_appliance__pb2.AssessResultRequest.FromString,
+                    response_serializer=scanside_dot_v1_dot_appliance__pb2.AssessResultResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -264,6 +283,33 @@ class Appliance:
             '/scanside.v1.Appliance/GetModelInfo',
             scanside_dot_v1_dot_appliance__pb2.GetModelInfoRequest.SerializeToString,
             scanside_dot_v1_dot_appliance__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AssessResult(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scanside.v1.Appliance/AssessResult',
+            scanside_dot_v1_dot_appliance__pb2.AssessResultRequest.SerializeToString,
+            scanside_dot_v1_dot_appliance__pb2.AssessResultResponse.FromString,
             options,
             channel_credentials,
             insecure,
