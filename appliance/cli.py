@@ -1,4 +1,4 @@
-"""`scanside serve | demo | results | clients | exports | ledger | prompts | bench`."""
+"""`scanside serve | demo | results | clients | exports | ledger | validation | prompts | bench`."""
 
 from __future__ import annotations
 
@@ -254,7 +254,7 @@ def cmd_exports(args: argparse.Namespace) -> int:
         store.close()
 
 
-def _since(text: str | None) -> float | None:
+def _since(text: str | None, flag: str = "--since") -> float | None:
     """An ISO 8601 date or time; without an offset it is UTC."""
     from datetime import datetime, timezone
 
@@ -263,7 +263,7 @@ def _since(text: str | None) -> float | None:
     try:
         when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
     except ValueError:
-        raise ConfigError(f"--since {text!r} is not an ISO 8601 date or time (e.g. 2026-03-01 or "
+        raise ConfigError(f"{flag} {text!r} is not an ISO 8601 date or time (e.g. 2026-03-01 or "
                           "2026-03-01T08:00:00+01:00)") from None
     return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
 
@@ -300,6 +300,39 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     print(f"ledger verified: {verdict.entries} entries, seq 1..{verdict.head_seq} with no gap, every hash and link "
           f"recomputed, times never decreasing; every stored result and failed series sealed exactly once")
     print(f"head: {verdict.head_seq} {verdict.head_hash}")
+    return 0
+
+
+def cmd_validation(args: argparse.Namespace) -> int:
+    from appliance.bundle import load_bundle
+    from appliance.store import Store
+    from appliance.validation import Period, write_report
+    from appliance.validation.figures import MissingExtra, require_matplotlib
+
+    since, until = _since(args.since), _since(args.until, "--until")
+    assert since is not None  # --since is required
+    if until is not None and until <= since:
+        raise ConfigError(f"--until {args.until!r} is not after --since {args.since!r}")
+    try:
+        require_matplotlib()
+    except MissingExtra as exc:
+        print(f"scanside validation report: {exc}", file=sys.stderr)
+        return 2
+    settings = _settings(args)
+    database = settings.paths.database
+    if not database.exists():
+        print(f"scanside validation report: no appliance database at {database} (see paths.data_dir)",
+              file=sys.stderr)
+        return 2
+    bank = load_bundle(args.bundle or settings.engine.bundle).label_bank
+    store = Store(database)
+    try:
+        data = write_report(store, bank, settings.evidence, Period(since, until), Path(args.out))
+    finally:
+        store.close()
+    c, v = data.counts, data.verdict
+    print(f"validation report written to {args.out}: {c.scored} series scored, {c.with_truth} with truth; ledger "
+          + ("verified" if v.ok else f"FAILED verification at seq {v.bad_seq}"))
     return 0
 
 
@@ -380,6 +413,19 @@ def build_parser() -> argparse.ArgumentParser:
                                    "offset)")
     a.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     p.set_defaults(func=cmd_ledger)
+
+    p = sub.add_parser("validation", help="the validation report: performance per finding and manufacturer, "
+                                          "calibration, agreement, rare findings, drift, the ledger's verification")
+    actions = p.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("report", help="write one self-contained HTML file (needs the 'report' extra)")
+    a.add_argument("--since", required=True, help="from this ISO 8601 date or time (UTC without an offset)")
+    a.add_argument("--until", help="up to (not including) this ISO 8601 date or time; default: now")
+    a.add_argument("--out", required=True, help="the HTML file to write (it holds counts and rates, no identifier)")
+    a.add_argument("--config", help="TOML configuration file (its paths.data_dir holds the database, [evidence] "
+                                    "the manufacturer and station labels)")
+    a.add_argument("--bundle", help="the engine bundle for finding names and the OOD threshold, instead of the "
+                                    "configured one")
+    p.set_defaults(func=cmd_validation)
 
     p = sub.add_parser("prompts", help="list, add, remove or revert zero-shot prompts and findings (site edits, "
                                        "kept in the data folder, versioned)")

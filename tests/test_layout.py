@@ -32,6 +32,7 @@ ALLOWED: dict[str, set[str]] = {
     "text": {"lexicon"},
     "truth": set(),
     "evidence": {"bundle", "metrics"},
+    "validation": {"bundle", "evidence", "store"},
     "inference": {"bundle", "metrics"},
     "scoring": {"bundle"},
     "prompts": {"bundle", "scoring", "text"},
