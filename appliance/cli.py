@@ -49,8 +49,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _setup_logging("WARNING" if not args.verbose else "INFO")
-    return run_demo(settings, studies=args.studies, seed=args.seed, pace_s=args.pace, keep=args.keep,
-                    sr_out=args.sr_out)
+    if args.prospective:
+        from appliance.dev.month import run_prospective_demo
+
+        return run_prospective_demo(settings, studies=90 if args.studies is None else args.studies,
+                                    seed=args.seed, keep=args.keep)
+    return run_demo(settings, studies=4 if args.studies is None else args.studies, seed=args.seed, pace_s=args.pace,
+                    keep=args.keep, sr_out=args.sr_out)
 
 
 def _client(args: argparse.Namespace):
@@ -347,13 +352,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the appliance on a temporary folder fed by synthetic scanners")
     p.add_argument("--config", help="TOML configuration file")
-    p.add_argument("--studies", type=int, default=4, help="synthetic studies to write (default 4)")
+    p.add_argument("--studies", type=int, help="synthetic studies to write (default 4; with --prospective 90)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--pace", type=float, default=0.01, help="seconds between files of one scanner (default 0.01)")
     p.add_argument("--keep", action="store_true", help="keep the temporary data folder")
     p.add_argument("--sr-out", type=Path, metavar="DIR",
                    help="also write each result as a DICOM SR into DIR (what a PACS would receive)")
     p.add_argument("-v", "--verbose", action="store_true", help="show the appliance's log")
+    p.add_argument("--prospective", action="store_true",
+                   help="a simulated site instead: three stations, final reports over MLLP (some corrected, some "
+                        "never), a vendor change; prints live performance per manufacturer, the drift onset and the "
+                        "ledger's verification")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("results", help="the live results table, over gRPC")
