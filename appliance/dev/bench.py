@@ -10,7 +10,9 @@
    on loopback (the PACS stand-in), and draining a backlog of 16 queued SRs, through the appliance's own Exporter
    and SQLite queue;
 5. hostile input: a 300-image study sent by dcmtk's storescu to the receiver, on a quiet line and with 100 idle
-   and 20 junk connections held open (threads of the appliance meanwhile), and the memory a deflate bomb costs.
+   and 20 junk connections held open (threads of the appliance meanwhile), and the memory a deflate bomb costs;
+6. final reports arriving: scan-to-score with [hl7] on, without and then with a RIS sending ORU^R01 over MLLP
+   back to back (at least 1,000 messages) while the studies are scored (`scanside bench --only oru` alone).
 """
 
 from __future__ import annotations
@@ -76,26 +78,96 @@ def bench_scan_to_score(work: Path, repeats: int, numbers: Numbers) -> None:
     for i in range(repeats):
         plan = plan_study(seed=1000 + i, vendor="A", n_slices=12, n_phases=25)
         staged.append((plan, *_stage(plan, work / "staged" / f"study{i}")))
-    latencies, server_side = [], []
     with ServedAppliance(work / "s2s") as app:
         stream = app.client.stream(after_event_id=-1)
-        events = _collect(stream)
-        for k, (plan, cine, others) in enumerate(staged):
-            target = app.incoming / f"study{k}"
-            target.mkdir(parents=True)
-            for n, p in enumerate(others + cine[:-1]):
-                _deliver(p, target / f"{n:05d}.dcm")
-            _wait_received(app.client, _cine_uid(plan), len(cine) - 1)
-            _deliver(cine[-1], target / "last.dcm")
-            closed = time.perf_counter()  # the last file is closed under its final name
-            arrived, event = events.next_for(_cine_uid(plan), timeout=60)
-            latencies.append((arrived - closed) * 1000)
-            server_side.append(event.result.timings.scan_to_score_ms)
+        latencies, server_side = _scan_to_score(app, _collect(stream), staged, "study")
         stream.cancel()
     lat = np.array(latencies)
     numbers.add(f"scan-to-score, 12x25 stack, median of {repeats} (ms)", f"{np.median(lat):.0f}", "-")
     numbers.add(f"scan-to-score, 12x25 stack, p95 of {repeats} (ms)", f"{np.percentile(lat, 95):.0f}", "<= 300")
     numbers.add("  as the appliance itself measures it, median (ms)", f"{np.median(server_side):.0f}", "-")
+
+
+def _scan_to_score(app: ServedAppliance, events: _Events, staged, prefix: str) -> tuple[list[float], list[float]]:
+    """Deliver each staged study but its last file, wait until the appliance holds them, then the last file: (ms
+    from that file closed to its result on the stream, ms as the appliance measures it) per study."""
+    latencies, server_side = [], []
+    for k, (plan, cine, others) in enumerate(staged):
+        target = app.incoming / f"{prefix}{k}"
+        target.mkdir(parents=True)
+        for n, p in enumerate(others + cine[:-1]):
+            _deliver(p, target / f"{n:05d}.dcm")
+        _wait_received(app.client, _cine_uid(plan), len(cine) - 1)
+        _deliver(cine[-1], target / "last.dcm")
+        closed = time.perf_counter()  # the last file is closed under its final name
+        arrived, event = events.next_for(_cine_uid(plan), timeout=60)
+        latencies.append((arrived - closed) * 1000)
+        server_side.append(event.result.timings.scan_to_score_ms)
+    return latencies, server_side
+
+
+def bench_oru_load(work: Path, numbers: Numbers, repeats: int, messages: int = 1000) -> None:
+    """Scan-to-score with [hl7] on, three times `repeats` vendor-A studies: with no HL7 traffic; while a RIS sends
+    `messages` ORU^R01 over MLLP spread evenly over the time the quiet phase took; and while it sends them back to
+    back, each after the previous ACK, until the last study is scored (at least `messages`). The reports are for the
+    phase's own studies (so they match inside the results' transactions; by Study Instance UID or accession number
+    only, now and then corrected) and for 50 studies never scanned (pending by accession number)."""
+    from appliance.dev.oru import MllpClient, oru_message, report_text
+    from appliance.dev.served import free_port
+
+    staged = []
+    for i in range(3 * repeats):
+        plan = plan_study(seed=6000 + i, vendor="A", n_slices=12, n_phases=25)
+        staged.append((plan, *_stage(plan, work / "oru-staged" / f"study{i}")))
+    others = [plan_study(seed=6500 + k, vendor="AB"[k % 2]) for k in range(50)]
+    texts = {p.study_uid: report_text(p) for p in [s[0] for s in staged] + others}
+    port = free_port()
+
+    def ris(phase: str, plans: list, interval_s: float, stop: threading.Event, sent: list[float]) -> None:
+        reported = plans + others
+        with MllpClient("127.0.0.1", port) as client:
+            n = 0
+            while n < messages or (interval_s == 0.0 and not stop.is_set()):
+                plan = reported[n % len(reported)]
+                status = "C" if n >= len(reported) and n % 7 == 0 else "F"
+                where = "zds" if plan in plans and n % 2 else "none"
+                code, _ = client.send(oru_message(plan, f"{phase}{n}", status=status, text=texts[plan.study_uid],
+                                                  study_uid_in=where))
+                assert code == "AA", code
+                sent.append(time.perf_counter())
+                n += 1
+                if interval_s and stop.wait(max(0.0, sent[0] + n * interval_s - time.perf_counter())):
+                    return
+
+    rows = []
+    with ServedAppliance(work / "oru", hl7={"enabled": True, "port": port}) as app:
+        stream = app.client.stream(after_event_id=-1)
+        events = _collect(stream)
+        started = time.perf_counter()
+        quiet, _ = _scan_to_score(app, events, staged[:repeats], "quiet")
+        interval = (time.perf_counter() - started) / messages
+        rows.append(("no ORU traffic", quiet, ""))
+        for k, (phase, label, every) in enumerate((("P", f"{messages} ORU messages spread over the same time",
+                                                    interval), ("R", "ORU messages back to back", 0.0))):
+            phase_staged = staged[(k + 1) * repeats:(k + 2) * repeats]
+            sent: list[float] = []
+            stop = threading.Event()
+            sender = threading.Thread(target=ris, args=(phase, [s[0] for s in phase_staged], every, stop, sent),
+                                      daemon=True)
+            sender.start()
+            while not sent:
+                time.sleep(0.01)
+            began = sent[0]
+            lat, _ = _scan_to_score(app, events, phase_staged, phase)
+            during, elapsed = len(sent), time.perf_counter() - began
+            stop.set()
+            sender.join(300)
+            rows.append((label, lat, f"{during} ACKed meanwhile ({during / elapsed:.0f}/s)"))
+        stream.cancel()
+    for label, lat, note in rows:
+        numbers.add(f"scan-to-score, [hl7] on, {label}: median / p95 of {repeats} (ms)",
+                    f"{np.median(lat):.0f} / {np.percentile(lat, 95):.0f}" + (f", {note}" if note else ""),
+                    "no measurable cost" if note else "-")
 
 
 class _Events:
@@ -354,6 +426,15 @@ def bench_hostile(work: Path, numbers: Numbers) -> None:
     numbers.add("deflate bomb (1 MB -> 1 GiB): peak above idle (MB)", f"{peak - idle:.0f}", "<= 100")
 
 
+def _run_all(work: Path, numbers: Numbers, repeats: int, quick: bool) -> None:
+    bench_scan_to_score(work, repeats, numbers)
+    bench_ingest(work, numbers, studies=2 if quick else 4)
+    bench_memory(work, numbers, studies_per_scanner=1 if quick else 2)
+    bench_sr_export(work, numbers, repeats)
+    bench_hostile(work, numbers)
+    bench_oru_load(work, numbers, repeats, messages=100 if quick else 1000)
+
+
 def run_bench(args: argparse.Namespace) -> int:
     repeats = 6 if args.quick else 20
     numbers = Numbers([])
@@ -361,11 +442,10 @@ def run_bench(args: argparse.Namespace) -> int:
           f"Python {platform.python_version()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="scanside-bench-") as tmp:
         work = Path(tmp)
-        bench_scan_to_score(work, repeats, numbers)
-        bench_ingest(work, numbers, studies=2 if args.quick else 4)
-        bench_memory(work, numbers, studies_per_scanner=1 if args.quick else 2)
-        bench_sr_export(work, numbers, repeats)
-        bench_hostile(work, numbers)
+        if getattr(args, "only", None) == "oru":
+            bench_oru_load(work, numbers, repeats, messages=100 if args.quick else 1000)
+        else:
+            _run_all(work, numbers, repeats, args.quick)
     if args.out:
         lines = [f"Measured {time.strftime('%Y-%m-%d')} by `scanside bench` (ScanSide {__version__}) on "
                  f"{platform.machine()}, {os.cpu_count()} CPU(s), Python {platform.python_version()}, "
