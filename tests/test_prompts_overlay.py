@@ -19,7 +19,7 @@ from appliance.prompts import LiveBank, Overlay, PromptRefused, Site, add_prompt
 from appliance.scoring import ScoringPolicy, score_batch
 
 REFERENCE = Path(__file__).resolve().parent.parent / "engines" / "reference-v1"
-KNOWN = "dilated left ventricle"  # every word in the reference vocabulary
+KNOWN = "dilated left ventricle"  # not one of the shipped prompts
 
 
 def bundle_hashes(root: Path) -> dict[str, str]:
@@ -76,9 +76,9 @@ def test_revert_returns_to_an_earlier_bank_exactly_and_is_itself_an_edit(site):
 
 
 @pytest.mark.parametrize(("prompt", "why"), [
-    ("the flux capacitor is dilated", "'flux', 'capacitor'"),
+    ("a \U0001fac0 that is dilated", "'\U0001fac0'"),  # the tokenizer has no piece for it: [UNK]
     ("   ", "empty"),
-    ("moderately dilated lv", "already has"),  # a shipped prompt of lv_dilation
+    ("left ventricular dilatation", "already has"),  # a shipped prompt of lv_dilation
     ("dilated cardiomyopathy", "already a prompt of finding 'nonischaemic_cm'"),
     (" ".join(["dilated"] * 80), "longer than"),
 ])
@@ -189,8 +189,8 @@ def test_cli_prompts_take_config_and_refuse_with_the_reason(tmp_path, capsys):
     assert cli(["prompts", "--config", str(config), "add", "lv_dilation", KNOWN, "--by", "erin"]) == 0
     out = capsys.readouterr().out
     assert "nearest findings" in out and "nearest prompts" in out and "revert" in out
-    assert cli(["prompts", "--config", str(config), "add", "lv_dilation", "a flux capacitor"]) == 2
-    assert "'flux', 'capacitor'" in capsys.readouterr().err
+    assert cli(["prompts", "--config", str(config), "add", "lv_dilation", "a \u237c ventricle"]) == 2
+    assert "'\u237c'" in capsys.readouterr().err
     assert cli(["prompts", "--config", str(config), "history"]) == 0
     out = capsys.readouterr().out
     assert "erin" in out and "add prompt" in out

@@ -188,8 +188,10 @@ def _target_lines(ev: Evaluation, names: dict[str, str]) -> list[str]:
     if ev.prompts:
         share = summary(ev.prompts)["paraphrases within 0.05 of own prompts"]
         raw = summary(ev.prompts_raw)["paraphrases within 0.05 of own prompts"] if ev.prompts_raw else float("nan")
+        above = summary(ev.prompts)["paraphrases within 0.05 of own prompts or above"]
         rows.append(("Held-out paraphrases: >= 80 % within 0.05 AUROC of the finding's own prompts",
-                     f"{100 * share:.0f} % with the abbreviation lexicon, {100 * raw:.0f} % as typed", share >= 0.80))
+                     f"{100 * share:.0f} % with the abbreviation lexicon, {100 * raw:.0f} % as typed; "
+                     f"{100 * above:.0f} % within 0.05 or better than the own prompts", share >= 0.80))
     lines = ["### Targets", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {what} | {value} | {'yes' if ok else '**no**'} |" for what, value, ok in rows]
     if "external" in ev.splits["student"]:

@@ -57,6 +57,9 @@ def summary(results: list[PromptResult]) -> dict[str, float]:
     return {
         "paraphrases": len(para),
         "paraphrases within 0.05 of own prompts": float(np.mean([r.within for r in para])) if para else 0.0,
+        # a paraphrase that beats the finding's own prompts is not a failure to generalise
+        "paraphrases within 0.05 of own prompts or above": float(np.mean(
+            [r.auroc >= r.own_auroc - 0.05 for r in para])) if para else 0.0,
         "paraphrase mean AUROC": float(np.mean([r.auroc for r in para])) if para else 0.0,
         "negated below 0.5": float(np.mean([r.auroc < 0.5 for r in neg])) if neg else 0.0,
         "negated mean AUROC": float(np.mean([r.auroc for r in neg])) if neg else 0.0,
