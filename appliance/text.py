@@ -11,6 +11,7 @@ numpy, tokenizers and onnxruntime only: no torch here.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections import Counter
@@ -172,6 +173,12 @@ class TextEncoder:
         names = [i.name for i in self.session.get_inputs()]
         if names != ["input_ids", "attention_mask"]:
             raise TokenizerError(f"text encoder inputs are {names}, expected ['input_ids', 'attention_mask']")
+
+    def with_abbreviations(self, abbreviations: Abbreviations | None) -> TextEncoder:
+        """The same model and tokenizer (one ONNX session, not a second load) reading with another lexicon."""
+        other = copy.copy(self)
+        other.abbreviations = abbreviations
+        return other
 
     def reads_as(self, text: str) -> str:
         """The text the model reads: abbreviations spelled out when the bundle carries a lexicon."""

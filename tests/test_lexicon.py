@@ -41,3 +41,17 @@ def test_round_trip_and_refusals(tmp_path):
 
 def test_an_empty_lexicon_changes_nothing():
     assert Abbreviations({}).expand("LVH") == "LVH"
+
+
+def test_a_lexicon_view_shares_the_model_and_reads_differently():
+    from pathlib import Path
+
+    from appliance.bundle import load_bundle
+    from appliance.text import TextEncoder
+
+    shipped = TextEncoder.for_bundle(load_bundle(Path(__file__).resolve().parent.parent / "engines" / "reference-v1"))
+    raw = shipped.with_abbreviations(None)
+    assert raw.session is shipped.session and shipped.abbreviations is not None
+    assert (raw.reads_as("LVH"), shipped.reads_as("LVH")) == ("LVH", "left ventricular hypertrophy")
+    assert float(shipped.embed(["LVH"])[0] @ shipped.embed(["left ventricular hypertrophy"])[0]) > 0.99
+    assert float(raw.embed(["LVH"])[0] @ raw.embed(["left ventricular hypertrophy"])[0]) < 0.5

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from appliance.bundle import load_bundle, write_bundle
-from appliance.lexicon import CMR, Abbreviations
+from appliance.lexicon import CMR
 from appliance.preprocess import PreprocessSpec
 from appliance.text import TextEncoder as OnnxTextEncoder
 from training.cohort import CohortSpec, build_cohort
@@ -79,7 +79,7 @@ def build(out: Path, workdir: Path, report: Path | None, cohort: CohortSpec, cfg
     tower_dir = text_tower if text_tower is not None else workdir / "tower"
     tower = _text_tower(tower_dir)
     # Reports train the image side as written; a prompt is read as the appliance reads it, abbreviations spelled out
-    prompt_tower = _text_tower(tower_dir, abbreviations=CMR)
+    prompt_tower = tower.with_abbreviations(CMR)
     tower_info = json.loads((tower_dir / "text_tower.json").read_text())
     leaked = leaked_prompts(r for reports in splits["train"].reports for r in reports)
     if leaked:
@@ -239,7 +239,7 @@ def _load_checkpoints(folder: Path, key: str, dim: int) -> tuple[VideoEncoder, V
     return teacher, student
 
 
-def _text_tower(folder: Path, abbreviations: Abbreviations | None = None) -> OnnxTextEncoder:
+def _text_tower(folder: Path) -> OnnxTextEncoder:
     """The frozen text tower's files in `folder`, exported there first if absent (needs the text-tower extra)."""
     needed = ("text_encoder.onnx", "tokenizer.json", "text_tower.json")
     if not all((folder / name).exists() for name in needed):
@@ -248,8 +248,7 @@ def _text_tower(folder: Path, abbreviations: Abbreviations | None = None) -> Onn
         write_tower(folder, build_tower())
     info = json.loads((folder / "text_tower.json").read_text())
     return OnnxTextEncoder(folder / "text_encoder.onnx", tokenizer_path=folder / "tokenizer.json",
-                           max_length=int(info.get("max_length", 128)),
-                           abbreviations=abbreviations)  # the appliance's own path
+                           max_length=int(info.get("max_length", 128)))  # the appliance's own path
 
 
 _CLAUSE = re.compile(r"[.;]\s*")

@@ -186,9 +186,10 @@ def _target_lines(ev: Evaluation, names: dict[str, str]) -> list[str]:
         rows.append(("Student at least 0.10 above the best baseline, mean over findings", f"{mean_margin:+.3f}",
                      mean_margin >= 0.10))
     if ev.prompts:
-        share = summary(ev.prompts)["paraphrases within 0.05 of own prompts"]
+        read = summary(ev.prompts)
+        share = read["paraphrases within 0.05 of own prompts"]
+        above = read["paraphrases within 0.05 of own prompts or above"]
         raw = summary(ev.prompts_raw)["paraphrases within 0.05 of own prompts"] if ev.prompts_raw else float("nan")
-        above = summary(ev.prompts)["paraphrases within 0.05 of own prompts or above"]
         rows.append(("Held-out paraphrases: >= 80 % within 0.05 AUROC of the finding's own prompts",
                      f"{100 * share:.0f} % with the abbreviation lexicon, {100 * raw:.0f} % as typed; "
                      f"{100 * above:.0f} % within 0.05 or better than the own prompts", share >= 0.80))
