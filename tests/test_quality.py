@@ -136,3 +136,35 @@ def test_a_static_series_through_the_running_appliance_is_stored_not_assessable(
     text = urllib.request.urlopen(f"http://127.0.0.1:{app.metrics_port}/metrics", timeout=5).read().decode()
     assert 'scanside_series_not_assessable_total{reason="no_cardiac_motion"} 1.0' in text
     assert 'scanside_series_not_assessable_total{reason="noise"} 0.0' in text
+
+
+@pytest.mark.parametrize("kind,vendor", [("clean", "A"), ("clean", "C"), ("transposed", "B"), ("static", "A"),
+                                         ("outside_fov", "A")])
+def test_the_fast_atlas_search_finds_what_the_reference_search_does(kind, vendor):
+    """orientation_scores batches every orientation and position and correlates from running sums; it must find the
+    same best correlation and position as searching grid by grid with canonical_maps and similarity (the plain,
+    slow definition kept for atlas fitting)."""
+    from appliance.quality import atlas
+    from appliance.quality.gate import REFINE_MM, SEARCH_MM, _grid, canonical_maps, orientation_scores, similarity
+
+    s = make(kind, SEED + 7, vendor)
+    x = s.tensor[0] if s.tensor.ndim == 5 else s.tensor
+    mean, sd = x.mean(axis=0), x.std(axis=0)
+    pixel_mm = s.facts.fov_mm / max(x.shape[-2:])
+    centre = ((x.shape[-1] - 1) / 2.0 + 1.3, (x.shape[-2] - 1) / 2.0 - 0.7)
+    template = atlas.maps(x.shape[1])
+    fast = orientation_scores(mean, sd, centre, pixel_mm, s.facts)
+    assert set(fast) == set(ORIENTATIONS)
+    for name, ((a, b), (c, d)) in ORIENTATIONS.items():
+        la, lb = s.facts.lateral_xy
+        ia, ib = s.facts.inferior_xy
+        lat, inf = (a * la + b * lb, c * la + d * lb), (a * ia + b * ib, c * ia + d * ib)
+        best = (-2.0, centre)
+        for steps in (SEARCH_MM, REFINE_MM):
+            centres = _grid(best[1], steps, pixel_mm)
+            r = similarity(canonical_maps(mean, sd, centres, pixel_mm, lat, inf), template[:, :, None])
+            k = int(np.argmax(r))
+            if r[k] > best[0]:
+                best = (float(r[k]), (float(centres[k, 0]), float(centres[k, 1])))
+        assert fast[name][0] == pytest.approx(best[0], abs=1e-5), name
+        assert fast[name][1] == pytest.approx(best[1], abs=1e-6), name

@@ -203,25 +203,86 @@ def _grid(centre: tuple[float, float], steps_mm: np.ndarray, pixel_mm: float) ->
 
 def orientation_scores(mean: np.ndarray, sd: np.ndarray, centre: tuple[float, float], pixel_mm: float,
                        facts: SeriesFacts) -> dict[str, tuple[float, tuple[float, float]]]:
-    """Per orientation the image could really have: the best correlation with the atlas and where (x, y) it is."""
+    """Per orientation the image could really have: the best correlation with the atlas and where (x, y) it is.
+
+    All eight orientations are searched at once: one bilinear sampling of the blurred maps for every (orientation,
+    position) pair of a step, and Pearson correlations from running sums. It computes what `similarity` of
+    `canonical_maps` would (Pearson ignores their z-scoring) at a fraction of the cost: this search runs on the
+    scoring path of every series."""
     template = atlas.maps(mean.shape[0])
     if template is None:
         raise ValueError(f"no atlas for {mean.shape[0]} slices")
-    scores = {}
-    for name, ((a, b), (cc, d)) in ORIENTATIONS.items():
+    names = list(ORIENTATIONS)
+    lat = np.empty((len(names), 2))
+    inf = np.empty((len(names), 2))
+    for i, ((a, b), (cc, d)) in enumerate(ORIENTATIONS.values()):
         # if the pixels are g(the image the header describes), the heart's axis L appears along g(L)
-        lat = (a * facts.lateral_xy[0] + b * facts.lateral_xy[1], cc * facts.lateral_xy[0] + d * facts.lateral_xy[1])
-        inf = (a * facts.inferior_xy[0] + b * facts.inferior_xy[1],
-               cc * facts.inferior_xy[0] + d * facts.inferior_xy[1])
-        best = (-2.0, centre)
-        for steps in (SEARCH_MM, REFINE_MM):
-            centres = _grid(best[1], steps, pixel_mm)
-            r = similarity(canonical_maps(mean, sd, centres, pixel_mm, lat, inf), template[:, :, None])
-            k = int(np.argmax(r))
-            if float(r[k]) > best[0]:
-                best = (float(r[k]), (float(centres[k, 0]), float(centres[k, 1])))
-        scores[name] = best
-    return scores
+        lat[i] = (a * facts.lateral_xy[0] + b * facts.lateral_xy[1], cc * facts.lateral_xy[0] + d * facts.lateral_xy[1])
+        inf[i] = (a * facts.inferior_xy[0] + b * facts.inferior_xy[1],
+                  cc * facts.inferior_xy[0] + d * facts.inferior_xy[1])
+    sampler = _AtlasSampler(mean, sd, template, pixel_mm)
+    best_r = np.full(len(names), -2.0)
+    best_c = np.tile(np.asarray(centre, dtype=np.float64), (len(names), 1))
+    for steps in (SEARCH_MM, REFINE_MM):
+        centres = np.stack([_grid((float(c[0]), float(c[1])), steps, pixel_mm) for c in best_c])  # (O, K, 2)
+        k = centres.shape[1]
+        r = sampler.correlations(centres.reshape(-1, 2), np.repeat(lat, k, axis=0),
+                                 np.repeat(inf, k, axis=0)).reshape(len(names), k)
+        top = np.argmax(r, axis=1)
+        better = r[np.arange(len(names)), top] > best_r
+        best_r = np.where(better, r[np.arange(len(names)), top], best_r)
+        best_c = np.where(better[:, None], centres[np.arange(len(names)), top], best_c)
+    return {name: (float(best_r[i]), (float(best_c[i, 0]), float(best_c[i, 1]))) for i, name in enumerate(names)}
+
+
+class _AtlasSampler:
+    """The blurred mean and motion maps of one series, ready to be sampled on the atlas grid and correlated with
+    the (finite, fixed) atlas at many positions and orientations in one go."""
+
+    def __init__(self, mean: np.ndarray, sd: np.ndarray, template: np.ndarray, pixel_mm: float) -> None:
+        c, h, w = mean.shape
+        self._h, self._w = h, w
+        self._maps = _blur(np.stack([mean, sd], axis=1).astype(np.float32)).reshape(c * 2, h * w)  # (M, H*W)
+        self._t = template.reshape(c * 2, -1).astype(np.float64)  # (M, P)
+        self._pixel_mm = pixel_mm
+        g = (np.arange(atlas.SIZE) - (atlas.SIZE - 1) / 2.0) * atlas.STEP_MM
+        v, u = np.meshgrid(g, g, indexing="ij")
+        self._u, self._v = u.ravel(), v.ravel()  # (P,)
+
+    def correlations(self, centres: np.ndarray, lateral: np.ndarray, inferior: np.ndarray) -> np.ndarray:
+        """(K,) mean over maps of the Pearson correlation with the atlas, where the grid lies on the image, for the
+        grid about each (x, y) pixel centre with its own lateral and inferior pixel directions (all (K, 2))."""
+        h, w = self._h, self._w
+        px = centres[:, :1] + (self._u * lateral[:, :1] + self._v * inferior[:, :1]) / self._pixel_mm  # (K, P)
+        py = centres[:, 1:] + (self._u * lateral[:, 1:] + self._v * inferior[:, 1:]) / self._pixel_mm
+        valid = (px >= 0) & (px <= w - 1) & (py >= 0) & (py <= h - 1)
+        x0 = np.clip(np.floor(px).astype(np.intp), 0, w - 2)
+        y0 = np.clip(np.floor(py).astype(np.intp), 0, h - 2)
+        fx = np.clip(px - x0, 0, 1).astype(np.float32)
+        fy = np.clip(py - y0, 0, 1).astype(np.float32)
+        idx = y0 * w + x0
+        m = self._maps
+        a = (np.take(m, idx, axis=1) * ((1 - fx) * (1 - fy)) + np.take(m, idx + 1, axis=1) * (fx * (1 - fy))
+             + np.take(m, idx + w, axis=1) * ((1 - fx) * fy) + np.take(m, idx + w + 1, axis=1) * (fx * fy))
+        a = np.where(valid, a, 0.0).astype(np.float64)  # (M, K, P)
+        ok = valid.astype(np.float64)
+        n = np.maximum(ok.sum(axis=1), 1.0)  # (K,)
+        t = self._t
+        sa = a.sum(axis=2)  # (M, K)
+        saa = np.einsum("mkp,mkp->mk", a, a)
+        sab = np.einsum("mkp,mp->mk", a, t)
+        sb = ok @ t.T  # (K, M)
+        sbb = ok @ (t * t).T
+        sb, sbb = sb.T, sbb.T
+        cov = sab - sa * sb / n
+        va = saa - sa * sa / n
+        vb = sbb - sb * sb / n
+        # a map constant over the grid (a static series' motion) correlates with nothing; the sums' rounding must
+        # not turn it into a random correlation
+        flat = (va <= 1e-9 * np.maximum(saa, 1e-30)) | (vb <= 1e-9 * np.maximum(sbb, 1e-30))
+        den = np.sqrt(np.maximum(va, 0.0) * np.maximum(vb, 0.0))
+        r = np.where(flat | (den <= 1e-12), 0.0, cov / np.where(den > 0, den, 1.0))
+        return r.mean(axis=0)
 
 
 def similarity(maps: np.ndarray, template: np.ndarray) -> np.ndarray:
