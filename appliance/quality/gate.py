@@ -242,8 +242,13 @@ class _AtlasSampler:
     def __init__(self, mean: np.ndarray, sd: np.ndarray, template: np.ndarray, pixel_mm: float) -> None:
         c, h, w = mean.shape
         self._h, self._w = h, w
-        self._maps = _blur(np.stack([mean, sd], axis=1).astype(np.float32)).reshape(c * 2, h * w)  # (M, H*W)
-        self._t = template.reshape(c * 2, -1).astype(np.float64)  # (M, P)
+        maps = _blur(np.stack([mean, sd], axis=1).astype(np.float32)).reshape(c * 2, h * w)  # (M, H*W)
+        # Each map z-scored over the whole image first: Pearson does not see it, and it keeps the float32 running
+        # sums below far from cancellation (a map that is constant, a static series' motion, stays exactly 0).
+        mu = maps.mean(axis=1, keepdims=True)
+        sigma = maps.std(axis=1, keepdims=True)
+        self._maps = ((maps - mu) / np.maximum(sigma, 1e-6)).astype(np.float32)
+        self._t = template.reshape(c * 2, -1).astype(np.float32)  # (M, P)
         self._pixel_mm = pixel_mm
         g = (np.arange(atlas.SIZE) - (atlas.SIZE - 1) / 2.0) * atlas.STEP_MM
         v, u = np.meshgrid(g, g, indexing="ij")
@@ -262,24 +267,24 @@ class _AtlasSampler:
         fy = np.clip(py - y0, 0, 1).astype(np.float32)
         idx = y0 * w + x0
         m = self._maps
-        a = (np.take(m, idx, axis=1) * ((1 - fx) * (1 - fy)) + np.take(m, idx + 1, axis=1) * (fx * (1 - fy))
-             + np.take(m, idx + w, axis=1) * ((1 - fx) * fy) + np.take(m, idx + w + 1, axis=1) * (fx * fy))
-        a = np.where(valid, a, 0.0).astype(np.float64)  # (M, K, P)
-        ok = valid.astype(np.float64)
+        # bilinear, with the points off the image weighted 0: (M, K, P)
+        a = np.take(m, idx, axis=1) * ((1 - fx) * (1 - fy) * valid)
+        a += np.take(m, idx + 1, axis=1) * (fx * (1 - fy) * valid)
+        a += np.take(m, idx + w, axis=1) * ((1 - fx) * fy * valid)
+        a += np.take(m, idx + w + 1, axis=1) * (fx * fy * valid)
+        ok = valid.astype(np.float32)
         n = np.maximum(ok.sum(axis=1), 1.0)  # (K,)
         t = self._t
         sa = a.sum(axis=2)  # (M, K)
         saa = np.einsum("mkp,mkp->mk", a, a)
         sab = np.einsum("mkp,mp->mk", a, t)
-        sb = ok @ t.T  # (K, M)
-        sbb = ok @ (t * t).T
-        sb, sbb = sb.T, sbb.T
+        sb = (ok @ t.T).T
+        sbb = (ok @ (t * t).T).T
         cov = sab - sa * sb / n
         va = saa - sa * sa / n
         vb = sbb - sb * sb / n
-        # a map constant over the grid (a static series' motion) correlates with nothing; the sums' rounding must
-        # not turn it into a random correlation
-        flat = (va <= 1e-9 * np.maximum(saa, 1e-30)) | (vb <= 1e-9 * np.maximum(sbb, 1e-30))
+        # a map constant over the grid correlates with nothing: the sums' rounding must not make it a correlation
+        flat = (va <= 1e-5 * np.maximum(saa, 1e-30)) | (vb <= 1e-5 * np.maximum(sbb, 1e-30))
         den = np.sqrt(np.maximum(va, 0.0) * np.maximum(vb, 0.0))
         r = np.where(flat | (den <= 1e-12), 0.0, cov / np.where(den > 0, den, 1.0))
         return r.mean(axis=0)
