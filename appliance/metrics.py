@@ -20,6 +20,12 @@ STAGES = ("parse", "preprocess", "quality", "inference", "scoring", "source")
 DICOM_REJECTIONS = ("calling_ae", "association_limit", "evicted", "negotiation_timeout", "invalid_pdu",
                     "pdu_too_large", "message_too_large", "inflight_budget", "stalled", "tls_handshake", "sop_class",
                     "out_of_resources", "cannot_understand", "sop_mismatch")
+# Why a file is quarantined: the reader's closed set (appliance.ingest.reader.errors.REJECT_REASONS, which this module
+# may not import; tests/test_dashboard_files.py checks that the two agree), pre-set to 0 so that the dashboard shows
+# every reason on a healthy box and increase() counts a reason's first file (a series that starts at 1 reads 0).
+QUARANTINE_REASONS = ("not_a_file", "not_dicom", "unreadable", "corrupt", "truncated", "too_large", "not_mr",
+                      "missing_identity", "missing_geometry", "no_pixel_data", "unsupported_pixels",
+                      "unsupported_transfer_syntax", "sop_class_mismatch")
 
 # Latency buckets: sub-millisecond parsing up to multi-second waits.
 _STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -40,6 +46,8 @@ class Metrics:
                                       namespace=ns, registry=registry)
         self.files_quarantined = Counter("files_quarantined", "Files set aside in the quarantine folder, by reason.",
                                          ["reason"], namespace=ns, registry=registry)
+        for reason in QUARANTINE_REASONS:
+            self.files_quarantined.labels(reason=reason)
         self.files_ignored = Counter("files_ignored",
                                      "Files dropped without quarantine: duplicates and late files of finished series.",
                                      ["reason"], namespace=ns, registry=registry)
