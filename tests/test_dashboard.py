@@ -44,8 +44,9 @@ DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "scanside.json"
 RULES = ROOT / "deploy" / "prometheus" / "scanside-alerts.yml"
 PROMETHEUS, PROMTOOL = shutil.which("prometheus"), shutil.which("promtool")
 STUDIES = 4
-# Grafana's own variables, as concrete values for a run of well under a minute at a 1 s scrape interval.
-WINDOWS = {"$__rate_interval": "1m", "$__range": "1m", "$__interval": "1s"}
+# Grafana's own variables, as concrete values at a 1 s scrape interval: windows longer than the whole run, so that
+# each covers every event of it even on a slow machine (rate() extrapolates no further than the samples it has).
+WINDOWS = {"$__rate_interval": "5m", "$__range": "5m", "$__interval": "1s"}
 # The only statistics that may be NaN in this short run, and why: with a handful of matched studies these are "not
 # enough cases yet" by design (appliance/metrics.py pre-sets them to NaN). Every other query must give a number.
 MAY_BE_NAN = {
@@ -105,13 +106,18 @@ class Prometheus:
             [PROMETHEUS, f"--config.file={self.config}", f"--storage.tsdb.path={self.root / 'tsdb'}",  # type: ignore[list-item]
              f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1h"],
             stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for(self.ready, timeout=30, interval=0.2, what="prometheus ready")
+        try:
+            wait_for(self.ready, timeout=30, interval=0.2, what="prometheus ready")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def ready(self) -> bool:
         assert self.proc is not None and self.proc.poll() is None, (self.root / "prometheus.log").read_text()
         try:
-            return urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=2).status == 200
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=2) as reply:
+                return reply.status == 200
         except OSError:
             return False
 
