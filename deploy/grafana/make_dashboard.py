@@ -27,7 +27,7 @@ def sel(metric: str, extra: str = "") -> str:
     return f"{metric}{{{BOX}{', ' + extra if extra else ''}}}"
 
 
-def p(q: float, bucket: str, by: str = "") -> str:
+def quantile(q: float, bucket: str, by: str = "") -> str:
     """The q-quantile of a histogram over the rate window, per `by` labels."""
     return f"histogram_quantile({q}, sum by ({by + ', ' if by else ''}le) (rate({sel(bucket)}[{RATE}])))"
 
@@ -163,11 +163,11 @@ def panels() -> list[dict[str, Any]]:
     g.add(timeseries("Scan-to-score", "From the last file of a series seen to its result stored: median, 95th and "
                      "99th percentile over the rate window. The dashed line is the 0.3 s target of alert "
                      "ScanSideScanToScoreSlow (it holds where the tags give the image count).",
-                     [target(p(q, "scanside_scan_to_score_seconds_bucket"), f"p{round(q * 100)}")
+                     [target(quantile(q, "scanside_scan_to_score_seconds_bucket"), f"p{round(q * 100)}")
                       for q in (0.5, 0.95, 0.99)], unit="s", lines=(0.3,)), w=12)
     g.add(timeseries("Stage time, 95th percentile", "Time per item in each pipeline stage (parse is per file, the "
                      "others per series). The slow stage when scan-to-score rises.",
-                     [target(p(0.95, "scanside_stage_duration_seconds_bucket", "stage"), "{{stage}}")],
+                     [target(quantile(0.95, "scanside_stage_duration_seconds_bucket", "stage"), "{{stage}}")],
                      unit="s"), w=12)
     g.add(timeseries("Series scored per minute", "Results stored, split by whether a person must look "
                      "(near threshold, rare finding, out of distribution, not assessable).",
@@ -224,7 +224,8 @@ def panels() -> list[dict[str, Any]]:
                              "{{destination}} {{outcome}}")]), w=8)
     g.add(timeseries("Result to SR delivered, 95th percentile", "From a result stored to its SR delivered, per "
                      "destination: seconds while the PACS is up, hours across an outage.",
-                     [target(p(0.95, "scanside_sr_export_delay_seconds_bucket", "destination"), "{{destination}}")],
+                     [target(quantile(0.95, "scanside_sr_export_delay_seconds_bucket", "destination"),
+                             "{{destination}}")],
                      unit="s"), w=8)
 
     g.row("Backend and GPU")
