@@ -80,6 +80,8 @@ class _Pending:
     image_types: set[str] = field(default_factory=set)
     accession_number: str = ""
     station_name: str = ""
+    patient_id: str = field(default="", repr=False)  # for the display only: never logged
+    patient_name: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +107,8 @@ class Assembler:
         if pending is None:
             pending = _Pending(inst.study_uid, inst.series_uid, series_key(inst.series_uid), inst.manufacturer,
                                inst.series_description or inst.protocol_name, expected_count(inst), now, now,
-                               accession_number=inst.accession_number, station_name=inst.station_name)
+                               accession_number=inst.accession_number, station_name=inst.station_name,
+                               patient_id=inst.patient_id, patient_name=inst.patient_name)
             self._series[inst.series_uid] = pending
         elif inst.sop_instance_uid in pending.sops:
             return AddOutcome(False, True, None)
@@ -153,7 +156,8 @@ class Assembler:
         return SeriesInfo(key=p.key, study_uid=p.study_uid, series_uid=p.series_uid, role=role,
                           manufacturer=p.manufacturer, description=p.description, received=len(p.paths),
                           expected=p.expected, completed_by=completed_by, last_file_at=p.last_at,
-                          accession_number=p.accession_number, station_name=p.station_name)
+                          accession_number=p.accession_number, station_name=p.station_name,
+                          patient_id=p.patient_id, patient_name=p.patient_name)
 
     def _complete(self, series_uid: str, completed_by: str) -> CompleteSeries:
         p = self._series.pop(series_uid)

@@ -110,6 +110,9 @@ class Instance:
     # patient identifier in all but name: kept out of repr(), stored, never logged.
     accession_number: str = field(default="", repr=False)  # (0008,0050)
     station_name: str = ""  # (0008,1010): the site's name for the scanner (a bounded evidence label)
+    # For the technologist's display (appliance/display): served only to a named client over TLS, never logged.
+    patient_id: str = field(default="", repr=False)  # (0010,0020)
+    patient_name: str = field(default="", repr=False)  # (0010,0010), as stored: family^given^middle^prefix^suffix
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +131,8 @@ class SeriesInfo:
     last_file_at: float  # time.time() when the last file of the series was seen
     accession_number: str = field(default="", repr=False)  # (0008,0050), to match reports; never logged
     station_name: str = ""  # (0008,1010), sealed in the ledger for the evidence monitor's station slices
+    patient_id: str = field(default="", repr=False)  # (0010,0020), for the display only; never logged or sealed
+    patient_name: str = field(default="", repr=False)  # (0010,0010), likewise
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +155,18 @@ class PreparedSeries:
     instance_paths: tuple[str, ...] = ()  # its images in the spool: removed once scored, set aside if it fails
     quality_reasons: tuple[str, ...] = ()  # the input quality gate's: non-empty means not assessable
     input_sha256: str = ""  # SHA-256 of the tensor's float32 bytes (the preparer's), sealed in the ledger
+
+
+@dataclass(frozen=True, slots=True)
+class Thumbnail:
+    """Preparer -> store -> the display: one slice of the model tensor as the model saw it (its first phase), an
+    8-bit grayscale PNG. `position` is the tensor's channel: 0 base, 1 mid, 2 apex."""
+
+    position: int
+    label: str
+    width: int
+    height: int
+    png: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +275,8 @@ class SeriesRow:
     updated_at: float
     accession_number: str = field(default="", repr=False)
     station_name: str = ""
+    patient_id: str = field(default="", repr=False)
+    patient_name: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -229,7 +229,8 @@ class Ingestor:
                           role=SeriesRole.OTHER, manufacturer=inst.manufacturer,
                           description=inst.series_description or inst.protocol_name, received=0, expected=None,
                           completed_by="", last_file_at=seen_at, accession_number=inst.accession_number,
-                          station_name=inst.station_name)
+                          station_name=inst.station_name, patient_id=inst.patient_id,
+                          patient_name=inst.patient_name)
 
     def _completed(self, series: CompleteSeries) -> None:
         try:

@@ -24,6 +24,7 @@ from appliance.inference.worker import InferenceWorker
 from appliance.logsafe import describe
 from appliance.metrics import Metrics
 from appliance.pipeline.failures import FailureHandler
+from appliance.pipeline.thumbnails import thumbnails
 from appliance.preprocess import PreprocessError, PreprocessSpec, StackPlan, plan_stack, prepare
 from appliance.quality import REASONS, assess, series_facts
 from appliance.store import Store
@@ -81,6 +82,13 @@ class Preparer:
             # SR export then fails visibly, naming the missing source.
             log.warning("series %s: source header not kept for its SR: %s", series.info.key, describe(exc))
 
+    def _keep_thumbnails(self, prepared: PreparedSeries) -> None:
+        """The slices the model saw, for the display; like the source header, a failure here never stops scoring."""
+        try:
+            self.store.thumbnails.save(prepared.info.series_uid, thumbnails(prepared.tensor))
+        except Exception as exc:
+            log.warning("series %s: thumbnails not kept for the display: %s", prepared.info.key, describe(exc))
+
     def _gate(self, series: CompleteSeries, prepared: PreparedSeries, shapes: list[tuple[int, int]],
               plan: StackPlan) -> PreparedSeries:
         """The input quality gate's verdict rides with the tensor; a not-assessable series is still scored and
@@ -106,6 +114,7 @@ class Preparer:
             self.metrics.stage_seconds.labels(stage="preprocess").observe(time.perf_counter() - started)
             if self.quality.enabled:
                 prepared = self._gate(series, prepared, shapes, plan)
+            self._keep_thumbnails(prepared)
             return prepared
         except PreprocessError as exc:
             failure = SeriesFailure(Stage.PREPROCESS, str(exc))

@@ -38,6 +38,7 @@ def recover(store: Store, ingestor: Ingestor, assembler: Assembler, on_complete:
         else:
             info = SeriesInfo(row.key, row.study_uid, row.series_uid, row.role, row.manufacturer, row.description,
                               row.received, row.expected, "recovered", row.last_file_at or 0,
-                              accession_number=row.accession_number, station_name=row.station_name)
+                              accession_number=row.accession_number, station_name=row.station_name,
+                              patient_id=row.patient_id, patient_name=row.patient_name)
             failures.fail(info, (), SeriesFailure(Stage.RECOVERY,
                                                   "its images were no longer in the spool after a restart"))

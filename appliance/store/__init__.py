@@ -1,6 +1,7 @@
 """SQLite persistence, one module per concern: the file and its transactions (database), series states (series),
 results (results), the sealed prediction ledger (ledger), the event log (events), the SR queue with its sources
-and retention (exports), and the ground truth from final reports and assessments (truth).
+and retention (exports), the ground truth from final reports and assessments (truth), and the slices the model saw
+for the display (thumbnails).
 
     store = Store(path, export_destinations=("pacs",))
     store.series.seen(info); store.results.save(result); store.events.wait(after_id, 1.0)
@@ -23,6 +24,7 @@ from appliance.store.ledger import Ledger
 from appliance.store.results import Results
 from appliance.store.schema import SCHEMA_VERSION
 from appliance.store.series import SeriesTable
+from appliance.store.thumbnails import Thumbnails
 from appliance.store.truth import TruthStore
 
 __all__ = ["SCHEMA_VERSION", "Event", "EventKind", "ExportItem", "SeriesRow", "Store", "StoreError", "StoredReport"]
@@ -43,6 +45,7 @@ class Store:
         self.exports = ExportQueue(self.db, self.events)
         self.ledger = Ledger(self.db)
         self.truth = TruthStore(self.db)
+        self.thumbnails = Thumbnails(self.db)
 
     def secret(self, name: str, size: int = 32) -> bytes:
         return self.db.secret(name, size)

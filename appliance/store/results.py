@@ -17,7 +17,8 @@ from appliance.store.database import Database
 
 _SELECT = (
     "SELECT r.*, s.key, s.role, s.manufacturer, s.description, s.received, s.expected, s.completed_by,"
-    " s.last_file_at, s.accession_number, s.station_name FROM results r JOIN series s ON s.series_uid = r.series_uid")
+    " s.last_file_at, s.accession_number, s.station_name, s.patient_id, s.patient_name"
+    " FROM results r JOIN series s ON s.series_uid = r.series_uid")
 
 
 class Results:
@@ -116,7 +117,8 @@ def _result(row: sqlite3.Row) -> StudyResult:
                       role=SeriesRole(row["role"]), manufacturer=row["manufacturer"], description=row["description"],
                       received=row["received"], expected=row["expected"], completed_by=row["completed_by"] or "",
                       last_file_at=row["last_file_at"] or 0.0, accession_number=row["accession_number"],
-                      station_name=row["station_name"])
+                      station_name=row["station_name"], patient_id=row["patient_id"],
+                      patient_name=row["patient_name"])
     scores = Scores(findings=tuple(_finding_from_dict(d) for d in json.loads(row["findings"])),
                     ood_distance=row["ood_distance"], review_reasons=tuple(json.loads(row["review_reasons"])),
                     assessable=bool(row["assessable"]), quality_reasons=tuple(json.loads(row["quality_reasons"])))

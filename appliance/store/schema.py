@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # Version 2 added sources, reports and exports; version 3 added the results' assessable, quality_reasons and
 # bank_version columns (UPGRADES adds them to an older file); version 4 the sealed prediction ledger (its table and
 # triggers come with SCHEMA; UPGRADE_STEPS seals what an older file already holds) and results.input_sha256;
 # version 5 the ground truth (truth_records, truth, truth_history: appliance/store/truth.py) and the series'
-# accession_number and station_name (series of an older file keep '': their reports match by Study Instance UID).
-UPGRADABLE = (1, 2, 3, 4)
+# accession_number and station_name (series of an older file keep '': their reports match by Study Instance UID);
+# version 6 the series' patient_id and patient_name (for the technologist's display, served to named TLS clients
+# only; an older file's series keep '') and the thumbnails of the slices the model saw (appliance/store/thumbnails.py;
+# results of an older file have none).
+UPGRADABLE = (1, 2, 3, 4, 5)
 
 # Columns added after a table was first created: (table, column, definition). An older file gets each one it lacks,
 # with its default, when it is opened (SQLite has no ADD COLUMN IF NOT EXISTS, so the database checks first).
@@ -19,6 +22,8 @@ UPGRADES = (
     ("results", "input_sha256", "TEXT NOT NULL DEFAULT ''"),
     ("series", "accession_number", "TEXT NOT NULL DEFAULT ''"),
     ("series", "station_name", "TEXT NOT NULL DEFAULT ''"),
+    ("series", "patient_id", "TEXT NOT NULL DEFAULT ''"),
+    ("series", "patient_name", "TEXT NOT NULL DEFAULT ''"),
 )
 
 # Run on every open after SCHEMA and the upgrades: what needs a column an older file only has once UPGRADES ran.
@@ -51,7 +56,9 @@ CREATE TABLE IF NOT EXISTS series (
     last_file_at REAL,
     updated_at REAL NOT NULL,
     accession_number TEXT NOT NULL DEFAULT '',  -- (0008,0050): reports are matched by it; never logged
-    station_name TEXT NOT NULL DEFAULT ''       -- (0008,1010)
+    station_name TEXT NOT NULL DEFAULT '',      -- (0008,1010)
+    patient_id TEXT NOT NULL DEFAULT '',        -- (0010,0020): for the display (named TLS clients); never logged
+    patient_name TEXT NOT NULL DEFAULT ''       -- (0010,0010), as in the file (family^given...)
 );
 CREATE INDEX IF NOT EXISTS series_study ON series(study_uid);
 CREATE INDEX IF NOT EXISTS series_state ON series(state);
@@ -180,4 +187,17 @@ CREATE TABLE IF NOT EXISTS truth_history (
     changed_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS truth_history_study ON truth_history(study_uid);
+-- What the model saw, for the display: one small 8-bit grayscale PNG per slice of the model tensor (base, mid,
+-- apex; its first phase), made by the preparer from the tensor itself. Derived images of the patient: protect like
+-- the database.
+CREATE TABLE IF NOT EXISTS thumbnails (
+    series_uid TEXT NOT NULL,
+    position INTEGER NOT NULL,              -- 0 base, 1 mid, 2 apex: the tensor's channel
+    label TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    png BLOB NOT NULL,
+    made_at REAL NOT NULL,
+    PRIMARY KEY (series_uid, position)
+);
 """

@@ -15,19 +15,21 @@ from appliance.store.database import Database, StoreError
 def insert_bare(db: sqlite3.Connection, info: SeriesInfo, state: SeriesState, now: float) -> None:
     """The row for a series first heard of at a later stage (e.g. a result after a crash lost its first image)."""
     db.execute("INSERT INTO series (series_uid, study_uid, key, role, state, first_seen, updated_at, accession_number,"
-               " station_name) VALUES (?,?,?,?,?,?,?,?,?)",
+               " station_name, patient_id, patient_name) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                (info.series_uid, info.study_uid, info.key, info.role.value, state.value, now, now,
-                info.accession_number, info.station_name))
+                info.accession_number, info.station_name, info.patient_id, info.patient_name))
 
 
 # Exam identity, kept once known: a later hand-over without it (a recovered series) never blanks it.
 KEEP_IDENTITY = ("accession_number=CASE WHEN ?1 != '' THEN ?1 ELSE accession_number END,"
-                 " station_name=CASE WHEN ?2 != '' THEN ?2 ELSE station_name END")
+                 " station_name=CASE WHEN ?2 != '' THEN ?2 ELSE station_name END,"
+                 " patient_id=CASE WHEN ?4 != '' THEN ?4 ELSE patient_id END,"
+                 " patient_name=CASE WHEN ?5 != '' THEN ?5 ELSE patient_name END")
 
 
 def keep_identity(db: sqlite3.Connection, info: SeriesInfo) -> None:
     db.execute(f"UPDATE series SET {KEEP_IDENTITY} WHERE series_uid=?3",
-               (info.accession_number, info.station_name, info.series_uid))
+               (info.accession_number, info.station_name, info.series_uid, info.patient_id, info.patient_name))
 
 
 def state_of(db: sqlite3.Connection, series_uid: str) -> SeriesState | None:
@@ -50,11 +52,11 @@ class SeriesTable:
                 return known
             db.execute(
                 "INSERT INTO series (series_uid, study_uid, key, role, state, received, expected, manufacturer,"
-                " description, first_seen, last_file_at, updated_at, accession_number, station_name)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " description, first_seen, last_file_at, updated_at, accession_number, station_name, patient_id,"
+                " patient_name) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (info.series_uid, info.study_uid, info.key, info.role.value, SeriesState.RECEIVING.value,
                  info.received, info.expected, info.manufacturer, info.description, now, info.last_file_at, now,
-                 info.accession_number, info.station_name))
+                 info.accession_number, info.station_name, info.patient_id, info.patient_name))
             return None
 
     def set_state(self, info: SeriesInfo, state: SeriesState, detail: str | None = None, *, stage: str = "",
@@ -82,6 +84,7 @@ class SeriesTable:
             if state is SeriesState.FAILED:
                 events.record(db, EventKind.FAILED, info.series_uid, info.study_uid, now)
                 db.execute("DELETE FROM sources WHERE series_uid=?", (info.series_uid,))  # no SR will need it
+                db.execute("DELETE FROM thumbnails WHERE series_uid=?", (info.series_uid,))  # nor a display
         if state is SeriesState.FAILED:
             self._events.notify()
         return previous

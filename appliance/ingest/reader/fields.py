@@ -95,4 +95,19 @@ def _instance(v: dict[str, Any], syntax: str, frames: tuple[Frame, ...], size: i
         size_bytes=size,
         accession_number=(v.get("AccessionNumber") or "").strip(),
         station_name=(v.get("StationName") or "").strip(),
+        patient_id=_text_in(v, "PatientID"),
+        patient_name=_text_in(v, "PatientName"),
     )
+
+
+def _text_in(v: dict[str, Any], name: str) -> str:
+    """A text value in the file's own character set. The fast path reads text as Latin-1 (ISO_IR 100 and ASCII);
+    a UTF-8 file's (ISO_IR 192) bytes are read again as UTF-8. pydicom's general path has decoded it already, and
+    a decoded name that is not Latin-1 (or not UTF-8 once encoded) is kept as it is."""
+    text = (v.get(name) or "").strip()
+    if "192" in (v.get("SpecificCharacterSet") or ""):
+        try:
+            return text.encode("latin-1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            pass
+    return text
