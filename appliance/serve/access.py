@@ -58,12 +58,27 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     "GetSeriesStatus": frozenset({"display", "ops"}),
     "GetModelInfo": frozenset({"display", "ops"}),
     "AssessResult": frozenset(),  # ground truth for the evidence: admin only (a radiologist's or RIS's client)
+    "GetSeriesPreview": frozenset({"display"}),  # thumbnails; exam identity only as `identity_withheld` allows
 }
 # In shadow mode (appliance.mode) results are measured, not shown: these calls are admin-only then, so no display
 # (nor an ops dashboard, nor an anonymous caller on this host) sees a result, while `scanside results` with an admin
 # token still works for the people validating the model. GetSeriesStatus and GetModelInfo stay as they are: a
 # series' state says it was scored, never what was found.
-RESULT_METHODS = ("GetStudyResult", "ListResults", "StreamResults")
+RESULT_METHODS = ("GetStudyResult", "ListResults", "StreamResults", "GetSeriesPreview")
+
+
+def identity_withheld(identity: Identity | None, context: grpc.ServicerContext) -> str:
+    """Why this caller may not see exam identity (accession number, patient ID and name), or "" when it may: a named
+    client (token or certificate) with the display or admin role, over TLS. An anonymous caller on this host reads
+    results, never who they belong to; a token sent in plaintext could have been read on the way."""
+    if identity is None or identity.name == "anonymous":
+        return "exam identity is shown to named clients only (scanside clients add), over TLS"
+    if not identity.roles & {"display", "admin"}:
+        return f"exam identity needs the role display or admin; this caller ({identity.name}) has neither"
+    security = (context.auth_context() or {}).get("transport_security_type") or []
+    if b"ssl" not in security:
+        return "exam identity is sent over TLS only (grpc.tls_cert / tls_key)"
+    return ""
 
 
 def method_roles(shadow: bool) -> dict[str, frozenset[str]]:
@@ -351,6 +366,7 @@ __all__ = [
     "Client",
     "Identity",
     "hash_token",
+    "identity_withheld",
     "load_clients",
     "method_roles",
     "new_token",

@@ -93,6 +93,11 @@ class ApplianceClient:
         return self.stub.GetSeriesStatus(pb.GetSeriesStatusRequest(series_instance_uid=series_uid),
                                          timeout=self.timeout_s)
 
+    def preview(self, series_uid: str) -> pb.SeriesPreview:
+        """The slices the model saw, the station and (for a named client over TLS) the exam identity."""
+        return self.stub.GetSeriesPreview(pb.GetSeriesPreviewRequest(series_instance_uid=series_uid),
+                                          timeout=self.timeout_s)
+
     def list_all(self, page_size: int = 50) -> Iterator[pb.SeriesResult]:
         token = ""
         while True:

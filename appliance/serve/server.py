@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 
 from appliance.api import pb, pb_grpc
 from appliance.handovers import SeriesInfo, SeriesState, StudyResult
-from appliance.serve.access import AccessControl, AccessPolicy
+from appliance.serve.access import AccessControl, AccessPolicy, Identity, identity_withheld
 from appliance.serve.paging import BadPageToken, PageTokens
 from appliance.store import Event, EventKind, SeriesRow, Store
 from appliance.store.truth import AssessmentError
@@ -79,6 +79,9 @@ class ApplianceServicer(pb_grpc.ApplianceServicer):
         self.live_status = live_status
         self.closing = closing
         self.page_tokens = PageTokens(store.secret("page-token"))
+        # Who is calling, for the one answer that depends on it (exam identity in GetSeriesPreview); GrpcServer
+        # installs its access control's. Until then nobody is identified, so identity is withheld from everyone.
+        self.identify: Callable[[grpc.ServicerContext], Identity | None] = lambda context: None
 
     def _results(self, results: list[StudyResult]) -> list[pb.SeriesResult]:
         deliveries = self.store.exports.deliveries([r.info.series_uid for r in results])
@@ -158,6 +161,23 @@ class ApplianceServicer(pb_grpc.ApplianceServicer):
         if row is not None:
             return status_from_row(row)
         context.abort(grpc.StatusCode.NOT_FOUND, "this series has not been seen")
+
+    def GetSeriesPreview(self, request: pb.GetSeriesPreviewRequest, context: grpc.ServicerContext):
+        if not request.series_instance_uid:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "series_instance_uid is required")
+        result = self.store.results.for_series(request.series_instance_uid)
+        if result is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, "no result for this series (yet)")
+            raise AssertionError("context.abort returned")  # it raises; this keeps the type checker honest
+        info = result.info
+        withheld = identity_withheld(self.identify(context), context)
+        identity = None if withheld else pb.ExamIdentity(accession_number=info.accession_number,
+                                                         patient_id=info.patient_id, patient_name=info.patient_name)
+        return pb.SeriesPreview(
+            series_instance_uid=info.series_uid, station_name=info.station_name, identity=identity,
+            identity_withheld=withheld,
+            thumbnails=[pb.Thumbnail(position=t.position, label=t.label, width=t.width, height=t.height, png=t.png)
+                        for t in self.store.thumbnails.for_series(info.series_uid)])
 
     def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.ServicerContext):
         return self.model_info()
@@ -261,6 +281,7 @@ class GrpcServer:
             raise ValueError("keep at least 4 gRPC workers free of result streams")
         self.servicer = servicer
         self.access = AccessControl(access, on_denied)
+        servicer.identify = self.access.identify
         # Each open result stream holds a worker thread; max_workers bounds concurrent clients.
         # Calls beyond maximum_concurrent_rpcs are refused (RESOURCE_EXHAUSTED) instead of queueing without bound.
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,

@@ -276,3 +276,47 @@ class AssessResultResponse(_message.Message):
     assessment_id: int
     findings_changed: int
     def __init__(self, assessment_id: _Optional[int] = ..., findings_changed: _Optional[int] = ...) -> None: ...
+
+class GetSeriesPreviewRequest(_message.Message):
+    __slots__ = ("series_instance_uid",)
+    SERIES_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    series_instance_uid: str
+    def __init__(self, series_instance_uid: _Optional[str] = ...) -> None: ...
+
+class Thumbnail(_message.Message):
+    __slots__ = ("position", "label", "width", "height", "png")
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    label: str
+    width: int
+    height: int
+    png: bytes
+    def __init__(self, position: _Optional[int] = ..., label: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., png: _Optional[bytes] = ...) -> None: ...
+
+class ExamIdentity(_message.Message):
+    __slots__ = ("accession_number", "patient_id", "patient_name")
+    ACCESSION_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PATIENT_NAME_FIELD_NUMBER: _ClassVar[int]
+    accession_number: str
+    patient_id: str
+    patient_name: str
+    def __init__(self, accession_number: _Optional[str] = ..., patient_id: _Optional[str] = ..., patient_name: _Optional[str] = ...) -> None: ...
+
+class SeriesPreview(_message.Message):
+    __slots__ = ("series_instance_uid", "thumbnails", "station_name", "identity", "identity_withheld")
+    SERIES_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAILS_FIELD_NUMBER: _ClassVar[int]
+    STATION_NAME_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_WITHHELD_FIELD_NUMBER: _ClassVar[int]
+    series_instance_uid: str
+    thumbnails: _containers.RepeatedCompositeFieldContainer[Thumbnail]
+    station_name: str
+    identity: ExamIdentity
+    identity_withheld: str
+    def __init__(self, series_instance_uid: _Optional[str] = ..., thumbnails: _Optional[_Iterable[_Union[Thumbnail, _Mapping]]] = ..., station_name: _Optional[str] = ..., identity: _Optional[_Union[ExamIdentity, _Mapping]] = ..., identity_withheld: _Optional[str] = ...) -> None: ...

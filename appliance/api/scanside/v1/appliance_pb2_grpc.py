@@ -64,6 +64,11 @@ class ApplianceStub:
                 request_serializer=scanside_dot_v1_dot_appliance__pb2.AssessResultRequest.SerializeToString,
                 response_deserializer=scanside_dot_v1_dot_appliance__pb2.AssessResultResponse.FromString,
                 _registered_method=True)
+        self.GetSeriesPreview = channel.unary_unary(
+                '/scanside.v1.Appliance/GetSeriesPreview',
+                request_serializer=scanside_dot_v1_dot_appliance__pb2.GetSeriesPreviewRequest.SerializeToString,
+                response_deserializer=scanside_dot_v1_dot_appliance__pb2.SeriesPreview.FromString,
+                _registered_method=True)
 
 
 class ApplianceServicer:
@@ -114,6 +119,16 @@ class ApplianceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSeriesPreview(self, request, context):
+        """What the technologist's display shows beside a result: the slices the model saw as small PNGs, the station,
+        and the exam identity (accession number, patient ID and name), which is set only for a named client (token or
+        certificate) over TLS; an anonymous or plaintext caller gets it empty, with identity_withheld saying why.
+        display role (admin-only in shadow mode, like the results).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ApplianceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -146,6 +161,11 @@ def add_ApplianceServicer_to_server(servicer, server):
                     servicer.AssessResult,
                     request_deserializer=scanside_dot_v1_dot_appliance__pb2.AssessResultRequest.FromString,
                     response_serializer=scanside_dot_v1_dot_appliance__pb2.AssessResultResponse.SerializeToString,
+            ),
+            'GetSeriesPreview': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSeriesPreview,
+                    request_deserializer=scanside_dot_v1_dot_appliance__pb2.GetSeriesPreviewRequest.FromString,
+                    response_serializer=scanside_dot_v1_dot_appliance__pb2.SeriesPreview.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -310,6 +330,33 @@ class Appliance:
             '/scanside.v1.Appliance/AssessResult',
             scanside_dot_v1_dot_appliance__pb2.AssessResultRequest.SerializeToString,
             scanside_dot_v1_dot_appliance__pb2.AssessResultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSeriesPreview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scanside.v1.Appliance/GetSeriesPreview',
+            scanside_dot_v1_dot_appliance__pb2.GetSeriesPreviewRequest.SerializeToString,
+            scanside_dot_v1_dot_appliance__pb2.SeriesPreview.FromString,
             options,
             channel_credentials,
             insecure,
