@@ -73,3 +73,58 @@ def test_missing_file_and_bad_env():
         load_settings("/nonexistent/scanside.toml", env={})
     with pytest.raises(ConfigError, match=r"ingest\.rescan_on_start"):
         load_settings(env={"SCANSIDE_INGEST_RESCAN_ON_START": "maybe"})
+
+
+def test_every_bad_setting_is_named_at_once(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[grpc]\nport = 70000\nmax_streams = 'x'\n[engine]\nmax_bacth = 4\n[scoring]\nreview_low = 0.9\n"
+                   "review_high = 0.1\n[nope]\na = 1\n[client]\ntls_cert = 'c.pem'\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, env={"SCANSIDE_DICOM_PORT": "many"})
+    problems = info.value.problems
+    expected = ["unknown configuration section(s): nope", "unknown setting(s) in [engine]: max_bacth",
+                "grpc.max_streams", "dicom.port", "scoring.review_low", "grpc.port must be in",
+                "client.tls_cert and client.tls_key go together"]
+    assert len(problems) == len(expected)
+    for part in expected:
+        assert sum(part in p for p in problems) == 1, part
+    assert str(info.value).startswith(f"{len(expected)} settings to fix:\n  - ")
+
+
+def test_one_bad_setting_reads_as_before():
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={"SCANSIDE_GRPC_PORT": "70000"})
+    assert str(info.value) == "grpc.port must be in [0, 65535]" and info.value.problems == (str(info.value),)
+
+
+def test_the_command_line_prints_every_problem_and_exits_2(tmp_path, capsys):
+    from appliance.cli import main
+
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[grpc]\nport = -1\n[metrics]\ngpu_stats = 'maybe'\n[logging]\nlevel = 'LOUD'\n")
+    assert main(["serve", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("scanside: configuration error: 3 settings to fix:")
+    assert all(name in err for name in ("grpc.port", "metrics.gpu_stats", "logging.level"))
+
+
+def test_the_client_target_comes_from_client_else_from_grpc(tmp_path):
+    from appliance.config.client import grpc_target, metrics_url
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[grpc]\nhost = '0.0.0.0'\nport = 6000\ntls_cert = 'tls/server.crt'\ntls_key = 'tls/server.key'\n"
+                   "[metrics]\nhost = '::'\nport = 9200\n")
+    s = load_settings(cfg, env={})
+    t = grpc_target(s)
+    assert t.address == "127.0.0.1:6000"  # a wildcard listener is reached on loopback
+    assert t.tls_ca == tmp_path / "tls" / "server.crt" and t.token_file is None and t.tls_cert is None
+    assert metrics_url(s) == "http://[::1]:9200/metrics"
+    cfg.write_text("[client]\naddress = 'mr-appliance:50051'\ntls_ca = 'ca.pem'\ntoken_file = 'console.token'\n"
+                   "server_name = 'mr-appliance.hospital'\n[metrics]\nenabled = false\n")
+    s = load_settings(cfg, env={"SCANSIDE_CLIENT_TLS_CERT": "/etc/c.pem", "SCANSIDE_CLIENT_TLS_KEY": "/etc/c.key"})
+    t = grpc_target(s)
+    assert (t.address, t.tls_ca, t.token_file, t.server_name) == \
+        ("mr-appliance:50051", tmp_path / "ca.pem", tmp_path / "console.token", "mr-appliance.hospital")
+    assert (t.tls_cert, t.tls_key) == (Path("/etc/c.pem"), Path("/etc/c.key")) and metrics_url(s) is None
+    with pytest.raises(ConfigError, match=r"client\.address"):
+        load_settings(env={"SCANSIDE_CLIENT_ADDRESS": "no-port"})

@@ -14,6 +14,7 @@ from appliance.config.sections import (
     PROJECT_ROOT,
     ApplianceConfig,
     AssemblyConfig,
+    ClientConfig,
     ConfigError,
     DicomConfig,
     EngineConfig,
@@ -30,6 +31,6 @@ from appliance.config.sections import (
 )
 
 __all__ = ["API_ROLES", "DEFAULT_BUNDLE", "ENV_PREFIX", "MODES", "PROJECT_ROOT", "ApplianceConfig", "AssemblyConfig",
-           "ConfigError", "DicomConfig", "EngineConfig", "EvidenceConfig", "ExportConfig", "GrpcConfig", "Hl7Config",
-           "IngestConfig", "LoggingConfig", "MetricsConfig", "PathsConfig", "ScoringConfig", "Settings", "is_loopback",
-           "load_settings"]
+           "ClientConfig", "ConfigError", "DicomConfig", "EngineConfig", "EvidenceConfig", "ExportConfig",
+           "GrpcConfig", "Hl7Config", "IngestConfig", "LoggingConfig", "MetricsConfig", "PathsConfig", "ScoringConfig",
+           "Settings", "is_loopback", "load_settings"]

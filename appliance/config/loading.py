@@ -17,7 +17,7 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # Python 3.10 (JetPack 6)
     import tomli as tomllib
-from appliance.config.rules import check_settings
+from appliance.config.rules import setting_problems
 from appliance.config.sections import DEFAULT_BUNDLE, ENV_PREFIX, ConfigError, Settings
 
 
@@ -35,10 +35,14 @@ def load_settings(path: str | os.PathLike[str] | None = None,
             raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
     for section, values in _env_overrides(os.environ if env is None else env).items():
         raw.setdefault(section, {}).update(values)
-    settings = build(raw, base=Settings(), validate=path is None)
+    # Every problem is collected, from the file's shape to the rules, and reported together: one start names all.
+    problems: list[str] = []
+    settings = _build(raw, Settings(), problems)
     if path is not None:
-        settings = _resolve_relative(settings, Path(path).resolve().parent)
-        check_settings(settings)  # after resolving: the folder checks compare the real paths
+        settings = _resolve_relative(settings, Path(path).resolve().parent)  # the folder checks compare real paths
+    problems.extend(setting_problems(settings))
+    if problems:
+        raise ConfigError(problems=problems)
     return settings
 
 
@@ -61,27 +65,42 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
 
 
 def build(raw: Mapping[str, Any], base: Settings, validate: bool = True) -> Settings:
+    problems: list[str] = []
+    settings = _build(raw, base, problems)
+    if validate:
+        problems.extend(setting_problems(settings))
+    if problems:
+        raise ConfigError(problems=problems)
+    return settings
+
+
+def _build(raw: Mapping[str, Any], base: Settings, problems: list[str]) -> Settings:
+    """`base` with `raw`'s values, each coerced to its field's type; what cannot be used is added to `problems`
+    and leaves its field as in `base`, so the rest can still be checked."""
     sections = _sections()
     unknown = sorted(set(raw) - set(sections))
     if unknown:
-        raise ConfigError(f"unknown configuration section(s): {', '.join(unknown)}; known: {', '.join(sections)}")
+        problems.append(f"unknown configuration section(s): {', '.join(unknown)}; known: {', '.join(sections)}")
     built = {}
     for name, cls in sections.items():
         current = getattr(base, name)
         values = raw.get(name, {})
         if not isinstance(values, Mapping):
-            raise ConfigError(f"[{name}] must be a table")
+            problems.append(f"[{name}] must be a table")
+            values = {}
         hints = typing.get_type_hints(cls)
         unknown_keys = sorted(set(values) - set(hints))
         if unknown_keys:
-            raise ConfigError(f"unknown setting(s) in [{name}]: {', '.join(unknown_keys)}; "
-                              f"known: {', '.join(hints)}")
-        changes = {key: _coerce(f"{name}.{key}", hints[key], value) for key, value in values.items()}
+            problems.append(f"unknown setting(s) in [{name}]: {', '.join(unknown_keys)}; known: {', '.join(hints)}")
+        changes = {}
+        for key, value in values.items():
+            if key in hints:
+                try:
+                    changes[key] = _coerce(f"{name}.{key}", hints[key], value)
+                except ConfigError as exc:
+                    problems.append(str(exc))
         built[name] = dataclasses.replace(current, **changes)
-    settings = Settings(**built)
-    if validate:
-        check_settings(settings)
-    return settings
+    return Settings(**built)
 
 
 def _coerce(where: str, hint: Any, value: Any) -> Any:
@@ -145,7 +164,6 @@ _CONVERTERS: dict[Any, Callable[[Any], Any]] = {
 }
 
 
-
 def _resolve_relative(s: Settings, base: Path) -> Settings:
     """Relative paths in a configuration file are relative to that file, not to the current directory."""
     def here(p: Path) -> Path:
@@ -159,10 +177,13 @@ def _resolve_relative(s: Settings, base: Path) -> Settings:
                                  bundle=s.engine.bundle if s.engine.bundle == DEFAULT_BUNDLE else here(s.engine.bundle))
     dicom = dataclasses.replace(s.dicom, tls_cert=fix(s.dicom.tls_cert), tls_key=fix(s.dicom.tls_key),
                                 tls_ca=fix(s.dicom.tls_ca))
+    client = dataclasses.replace(s.client, tls_ca=fix(s.client.tls_ca), tls_cert=fix(s.client.tls_cert),
+                                 tls_key=fix(s.client.tls_key), token_file=fix(s.client.token_file))
     grpc = dataclasses.replace(s.grpc, tls_cert=fix(s.grpc.tls_cert), tls_key=fix(s.grpc.tls_key),
                                tls_client_ca=fix(s.grpc.tls_client_ca), clients_file=fix(s.grpc.clients_file))
     export = dataclasses.replace(s.export, folder=fix(s.export.folder), tls_ca=fix(s.export.tls_ca),
                                  tls_cert=fix(s.export.tls_cert), tls_key=fix(s.export.tls_key))
     hl7 = dataclasses.replace(s.hl7, tls_cert=fix(s.hl7.tls_cert), tls_key=fix(s.hl7.tls_key),
                               tls_client_ca=fix(s.hl7.tls_client_ca))
-    return dataclasses.replace(s, paths=paths, engine=engine, dicom=dicom, export=export, grpc=grpc, hl7=hl7)
+    return dataclasses.replace(s, paths=paths, engine=engine, dicom=dicom, export=export, grpc=grpc, hl7=hl7,
+                               client=client)

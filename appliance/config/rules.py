@@ -1,4 +1,5 @@
-"""What makes settings valid, checked once at start; each message names the setting to fix."""
+"""What makes settings valid, checked once at start; each message names the setting to fix, and every broken rule
+is reported at once."""
 
 from __future__ import annotations
 
@@ -10,9 +11,19 @@ from appliance.config.sections import MODES, ConfigError, Settings
 
 
 def check_settings(s: Settings) -> None:
+    """Raise one ConfigError listing every broken rule."""
+    problems = setting_problems(s)
+    if problems:
+        raise ConfigError(problems=problems)
+
+
+def setting_problems(s: Settings) -> list[str]:
+    """Every rule `s` breaks, in the order of the sections; empty when it is valid."""
+    problems: list[str] = []
+
     def need(ok: bool, message: str) -> None:
         if not ok:
-            raise ConfigError(message)
+            problems.append(message)
 
     need(s.appliance.mode in MODES, f"appliance.mode must be {' or '.join(MODES)}, not {s.appliance.mode!r}")
     need(0 < s.ingest.settle_seconds <= 3600, "ingest.settle_seconds must be in (0, 3600]")
@@ -98,8 +109,17 @@ def check_settings(s: Settings) -> None:
              f"export.folder must not be inside the watch folder ({watch}): the appliance would ingest its own SRs")
     _check_hl7(s, need)
     _check_evidence(s, need)
+    c = s.client
+    need((c.tls_cert is None) == (c.tls_key is None), "client.tls_cert and client.tls_key go together")
+    need(c.address == "" or _host_port_ok(c.address), f"client.address {c.address!r} must be host:port")
     need(s.logging.level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
          "logging.level must be DEBUG, INFO, WARNING or ERROR")
+    return problems
+
+
+def _host_port_ok(text: str) -> bool:
+    host, sep, port = text.rpartition(":")
+    return bool(sep and host) and port.isdigit() and 1 <= int(port) <= 65535
 
 
 _HL7_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # an HD namespace id: no HL7 separators

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,15 @@ ENV_PREFIX = "SCANSIDE_"
 
 
 class ConfigError(ValueError):
-    """A setting is missing, mistyped or out of range. The message names it."""
+    """Settings are missing, mistyped or out of range. The message names each of them; `problems` lists them one
+    by one (one entry when the error was raised with a single message)."""
+
+    def __init__(self, message: str = "", problems: Sequence[str] = ()) -> None:
+        self.problems = tuple(problems) or (message,)
+        if not message:
+            message = (self.problems[0] if len(self.problems) == 1 else
+                       f"{len(self.problems)} settings to fix:\n" + "\n".join(f"  - {p}" for p in self.problems))
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -232,6 +240,20 @@ class EvidenceConfig:
 
 
 @dataclass(frozen=True)
+class ClientConfig:
+    """How this host's gRPC commands (`scanside results`, `status`, `assess`) reach the appliance when given
+    `--config`: by default the [grpc] address (a wildcard host read as loopback), over TLS when [grpc] has a
+    certificate. Command-line options override each of these."""
+
+    address: str = ""  # host:port; empty: grpc.host and grpc.port
+    tls_ca: Path | None = None  # verifies the appliance's certificate; empty with [grpc] TLS: grpc.tls_cert itself
+    tls_cert: Path | None = None  # a client certificate and key, for an appliance with grpc.tls_client_ca
+    tls_key: Path | None = None
+    server_name: str = ""  # the name to check the certificate for, when the address is not one it names
+    token_file: Path | None = None  # a client token from `scanside clients add` (or the SCANSIDE_TOKEN variable)
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
 
@@ -251,6 +273,7 @@ class Settings:
     export: ExportConfig = field(default_factory=ExportConfig)
     hl7: Hl7Config = field(default_factory=Hl7Config)
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
+    client: ClientConfig = field(default_factory=ClientConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def replace(self, **sections: Mapping[str, Any]) -> Settings:
