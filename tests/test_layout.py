@@ -41,6 +41,7 @@ ALLOWED: dict[str, set[str]] = {
     "pipeline": {"assembly", "bundle", "evidence", "export", "inference", "ingest", "metrics", "preprocess", "prompts",
                  "quality", "scoring", "serve", "store", "truth"},
     "service": {"pipeline"},
+    "display": {"api", "serve"},  # scanside display: a gRPC client of the appliance serving the console's page
 }
 RUNTIME_NEVER = ("appliance.dev", "training", "torch")
 
