@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
 from appliance import __version__
 from appliance.config import Settings
+from appliance.handovers import ExportState, SeriesState
 from appliance.pipeline import build_pipeline
 from appliance.pipeline.recovery import recover
 
@@ -68,12 +69,31 @@ class Appliance:
         self.ready.set()
         p.metrics.ready.set(1)
         p.grpc.set_serving(True)
-        log.info("ready: gRPC on %s%s, watching %s", p.grpc.address,
-                 (" (TLS, client certificates required)" if s.grpc.tls_client_ca else " (TLS)")
-                 if p.grpc.tls else "", s.paths.incoming)
+        log.info("ready: %s", "; ".join(self.listeners()))
 
-    def stop(self) -> None:
-        """Stop taking files, finish nothing new, keep everything accepted on disk for the next start. Once."""
+    def listeners(self) -> list[str]:
+        """Every way in that is open, with the address actually bound: what the ready line names."""
+        p, s = self.pipeline, self.settings
+        tls = (" (TLS, client certificates required)" if s.grpc.tls_client_ca else " (TLS)") if p.grpc.tls else ""
+        out = [f"gRPC on {p.grpc.address}{tls}"]
+        if self._metrics_server is not None:
+            out.append(f"metrics on http://{s.metrics.host}:{self.metrics_port}/metrics")
+        if p.receiver is not None:
+            out.append(f"DICOM receiver {s.dicom.ae_title} on {s.dicom.host}:{p.receiver.port}"
+                       + (" (TLS, client certificates required)" if s.dicom.tls_ca else " (TLS)" if s.dicom.tls_cert
+                          else ""))
+        if p.mllp is not None:
+            out.append(f"HL7/MLLP on {s.hl7.host}:{p.mllp.port}"
+                       + (" (TLS, client certificates required)" if s.hl7.tls_client_ca else " (TLS)"
+                          if s.hl7.tls_cert else ""))
+        out.append(f"watching {s.paths.incoming}")
+        if s.appliance.shadow:
+            out.append("SHADOW MODE (results to admin callers only, no SR sent)")
+        return out
+
+    def stop(self, reason: str = "") -> None:
+        """Stop taking files, finish nothing new, keep everything accepted on disk for the next start. Once. Logs
+        one line saying what was left for the next start (`reason`, e.g. the signal, leads it)."""
         p = self.pipeline
         if p.closing.is_set():
             return
@@ -90,6 +110,7 @@ class Appliance:
             p.mllp.stop()
         p.evidence.stop()
         p.ingest_thread.stop()
+        unparsed = p.ingestor.pending_files()
         p.preparer.stop()
         exporter_done = True
         if p.exporter is not None:
@@ -107,10 +128,23 @@ class Appliance:
             p.backend.close()  # never under a batch still running: its buffers would be freed beneath it
         else:
             log.warning("inference still running at shutdown; leaving the engine to the process exit")
+        log.info("stopped%s: %s", f" ({reason})" if reason else "", self._left_queued(unparsed))
         if exporter_done:
             p.store.close()
         else:
             log.warning("SR export still waiting for the PACS at shutdown; its try is repeated at the next start")
+
+    def _left_queued(self, unparsed: int) -> str:
+        """What the next start picks up: files not yet taken in, series not yet scored, SRs not yet delivered."""
+        try:
+            series = self.store.series.counts()
+            exports = self.store.exports.counts()
+        except Exception as exc:  # the database is what it reads; the line must still be written
+            return f"left queued: unknown (the database could not be read: {type(exc).__name__})"
+        pending = sum(n for (_, state), n in exports.items() if state == ExportState.PENDING)
+        return (f"left queued for the next start: {unparsed} file(s) not yet taken in, "
+                f"{series.get(SeriesState.RECEIVING, 0)} series receiving, "
+                f"{series.get(SeriesState.COMPLETE, 0)} complete and not yet scored, {pending} SR(s) to deliver")
 
     @property
     def grpc_address(self) -> str:

@@ -1,4 +1,5 @@
-"""`scanside serve | demo | results | clients | exports | ledger | validation | prompts | bench`."""
+"""`scanside serve | demo | results | status | synth | assess | clients | exports | ledger | validation | prompts |
+bench`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from appliance import RESEARCH_NOTICE, __version__
 from appliance.bundle import BundleError
 from appliance.config import ConfigError, Settings, load_settings
 from appliance.inference import BackendError
+
+SCANNER_PACE_S = 0.05  # `scanside synth --pace` alone: 20 images a second
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -34,13 +37,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.getLogger(__name__).info(RESEARCH_NOTICE)
     appliance = Appliance(settings)
     stop = threading.Event()
+    received: list[str] = []
+
+    def on_signal(number: int, _frame: object) -> None:
+        received.append(signal.Signals(number).name)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     try:
         appliance.start()
         stop.wait()
     finally:
-        appliance.stop()
+        appliance.stop(reason=received[0] if received else "")
     return 0
 
 
@@ -59,24 +68,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace):
-    """An ApplianceClient from the common connection options (`--tls-ca`, `--tls-cert`/`--tls-key`, a token from
-    `--token-file` or the SCANSIDE_TOKEN environment variable)."""
+    """An ApplianceClient from the common connection options: each of `--address`, `--tls-ca`, `--tls-cert`/
+    `--tls-key`, `--server-name` and `--token-file` (else the SCANSIDE_TOKEN environment variable) where given,
+    else what `--config` says ([client], derived from [grpc] where it is empty)."""
     import os
 
+    from appliance.config.client import grpc_target
     from appliance.serve.client import ApplianceClient
 
+    target = grpc_target(_settings(args))
+    token_file = args.token_file or (None if os.environ.get("SCANSIDE_TOKEN") else target.token_file)
     token = None
-    if args.token_file:
-        token = Path(args.token_file).read_text().strip()
+    if token_file:
+        try:
+            token = Path(token_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"token file {token_file}: {exc.strerror or exc}") from None
     elif os.environ.get("SCANSIDE_TOKEN"):
         token = os.environ["SCANSIDE_TOKEN"].strip()
-    return ApplianceClient(args.address, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                           token=token, server_name=args.server_name)
+    tls_ca = args.tls_ca or target.tls_ca
+    tls_cert, tls_key = (args.tls_cert, args.tls_key) if args.tls_cert else (target.tls_cert, target.tls_key)
+    try:
+        return ApplianceClient(args.address or target.address, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
+                               token=token, server_name=args.server_name or target.server_name)
+    except OSError as exc:  # a certificate or key file that cannot be read
+        raise ConfigError(f"TLS file for the gRPC client: {exc.strerror or exc}: {exc.filename}") from None
 
 
 def _connection_options(p: argparse.ArgumentParser, token: str) -> None:
-    """What `_client` reads: the appliance's address, TLS, the token."""
-    p.add_argument("--address", default="127.0.0.1:50051")
+    """What `_client` reads: the configuration, or the appliance's address, TLS, the token."""
+    p.add_argument("--config", help="TOML configuration file: the appliance's address, TLS and token from its "
+                                    "[client] and [grpc] (the options below override it)")
+    p.add_argument("--address", help="host:port of the appliance's gRPC API (default: from --config, else "
+                                     "127.0.0.1:50051)")
     p.add_argument("--tls-ca", type=Path, help="verify the appliance's TLS certificate against this CA")
     p.add_argument("--tls-cert", type=Path, help="client certificate, for an appliance that requires one")
     p.add_argument("--tls-key", type=Path, help="the client certificate's key")
@@ -87,25 +111,83 @@ def _connection_options(p: argparse.ArgumentParser, token: str) -> None:
 def cmd_results(args: argparse.Namespace) -> int:
     import grpc
 
-    from appliance.serve.client import ResultsTable
+    from appliance.api import pb
+    from appliance.cli.table import IdentityLookup, ResultsTable
 
     with _client(args) as client:
-        table = ResultsTable(sys.stdout)
+        lookup = IdentityLookup(client)
+        table = ResultsTable(sys.stdout, width=args.width, identity=lookup if lookup.available else None)
         try:
             table.header(client.model_info())
             if not args.follow:
                 for result in client.list_all():
-                    from appliance.api import pb
-
                     table.add(pb.ResultEvent(kind=pb.ResultEvent.SCORED, result=result))
                 return 0
             for event in client.stream(after_event_id=args.after, include_sr_updates=True):
                 table.add(event)
         except grpc.RpcError as exc:
-            print(f"scanside results: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            print(f"scanside results: {client.address}: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             return 0
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from appliance.cli import status
+    from appliance.config.client import metrics_url
+
+    url = args.metrics or metrics_url(_settings(args))
+    with _client(args) as client:
+        try:
+            found = status.gather(client, url)
+        except status.Unreachable as exc:
+            print(f"scanside status: {exc}", file=sys.stderr)
+            return 2
+    status.show(found, sys.stdout, width=args.width)
+    return 0 if found.serving else 1
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from appliance.dev.synth import feed
+
+    if args.out is None and args.send is None:
+        print("scanside synth: say where the studies go: --out DIR, --send HOST:PORT, or both", file=sys.stderr)
+        return 2
+    try:
+        if args.pace < 0:
+            raise feed.FeedError("--pace must be a number of seconds, at least 0")
+        peer = None
+        if args.send is not None:
+            host, port = feed.parse_address(args.send)
+            peer = feed.Peer(host, port, called_ae=args.called_ae, calling_ae=args.calling_ae,
+                             timeout_s=args.timeout)
+        if args.out is not None:
+            feed.check_folder(args.out)  # before anything is rendered
+        studies = feed.plans(args.vendor, args.studies, args.seed)
+        n = len(studies)
+        print(f"{n} synthetic vendor-{args.vendor} stud{'y' if n == 1 else 'ies'} (seed {args.seed}); SYNTHETIC "
+              f"DATA, NOT FOR CLINICAL USE" + (f"; an instance every {args.pace:g} s" if args.pace else ""),
+              flush=True)
+        where = " and ".join(x for x in (f"written to {args.out}" if args.out is not None else "",
+                                         f"sent to {peer.where}" if peer is not None else "") if x)
+
+        def said(fed: feed.Fed) -> None:
+            refused = ", ".join(f"{k} with status 0x{code:04X}" for code, k in sorted(fed.refused.items()))
+            print(f"study {fed.study.path_key} ({fed.study.condition}): {fed.instances} instances {where}"
+                  + (f"; refused: {refused}" if refused else ""), flush=True)
+
+        done = feed.feed(studies, args.out, peer, args.pace, on_study=said)
+    except feed.FeedError as exc:
+        print(f"scanside synth: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    refused = sum(sum(fed.refused.values()) for fed in done)
+    if refused and peer is not None:
+        print(f"scanside synth: {refused} of {sum(fed.instances for fed in done)} instances refused by {peer.where}",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -365,11 +447,38 @@ def build_parser() -> argparse.ArgumentParser:
                         "ledger's verification")
     p.set_defaults(func=cmd_demo)
 
+    width_help = "columns to fit (default: the terminal's width, or $COLUMNS)"
     p = sub.add_parser("results", help="the live results table, over gRPC")
     _connection_options(p, "a client token")
     p.add_argument("--follow", "-f", action="store_true", help="keep streaming new results")
     p.add_argument("--after", type=int, default=0, help="with --follow: resume after this event id")
+    p.add_argument("--width", type=int, help=width_help)
     p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("status", help="is the appliance ready: model, backend, mode, queue, quarantine, SR backlog "
+                                      "(exit 0 ready, 1 not ready, 2 unreachable)")
+    _connection_options(p, "a client token (the ops role)")
+    p.add_argument("--metrics", metavar="URL", help="the appliance's Prometheus endpoint (default: from --config's "
+                                                    "[metrics], else http://127.0.0.1:9108/metrics)")
+    p.add_argument("--width", type=int, help=width_help)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("synth", help="write synthetic studies of one vendor into a folder, or send them over "
+                                     "C-STORE, optionally at a scanner's pace (SYNTHETIC DATA)")
+    p.add_argument("--vendor", choices=["A", "B", "C"], default="A",
+                   help="A: nested folders, atomic files; B: flat, files grow in place, implicit VR; C: DICOMDIR-"
+                        "style folders (default A)")
+    p.add_argument("--studies", type=int, default=1, help="how many studies (default 1)")
+    p.add_argument("--seed", type=int, default=7, help="the same seed gives the same studies (default 7)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="write the files into DIR (e.g. the watch folder)")
+    p.add_argument("--send", metavar="HOST:PORT", help="send each instance over DICOM C-STORE")
+    p.add_argument("--calling-ae", default="SYNTHMR", help="with --send: our AE title (default SYNTHMR)")
+    p.add_argument("--called-ae", default="SCANSIDE", help="with --send: the receiver's AE title (default SCANSIDE)")
+    p.add_argument("--timeout", type=float, default=10.0, help="with --send: seconds to wait for the peer")
+    p.add_argument("--pace", type=float, nargs="?", const=SCANNER_PACE_S, default=0.0, metavar="SECONDS",
+                   help=f"seconds between instances; --pace alone: {SCANNER_PACE_S:g} s, a scanner exporting a "
+                        "finished cine stack (default: as fast as it renders)")
+    p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("assess", help="record a radiologist's assessment of one result as ground truth (admin token)")
     p.add_argument("series_uid", help="the Series Instance UID of the result")
@@ -476,6 +585,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # `scanside results | head`: the reader has what it wanted
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        return 0
     except ConfigError as exc:
         print(f"scanside: configuration error: {exc}", file=sys.stderr)
         return 2
