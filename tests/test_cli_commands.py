@@ -15,6 +15,7 @@ from tls_factory import needs_openssl, self_signed
 
 from appliance.cli import main
 from appliance.dev.served import ServedAppliance, free_port
+from appliance.dev.synth.scanner import demo_cohort
 from appliance.serve.client import ApplianceClient
 
 pytestmark = pytest.mark.slow
@@ -70,6 +71,9 @@ def test_synth_sends_to_the_receiver_and_results_and_status_show_it_at_every_wid
         for f in scored.findings:  # a positive's probability beside it, never below 0.50
             if f.positive:
                 assert f"{f.name.split()[-1]} {f.probability:.2f}" in done.stdout and f.probability >= 0.5
+        # The station from GetSeriesPreview; no accession number for an anonymous caller over plaintext.
+        (plan,) = demo_cohort(1, 3, vendors=["B"])
+        assert "SYNTHB" in done.stdout and plan.accession_number not in done.stdout
 
     status = wait_for(lambda: (s := scanside("status", "--config", str(config))).returncode == 0
                       and "quarantine  1 files" in s.stdout and s, interval=0.2, what="status, the file quarantined")
@@ -108,8 +112,15 @@ def test_results_and_status_take_tls_and_the_token_from_the_config(appliance, tm
     console = client_config(tmp_path / "console.toml", app, token_file="console.token")  # relative to the file
     named = scanside("status", "--config", str(console))
     assert named.returncode == 0 and "model       placeholder" in named.stdout, named.stdout + named.stderr
-    listed = scanside("results", "--config", str(console))
+    # A study in: the named client over TLS sees its accession number beside the station.
+    written = scanside("synth", "--vendor", "B", "--seed", "4", "--out", str(app.settings.paths.incoming))
+    assert written.returncode == 0, written.stderr
+    with ApplianceClient(app.grpc_address, tls_ca=cert, token=(tmp_path / "console.token").read_text()) as c:
+        wait_for(lambda: list(c.list_all()), what="the written study scored")
+    (plan,) = demo_cohort(1, 4, vendors=["B"])
+    listed = scanside("results", "--config", str(console), columns=160)
     assert listed.returncode == 0 and "model placeholder" in listed.stdout, listed.stderr
+    assert f"{plan.accession_number} / SYNTHB" in listed.stdout, listed.stdout
     # --address overrides the configured one; nothing answers there.
     elsewhere = scanside("status", "--config", str(console), "--address", f"127.0.0.1:{free_port()}")
     assert elsewhere.returncode == 2 and "no answer from the appliance" in elsewhere.stderr
