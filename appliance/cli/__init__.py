@@ -115,8 +115,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     from appliance.cli.table import IdentityLookup, ResultsTable
 
     with _client(args) as client:
-        lookup = IdentityLookup(client)
-        table = ResultsTable(sys.stdout, width=args.width, identity=lookup if lookup.available else None)
+        table = ResultsTable(sys.stdout, width=args.width, identity=IdentityLookup(client))
         try:
             table.header(client.model_info())
             if not args.follow:

@@ -36,10 +36,6 @@ LEGEND = ("positive findings: called at a probability of 0.50 or more, shown bes
 # Review reasons (appliance/scoring.py, the quality gate) in the words a technologist reads.
 _REASON_WORDS = {"near_threshold": "near threshold", "rare_finding": "rare finding",
                  "out_of_distribution": "out of distribution", "not_assessable": "not assessable"}
-# Where an answer carries the exam identity the CLI shows (accession number, station).
-_ACCESSION_FIELDS = ("accession_number", "accession")
-_STATION_FIELDS = ("station_name", "station")
-_IDENTITY_MESSAGES = ("exam", "identity", "exam_identity")
 
 
 def terminal_width(default: int = 100) -> int:
@@ -84,46 +80,26 @@ def _called(f: pb.FindingResult, mark: bool = False) -> str:
     return f"{f.name}{BIND}{p}{sign}"
 
 
-def _field(message: object, names: Sequence[str]) -> str:
-    fields = message.DESCRIPTOR.fields_by_name  # type: ignore[attr-defined]
-    return next((str(getattr(message, n)) for n in names if n in fields and getattr(message, n)), "")
-
-
-def exam_identity(message: object) -> tuple[str, str]:
-    """(accession number, station) from a message that carries them (GetSeriesPreview's answer: the station on
-    it, the accession number in its identity), else empty strings."""
-    fields = message.DESCRIPTOR.fields_by_name  # type: ignore[attr-defined]
-    holders = [message, *(getattr(message, n) for n in _IDENTITY_MESSAGES
-                          if n in fields and fields[n].message_type is not None and message.HasField(n))]  # type: ignore[attr-defined]
-    accession = next((a for h in holders if (a := _field(h, _ACCESSION_FIELDS))), "")
-    station = next((s for h in holders if (s := _field(h, _STATION_FIELDS))), "")
-    return accession, station
-
-
-_PREVIEW = "GetSeriesPreview"  # the RPC with the station and, for a named client over TLS, the accession number
-
-
 class IdentityLookup:
-    """The exam identity the CLI may show for a result: GetSeriesPreview's station and accession number (the
-    appliance sets the accession number only for a named client over TLS). Asked once per result; an appliance
-    that does not serve it, or a client not allowed to call it, is not asked again."""
+    """The exam identity the CLI may show for a result: GetSeriesPreview's station, and its accession number, which
+    the appliance sets only for a named client over TLS. Asked once per result; an appliance that does not serve
+    the call (an older one), or a client not allowed to make it, is not asked again."""
 
     def __init__(self, client: ApplianceClient) -> None:
         self.client = client
-        methods = pb.DESCRIPTOR.services_by_name["Appliance"].methods_by_name
-        self.available = _PREVIEW in methods
+        self.available = True
 
     def __call__(self, r: pb.SeriesResult) -> tuple[str, str]:
+        """(accession number, station); empty strings for what is not given."""
         if not self.available or not r.series_instance_uid:
             return "", ""
-        request = getattr(pb, f"{_PREVIEW}Request")(series_instance_uid=r.series_instance_uid)
         try:
-            preview = getattr(self.client.stub, _PREVIEW)(request, timeout=self.client.timeout_s)
+            preview = self.client.preview(r.series_instance_uid)
         except grpc.RpcError as exc:
             if exc.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.PERMISSION_DENIED):
                 self.available = False
             return "", ""
-        return exam_identity(preview)
+        return preview.identity.accession_number, preview.station_name
 
 
 def exam_text(identity: tuple[str, str], labelled: bool = False) -> str:
