@@ -90,9 +90,9 @@ main { padding: 10px 16px 44px; display: flex; flex-direction: column; gap: 10px
 .findings .head { display: flex; justify-content: space-between; font-size: 13px; color: var(--muted); }
 .findings ul { list-style: none; margin: 2px 0 0; padding: 0; display: grid;
   grid-template-columns: 1fr 1fr; gap: 2px 22px; }
-.f { display: grid; grid-template-columns: minmax(0, 1fr) 16px minmax(60px, 100px) 40px; gap: 6px;
+.f { display: grid; grid-template-columns: minmax(0, 1fr) 16px minmax(60px, 96px) 40px; gap: 6px;
   align-items: center; font-size: 14px; min-height: 20px; }
-.f .name { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.f .name { overflow-wrap: break-word; line-height: 1.15; }
 .f.pos .name { font-weight: 700; }
 .f .flag { color: var(--review); text-align: center; }
 .f .val { text-align: right; font-variant-numeric: tabular-nums; }
@@ -100,7 +100,8 @@ main { padding: 10px 16px 44px; display: flex; flex-direction: column; gap: 10px
 .fill { position: absolute; left: 0; top: 0; bottom: 0; background: var(--bar); border-radius: 2px; }
 .f.pos .fill { background: var(--bar-pos); }
 .mark { position: absolute; top: -3px; bottom: -3px; width: 2px; background: #000; }
-.reasons { grid-area: reasons; margin: 2px 0 0; padding-left: 20px; font-size: 15px; columns: 2; column-gap: 40px; }
+.reasons { grid-area: reasons; margin: 2px 0 0; padding-left: 20px; font-size: 15px; }
+.reasons.many { columns: 2; column-gap: 40px; }
 .findings .none { margin: 0; color: var(--muted); font-size: 15px; }
 .na-text { grid-area: na; margin: 0; font-size: 17px; font-weight: 700; color: var(--na); }
 .notice { margin: 10px 16px 0; padding: 6px 12px; background: #fff8e0; border: 1px solid #e0c36a; border-radius: 4px;
@@ -111,5 +112,5 @@ main { padding: 10px 16px 44px; display: flex; flex-direction: column; gap: 10px
 kbd { font: 12px/1 ui-monospace, "DejaVu Sans Mono", monospace; border: 1px solid #9aa5ae; border-radius: 3px;
   padding: 1px 4px; background: #fff; color: var(--ink); }
 @media (max-width: 1000px) { .series { grid-template-columns: 1fr; grid-template-areas: "who" "thumbs" "findings"
-  "na" "reasons"; } .findings ul { grid-template-columns: 1fr; } .reasons { columns: 1; } }
+  "na" "reasons"; } .findings ul { grid-template-columns: 1fr; } .reasons.many { columns: 1; } }
 """

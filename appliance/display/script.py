@@ -147,7 +147,7 @@ JS = r"""
       sec.appendChild(findings(series));
       if (series.not_assessable) { sec.appendChild(el("p", "na-text", series.not_assessable)); }
       if (series.review.length) {
-        var ul = el("ul", "reasons");
+        var ul = el("ul", "reasons" + (series.review.length > 2 ? " many" : ""));
         series.review.forEach(function (text) { ul.appendChild(el("li", null, text)); });
         sec.appendChild(ul);
       }
