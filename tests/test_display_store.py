@@ -188,3 +188,44 @@ def test_shadow_mode_keeps_previews_from_displays(tmp_path):
     finally:
         server.stop(0.5)
         store.close()
+
+
+def follow(store: Store, board, shadow: bool = False):
+    """A real gRPC server on the store, and the display's feed following it."""
+    from appliance.display.feed import Feed
+
+    servicer = ApplianceServicer(store, lambda: pb.ModelInfo(bundle_name="t", mode="shadow" if shadow else "assist"),
+                                 lambda uid: None, threading.Event())
+    server = GrpcServer(servicer, "127.0.0.1", 0, access=AccessPolicy(shadow=shadow))
+    server.start()
+    feed = Feed(lambda: ApplianceClient(server.address, timeout_s=5), board, retry_initial_s=0.05, retry_max_s=0.2)
+    feed.start()
+    return server, feed
+
+
+def test_the_feed_says_why_a_shadow_appliance_refuses_it_and_starts_afresh_on_a_new_log(tmp_path):
+    from conftest import wait_for
+
+    from appliance.display.board import Board
+
+    store = Store(tmp_path / "db.sqlite")
+    store.results.save(result(exam(6)))
+    board = Board()
+    server, feed = follow(store, board, shadow=True)
+    try:
+        wait_for(lambda: board.connection["state"] == "refused", timeout=10, what="the refusal")
+        assert "shadow mode" in board.connection["detail"] and board.applied == 0
+    finally:
+        feed.stop()
+        server.stop(0.5)
+    board.last_event_id = 40  # as if it had followed another appliance's log: that one is beyond this log's end
+    server, feed = follow(store, board)
+    try:
+        wait_for(lambda: board.last_event_id == 1 and board.connection["state"] == "live", timeout=10,
+                 what="the board to start again from this log")
+        (study,) = board.snapshot()["studies"]
+        assert study["series"][0]["key"] == "s000000000006" and board.repeats == 0
+    finally:
+        feed.stop()
+        server.stop(0.5)
+        store.close()

@@ -32,6 +32,7 @@ class Feed:
         self.connect = connect
         self.board = board
         self.retry_initial_s, self.retry_max_s = retry_initial_s, retry_max_s
+        self._delay = retry_initial_s  # the next wait after an interruption: doubles up to retry_max_s
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._stream: ResultStream | None = None
@@ -48,15 +49,13 @@ class Feed:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        delay = self.retry_initial_s
         while not self._stop.is_set():
             try:
                 with self.connect() as client:
                     self._follow(client)
-                delay = self.retry_initial_s
                 if not self._stop.is_set():  # the appliance ended the stream (it is stopping): resume soon
                     self.board.set_connection("reconnecting", "the appliance closed the results stream")
-                    self._stop.wait(delay)
+                    self._stop.wait(self._delay)
             except grpc.RpcError as exc:
                 if self._stop.is_set():
                     return
@@ -71,13 +70,14 @@ class Feed:
                 refused = code in _REFUSED
                 words = details if refused else f"appliance not reachable ({code.name.lower()})"
                 self.board.set_connection("refused" if refused else "reconnecting", words)
-                wait = self.retry_max_s if refused else delay
+                wait = self.retry_max_s if refused else self._delay
                 log.warning("results stream %s (%s); resuming after event %d in %.1f s", "refused" if refused else
                             "interrupted", code.name, self.board.last_event_id, wait)
                 self._stop.wait(wait)
-                delay = min(delay * 2, self.retry_max_s)
-            except Exception as exc:  # a bug here must not end the display: say so, and try again
-                log.error("display feed failed: %s: %s", type(exc).__name__, exc)
+                self._delay = min(self._delay * 2, self.retry_max_s)
+            except Exception as exc:  # a bug here must not end the display: say so, and try again. By its type
+                # only: a message could quote a value from a result.
+                log.error("display feed failed (%s); retrying", type(exc).__name__)
                 self.board.set_connection("reconnecting", "display error; retrying")
                 self._stop.wait(self.retry_max_s)
 
@@ -92,6 +92,7 @@ class Feed:
                 return
             self._stream = stream
         self.board.set_connection("live")
+        self._delay = self.retry_initial_s  # connected: the next interruption starts the backoff again
         log.info("following results at %s after event %d", client.address, self.board.last_event_id)
         try:
             for event in stream:
