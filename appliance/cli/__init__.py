@@ -357,9 +357,10 @@ def _since(text: str | None, flag: str = "--since") -> float | None:
 def cmd_ledger(args: argparse.Namespace) -> int:
     from appliance.fileio import PRIVATE_FILE_MODE, write_bytes_atomic
     from appliance.store import Store
-    from appliance.store.ledger import export_bytes
+    from appliance.store.ledger import export_bytes, pseudonym_key, pseudonymised
 
-    database = _settings(args).paths.database
+    paths = _settings(args).paths
+    database = paths.database
     if not database.exists():
         print(f"scanside ledger: no appliance database at {database} (see paths.data_dir)", file=sys.stderr)
         return 2
@@ -372,9 +373,19 @@ def cmd_ledger(args: argparse.Namespace) -> int:
             return 0
         if args.action == "export":
             entries = list(store.ledger.entries(since))
-            # UIDs and results: patient data, so the file is as private as the database.
+            if args.pseudonymise:
+                try:
+                    entries = pseudonymised(entries, pseudonym_key(paths.data_dir))
+                except ValueError as exc:
+                    print(f"scanside ledger export: {exc}", file=sys.stderr)
+                    return 2
+            # Results, and UIDs unless pseudonymised: as private as the database either way.
             write_bytes_atomic(Path(args.out), export_bytes(entries, args.format), mode=PRIVATE_FILE_MODE)
-            print(f"{len(entries)} ledger entries written to {args.out} ({args.format})")
+            print(f"{len(entries)} ledger entries written to {args.out} ({args.format}"
+                  f"{', UIDs pseudonymised' if args.pseudonymise else ''})")
+            if not args.pseudonymise:
+                print("note: the file holds Study and Series Instance UIDs; for a copy that leaves the hospital use "
+                      "--pseudonymise", file=sys.stderr)
             return 0
         verdict = store.ledger.verify()
     finally:
@@ -529,6 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--since", help="only entries recorded at or after this ISO 8601 date or time (UTC without an "
                                    "offset)")
     a.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    a.add_argument("--pseudonymise", action="store_true",
+                   help="replace Study and Series Instance UIDs with keyed pseudonyms (the same in every export from "
+                        "this appliance; the key stays in the data folder): for a copy that leaves the hospital")
     p.set_defaults(func=cmd_ledger)
 
     p = sub.add_parser("validation", help="the validation report: performance per finding and manufacturer, "

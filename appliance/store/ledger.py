@@ -14,10 +14,14 @@ proves, and what it cannot: docs/ledger.md.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import itertools
 import json
+import secrets
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance.handovers import SeriesInfo, StudyResult
@@ -281,3 +285,53 @@ def export_bytes(entries: list[dict[str, Any]], fmt: str) -> bytes:
                         f"{f['id']}_positive": f["positive"]})
         writer.writerow(row)
     return out.getvalue().encode()
+
+
+# --- pseudonyms for an export that leaves the hospital --------------------------------------------------------------
+
+PSEUDONYM_KEY_FILE = "ledger-pseudonym.key"
+
+
+def pseudonym_key(data_dir: Path) -> bytes:
+    """This appliance's secret for pseudonyms: 32 random bytes in the data folder (0600), made on first use, so the
+    same UID gets the same pseudonym in every export from this appliance and no one without the key can reverse or
+    recompute it (a plain hash of a UID could be matched against a PACS's UIDs)."""
+    from appliance.fileio import write_bytes_atomic
+
+    path = Path(data_dir) / PSEUDONYM_KEY_FILE
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        key = b""
+    if len(key) != 32:
+        if key:
+            raise ValueError(f"{path} is not a 32-byte pseudonym key; restore it, or move it away to start new "
+                             "pseudonyms")
+        write_bytes_atomic(path, secrets.token_bytes(32), mode=0o600, durable=True)
+        key = path.read_bytes()
+    return key
+
+
+def pseudonym(uid: str, key: bytes) -> str:
+    """A DICOM-valid stand-in for a UID ('2.25.' and a 128-bit number, the UUID-derived root), keyed HMAC-SHA256."""
+    if not uid:
+        return uid
+    return "2.25." + str(int.from_bytes(hmac.new(key, uid.encode(), hashlib.sha256).digest()[:16], "big"))
+
+
+def pseudonymised(entries: list[dict[str, Any]], key: bytes) -> list[dict[str, Any]]:
+    """The entries with their Study and Series Instance UIDs replaced by pseudonyms. Each keeps its `hash` and
+    `prev_hash`, so a reader can still check that the chain is whole (seq without gaps, each prev_hash the previous
+    hash, the last hash the anchored head) but not recompute a hash: that needs the real UIDs (`--with-uids`)."""
+    return [{**e, "series_uid": pseudonym(e["series_uid"], key), "study_uid": pseudonym(e["study_uid"], key),
+             "pseudonymised": True} for e in entries]
+
+
+def chain_problem(entries: list[dict[str, Any]]) -> str | None:
+    """What a reader of an export can check without the UIDs: None, or the first broken link."""
+    for before, entry in itertools.pairwise(entries):
+        if entry["seq"] != before["seq"] + 1:
+            return f"seq {before['seq']} is followed by {entry['seq']}"
+        if entry["prev_hash"] != before["hash"]:
+            return f"seq {entry['seq']} does not link to seq {before['seq']}"
+    return None
