@@ -110,6 +110,8 @@ class Metrics:
         self.hl7_refusals = Counter("hl7_refusals", "MLLP connections refused or closed by the listener, by reason: "
                                     "peer, connection_limit, tls, framing, idle.", ["reason"], namespace=ns,
                                     registry=registry)
+        self.hl7_connections = Gauge("hl7_connections", "MLLP connections open now (a RIS usually keeps one).",
+                                     namespace=ns, registry=registry)
         self.ready = Gauge("ready", "1 once the engine is loaded and warmed up.", namespace=ns, registry=registry)
         self.model = Info("model", "The engine bundle and backend in use.", namespace=ns, registry=registry)
         for stage in STAGES:

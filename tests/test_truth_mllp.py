@@ -181,3 +181,33 @@ def test_mutual_tls_requires_a_client_certificate_from_the_ca(running, plans, tm
     with MllpClient("127.0.0.1", listener.port, tls=ctx) as client:
         assert client.send(oru_message(plans[0], "M2")) == ("AA", "M2")
     assert [r.control_id for r in sink.reports] == ["M2"]
+
+
+def test_the_connections_gauge_follows_open_connections(plans, tmp_path):
+    """scanside_hl7_connections on a real registry, from the listener the pipeline builds."""
+    from prometheus_client import CollectorRegistry
+
+    from appliance.config import Settings
+    from appliance.metrics import Metrics
+    from appliance.pipeline.build import build_mllp
+    from appliance.store import Store
+
+    registry = CollectorRegistry()
+    store = Store(tmp_path / "scanside.db")
+    listener = build_mllp(Settings().replace(hl7={"enabled": "true", "port": "0"}), store, Metrics(registry))
+    assert listener is not None
+    listener.start()
+
+    def gauge() -> float | None:
+        return registry.get_sample_value("scanside_hl7_connections")
+
+    try:
+        assert gauge() == 0
+        with MllpClient("127.0.0.1", listener.port) as first, MllpClient("127.0.0.1", listener.port) as second:
+            assert first.send(oru_message(plans[0], "G1"))[0] == "AA"
+            assert second.send(oru_message(plans[1], "G2"))[0] == "AA"
+            assert gauge() == 2
+        assert wait_for(lambda: gauge() == 0)
+    finally:
+        listener.stop()
+        store.close()

@@ -181,6 +181,7 @@ def build_mllp(settings: Settings, store: Store, metrics: Metrics) -> MllpListen
                                 on_refusal=lambda reason: metrics.hl7_refusals.labels(reason=reason).inc())
     except (OSError, ValueError) as exc:  # a TLS file that cannot be loaded, a malformed network
         raise ConfigError(f"[hl7] cannot be used: {exc}") from None
+    metrics.hl7_connections.set_function(lambda: listener.open_connections)
     if h.tls_cert is None and not is_loopback(h.host):
         log.warning("MLLP on %s without TLS: final reports cross the network in the clear", h.host)
     return listener

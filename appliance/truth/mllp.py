@@ -94,6 +94,12 @@ class MllpListener:
         log.info("MLLP listener on %s:%d%s", s.host, self.port, " (TLS)" if self._tls else "")
 
     @property
+    def open_connections(self) -> int:
+        """Connections being served now (scanside_hl7_connections): a RIS that holds one open and idle, or many."""
+        with self._lock:
+            return len(self._conns)
+
+    @property
     def port(self) -> int:
         return self._sock.getsockname()[1] if self._sock is not None else self.settings.port
 
