@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from appliance.lexicon import Abbreviations
+from appliance.negation import Reading
+from appliance.negation import read as read_negation
 
 PAD, UNK = "[PAD]", "[UNK]"
 _TOKEN = re.compile(r"[a-z]+|\d+(?:\.\d+)?|%")
@@ -150,16 +152,20 @@ class TextEncoder:
         if not te or "path" not in te or not ("tokenizer" in te or "vocabulary" in te):
             raise TokenizerError(f"bundle {bundle.name} has no text encoder: its prompts cannot be embedded here")
         abbreviations = Abbreviations.load(bundle.root / te["abbreviations"]) if te.get("abbreviations") else None
+        # Prompts on the appliance always have their negation read by rule: a site's "no effusion" must never
+        # score effusion. A bundle's own prompts are affirmative, so their embeddings do not change.
         if "tokenizer" in te:
             return cls(bundle.root / te["path"], tokenizer_path=bundle.root / te["tokenizer"],
-                       max_length=int(te.get("max_length", 128)), abbreviations=abbreviations)
-        return cls(bundle.root / te["path"], bundle.root / te["vocabulary"], abbreviations=abbreviations)
+                       max_length=int(te.get("max_length", 128)), abbreviations=abbreviations, negation=True)
+        return cls(bundle.root / te["path"], bundle.root / te["vocabulary"], abbreviations=abbreviations,
+                   negation=True)
 
     def __init__(self, onnx_path: Path, vocabulary_path: Path | None = None, *, tokenizer_path: Path | None = None,
-                 max_length: int = 128, abbreviations: Abbreviations | None = None) -> None:
+                 max_length: int = 128, abbreviations: Abbreviations | None = None, negation: bool = False) -> None:
         import onnxruntime as ort
 
         self.abbreviations = abbreviations
+        self.negation = negation
 
         if (vocabulary_path is None) == (tokenizer_path is None):
             raise TokenizerError("a text encoder needs exactly one of a vocabulary or a tokenizer file")
@@ -180,9 +186,22 @@ class TextEncoder:
         other.abbreviations = abbreviations
         return other
 
+    def with_negation(self, negation: bool) -> TextEncoder:
+        """The same model reading negated prompts by rule (appliance/negation.py), or as the tower alone reads them."""
+        other = copy.copy(self)
+        other.negation = negation
+        return other
+
+    def reading(self, text: str) -> Reading:
+        """What the model reads for `text`: the statement it embeds (abbreviations spelled out when the bundle carries
+        a lexicon, negation triggers removed when negation is read by rule) and whether it is denied."""
+        r = read_negation(text) if self.negation else Reading(text, False)
+        statement = r.statement if self.abbreviations is None else self.abbreviations.expand(r.statement)
+        return Reading(statement, r.negated)
+
     def reads_as(self, text: str) -> str:
-        """The text the model reads: abbreviations spelled out when the bundle carries a lexicon."""
-        return text if self.abbreviations is None else self.abbreviations.expand(text)
+        """The text the tokenizer is given for `text`."""
+        return self.reading(text).statement
 
     def unrepresentable(self, text: str) -> list[str]:
         """Why the model cannot read `text` faithfully, as the offending words (empty: it can). Words the tokenizer
@@ -207,7 +226,10 @@ class TextEncoder:
     def embed(self, texts: Sequence[str], batch: int = 64) -> np.ndarray:
         if len(texts) > batch:
             return np.concatenate([self.embed(texts[i : i + batch], batch) for i in range(0, len(texts), batch)])
-        ids, mask = self.tokenizer.encode([self.reads_as(t) for t in texts])
+        readings = [self.reading(t) for t in texts]
+        ids, mask = self.tokenizer.encode([r.statement for r in readings])
         (out,) = self.session.run(None, {"input_ids": ids, "attention_mask": mask})
         out = out.astype(np.float32)
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        # a denied statement: every cosine to it changes sign (appliance/negation.py says why)
+        return out * np.array([[-1.0 if r.negated else 1.0] for r in readings], dtype=np.float32)

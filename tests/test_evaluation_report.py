@@ -28,8 +28,11 @@ def test_targets_met_and_missed_are_both_reported():
     ev.splits = {"teacher": {"test": _split(0.95, 0.97), "external": _split(0.9, 0.9)},
                  "student": {"test": _split(0.94, 0.92), "external": _split(0.85, 0.88)}}
     ev.baselines = {"single": {"a": 0.80, "b": 0.85}, "linear": {"a": 0.85, "b": 0.90}}
-    ev.prompts = [PromptResult("a", "paraphrase", "x", 0.93, 0.94), PromptResult("a", "paraphrase", "y", 0.70, 0.94)]
-    ev.prompts_raw = [PromptResult("a", "paraphrase", "x", 0.60, 0.94), PromptResult("a", "paraphrase", "y", 0.6, 0.94)]
+    ev.prompts = [PromptResult("a", "paraphrase", "x", 0.93, 0.94), PromptResult("a", "paraphrase", "y", 0.70, 0.94),
+                  PromptResult("a", "negated", "no x", 0.07, 0.94), PromptResult("b", "negated", "no y", 0.40, 0.94),
+                  PromptResult("a", "unrelated", "a cat", 0.70, 0.94)]
+    ev.prompts_raw = [PromptResult("a", "paraphrase", "x", 0.60, 0.94), PromptResult("a", "paraphrase", "y", 0.6, 0.94),
+                      PromptResult("a", "negated", "no x", 0.90, 0.94), PromptResult("b", "negated", "no y", 0.4, 0.94)]
     ev.ood_rate = {"internal": 0.01, "vendor C": 0.30}
     met = _targets(ev)
     assert met["Student AUROC >= 0.90 on every finding (internal test)"] == "yes"
@@ -38,4 +41,7 @@ def test_targets_met_and_missed_are_both_reported():
     assert met["Held-out paraphrases: >= 80 % within 0.05 AUROC of the finding's own prompts"] == "**no**"  # 50 %
     text = to_markdown(ev, NAMES, "# report")
     assert "Finding A +0.090, Finding B +0.040" in text and "vendor C 30.0 %" in text
-    assert "50 % with the abbreviation lexicon, 0 % as typed" in text
+    assert "50 % read as the appliance reads them, 0 % by the tower alone" in text
+    assert met["Held-out negated prompts below 0.5 AUROC"] == "yes"
+    assert "100 % read as the appliance reads them (negation by rule), 50 % by the tower alone" in text
+    assert met["Unrelated text near 0.5 (mean |AUROC - 0.5|; 0.05 taken as near)"] == "**no**"  # 0.200

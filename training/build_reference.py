@@ -78,8 +78,9 @@ def build(out: Path, workdir: Path, report: Path | None, cohort: CohortSpec, cfg
     t = time.perf_counter()
     tower_dir = text_tower if text_tower is not None else workdir / "tower"
     tower = _text_tower(tower_dir)
-    # Reports train the image side as written; a prompt is read as the appliance reads it, abbreviations spelled out
-    prompt_tower = tower.with_abbreviations(CMR)
+    # Reports train the image side as written; a prompt is read as the appliance reads it (TextEncoder.for_bundle):
+    # abbreviations spelled out, negation read by rule
+    prompt_tower = tower.with_abbreviations(CMR).with_negation(True)
     tower_info = json.loads((tower_dir / "text_tower.json").read_text())
     leaked = leaked_prompts(r for reports in splits["train"].reports for r in reports)
     if leaked:

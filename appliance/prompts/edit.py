@@ -45,7 +45,7 @@ class Edit:
     message: str
     nearest_findings: tuple[Neighbour, ...] = ()
     nearest_prompts: tuple[Neighbour, ...] = ()
-    reads_as: str = ""  # the prompt with abbreviations spelled out, when the bundle's lexicon changed it
+    reads_as: str = ""  # how the model reads the prompt (abbreviations spelled out, a negation), when not as written
 
 
 @dataclass
@@ -192,9 +192,9 @@ def add_prompt(site: Site, finding_id: str, prompt: str, by: str | None = None, 
         action = "add_finding" if existing is None else "add_prompt"
         record = site.overlay.record(before, new, action, finding_id, prompt, by or default_user())
     what = "added finding" if existing is None else "added a prompt to"
-    expanded = encoder.reads_as(prompt)
+    reading = encoder.reading(prompt)
     return Edit(record, new, f"{what} {finding_id!r}; {_threshold_note(finding, fitted)}", close_findings,
-                close_prompts, expanded if expanded != prompt else "")
+                close_prompts, reading.describe() if reading.negated or reading.statement != prompt else "")
 
 
 def _threshold_note(f: Finding, fitted: bool) -> str:
@@ -295,7 +295,7 @@ def describe(site: Site) -> str:
 def format_nearest(edit: Edit) -> str:
     if not edit.nearest_findings:
         return ""
-    lines = [f"read as: {edit.reads_as!r} (abbreviations spelled out)"] if edit.reads_as else []
+    lines = [f"read as: {edit.reads_as} (abbreviations spelled out, negation read by rule)"] if edit.reads_as else []
     lines += ["what the model reads the new prompt as (cosine similarity):", "  nearest findings:"]
     lines += [f"    {n.cosine:+.3f}  {n.finding_id} ({n.text})" for n in edit.nearest_findings]
     lines.append("  nearest prompts:")
