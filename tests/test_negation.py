@@ -30,9 +30,19 @@ BUNDLE = Path(__file__).resolve().parent.parent / "engines" / "reference-v1"
     ("normal LV size", "normal LV size", False),  # "normal" is the text tower's to read
     ("notable septal thickening", "notable septal thickening", False),  # whole words only
     ("no", "no", False),  # nothing left to deny
+    ("there is no pericardial effusion", "there is pericardial effusion", True),
+    ("the right ventricle does not appear dilated", "the right ventricle does appear dilated", True),
 ])
 def test_reading(prompt, statement, negated):
     assert read(prompt) == Reading(statement, negated)
+
+
+@pytest.mark.parametrize("prompt", ["a dilated, poorly contracting heart without infarction",
+                                    "LV dilatation with no scar", "thick septum, no obstruction"])
+def test_a_negation_of_only_part_of_a_prompt_is_left_to_the_tower_and_said(prompt):
+    r = read(prompt)
+    assert r == Reading(prompt, False, partial=True)
+    assert "only part of it is negated" in r.describe()
 
 
 def test_the_triggers_are_the_report_extractors():

@@ -194,7 +194,8 @@ def add_prompt(site: Site, finding_id: str, prompt: str, by: str | None = None, 
     what = "added finding" if existing is None else "added a prompt to"
     reading = encoder.reading(prompt)
     return Edit(record, new, f"{what} {finding_id!r}; {_threshold_note(finding, fitted)}", close_findings,
-                close_prompts, reading.describe() if reading.negated or reading.statement != prompt else "")
+                close_prompts, reading.describe() if reading.negated or reading.partial or reading.statement != prompt
+                else "")
 
 
 def _threshold_note(f: Finding, fitted: bool) -> str:
