@@ -35,7 +35,7 @@ from appliance import __version__
 from appliance.assembly import Assembler
 from appliance.bundle import load_bundle
 from appliance.config import DEFAULT_BUNDLE, Settings
-from appliance.dev.served import ServedAppliance
+from appliance.dev.served import ServedAppliance, free_port
 from appliance.dev.synth import SyntheticScanner, iter_instances, plan_study, write_instance
 from appliance.metrics import Metrics
 from appliance.pipeline.build import build_ingestor, build_store
@@ -78,14 +78,40 @@ def bench_scan_to_score(work: Path, repeats: int, numbers: Numbers) -> None:
     for i in range(repeats):
         plan = plan_study(seed=1000 + i, vendor="A", n_slices=12, n_phases=25)
         staged.append((plan, *_stage(plan, work / "staged" / f"study{i}")))
-    with ServedAppliance(work / "s2s") as app:
+    metrics_port = free_port()
+    with ServedAppliance(work / "s2s", metrics={"enabled": True, "port": metrics_port}) as app:
         stream = app.client.stream(after_event_id=-1)
         latencies, server_side = _scan_to_score(app, _collect(stream), staged, "study")
         stream.cancel()
+        stages = _stage_means_ms(metrics_port)
     lat = np.array(latencies)
     numbers.add(f"scan-to-score, 12x25 stack, median of {repeats} (ms)", f"{np.median(lat):.0f}", "-")
     numbers.add(f"scan-to-score, 12x25 stack, p95 of {repeats} (ms)", f"{np.percentile(lat, 95):.0f}", "<= 300")
     numbers.add("  as the appliance itself measures it, median (ms)", f"{np.median(server_side):.0f}", "-")
+    for stage in ("preprocess", "quality", "inference", "scoring"):
+        if stage in stages:
+            numbers.add(f"  of which {stage}, mean per series (ms)", f"{stages[stage]:.1f}", "-")
+
+
+def _stage_means_ms(port: int) -> dict[str, float]:
+    """Mean milliseconds per observation of each scanside_stage_duration_seconds stage, from the served process."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "scanside_stage_duration_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_sum"):
+                sums[sample.labels["stage"]] = sample.value
+            elif sample.name.endswith("_count"):
+                counts[sample.labels["stage"]] = sample.value
+    return {k: 1000.0 * sums[k] / counts[k] for k in sums if counts.get(k)}
 
 
 def _scan_to_score(app: ServedAppliance, events: _Events, staged, prefix: str) -> tuple[list[float], list[float]]:
@@ -113,7 +139,6 @@ def bench_oru_load(work: Path, numbers: Numbers, repeats: int, messages: int = 1
     phase's own studies (so they match inside the results' transactions; by Study Instance UID or accession number
     only, now and then corrected) and for 50 studies never scanned (pending by accession number)."""
     from appliance.dev.oru import MllpClient, oru_message, report_text
-    from appliance.dev.served import free_port
 
     staged = []
     for i in range(3 * repeats):
