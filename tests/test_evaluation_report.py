@@ -44,4 +44,5 @@ def test_targets_met_and_missed_are_both_reported():
     assert "50 % read as the appliance reads them, 0 % by the tower alone" in text
     assert met["Held-out negated prompts below 0.5 AUROC"] == "yes"
     assert "100 % read as the appliance reads them (negation by rule), 50 % by the tower alone" in text
-    assert met["Unrelated text near 0.5 (mean |AUROC - 0.5|; 0.05 taken as near)"] == "**no**"  # 0.200
+    assert met["Unrelated text near 0.5 AUROC (mean distance from 0.5; 0.05 taken as near)"] == "**no**"  # 0.200
+    assert "| unrelated mean \\|AUROC - 0.5\\| | 0.200 |" in text

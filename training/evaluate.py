@@ -201,7 +201,7 @@ def _target_lines(ev: Evaluation, names: dict[str, str]) -> list[str]:
                          f"{100 * neg_raw:.0f} % by the tower alone", neg >= 0.999))
         if any(r.kind == "unrelated" for r in ev.prompts):
             unrel = read["unrelated mean |AUROC - 0.5|"]
-            rows.append(("Unrelated text near 0.5 (mean |AUROC - 0.5|; 0.05 taken as near)", f"{unrel:.3f}",
+            rows.append(("Unrelated text near 0.5 AUROC (mean distance from 0.5; 0.05 taken as near)", f"{unrel:.3f}",
                          unrel <= 0.05))
     lines = ["### Targets", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {what} | {value} | {'yes' if ok else '**no**'} |" for what, value, ok in rows]
@@ -263,7 +263,8 @@ def _prompt_lines(ev: Evaluation, names: dict[str, str]) -> list[str]:
     with_lexicon = summary(ev.prompts)
     without = summary(ev.prompts_raw) if ev.prompts_raw else {}
     lines += ["", "| summary | as the appliance reads | tower alone |", "|---|---:|---:|"]
-    lines += [f"| {k} | {v:.3f} | {without[k]:.3f} |" if k in without else f"| {k} | {v:.3f} | |"
+    cell = {k: k.replace("|", "\\|") for k in with_lexicon}  # "|AUROC - 0.5|" must not split the row
+    lines += [f"| {cell[k]} | {v:.3f} | {without[k]:.3f} |" if k in without else f"| {cell[k]} | {v:.3f} | |"
               for k, v in with_lexicon.items()]
     lines.append("")
     return lines
