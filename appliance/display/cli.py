@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.config import ConfigError, is_loopback, load_settings
+from appliance.config.client import grpc_target
 from appliance.display.board import Board
 from appliance.display.feed import Feed
 from appliance.display.web import DisplayServer
@@ -26,13 +27,12 @@ from appliance.serve.client import ApplianceClient
 log = logging.getLogger(__name__)
 DEFAULT_LISTEN = "127.0.0.1:8088"
 DEFAULT_ADDRESS = "127.0.0.1:50051"
-_WILDCARDS = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("display", help="serve the technologists' live results page on this host",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="the appliance's configuration: its gRPC address and certificate")
+    p.add_argument("--config", help="the appliance's configuration: [client], else [grpc] (address, TLS, token)")
     p.add_argument("--address", help=f"the appliance's gRPC address (default: from --config, else {DEFAULT_ADDRESS})")
     p.add_argument("--listen", default=DEFAULT_LISTEN,
                    help=f"where the page is served, a loopback host:port (default {DEFAULT_LISTEN})")
@@ -59,29 +59,31 @@ class Target:
 
 
 def target(args: argparse.Namespace) -> Target:
-    """Where the appliance is and how to reach it: the flags first, then --config's [grpc] (its host and port; its
-    own certificate as the CA, right for a self-signed one), then the defaults. Raises ValueError saying what is
-    wrong."""
-    address, tls_ca = args.address, args.tls_ca
+    """Where the appliance is and how to reach it: the flags first, then --config as every client command reads it
+    ([client], else [grpc]: its host and port, its own certificate as the CA), then the defaults. Raises ValueError
+    saying what is wrong."""
+    address, tls_ca, tls_cert, tls_key = args.address, args.tls_ca, args.tls_cert, args.tls_key
+    server_name, token_file = args.server_name, args.token_file
     if args.config:
         try:
-            g = load_settings(args.config).grpc
+            t = grpc_target(load_settings(args.config))
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
-        host = _WILDCARDS.get(g.host, g.host)
-        address = address or (f"[{host}]:{g.port}" if ":" in host else f"{host}:{g.port}")
-        tls_ca = tls_ca or g.tls_cert
+        address, tls_ca, server_name = address or t.address, tls_ca or t.tls_ca, server_name or t.server_name
+        if tls_cert is None and tls_key is None:
+            tls_cert, tls_key = t.tls_cert, t.tls_key
+        token_file = token_file or t.token_file
     token = None
-    if args.token_file:
+    if token_file:
         try:
-            token = Path(args.token_file).read_text().strip()
+            token = Path(token_file).read_text().strip()
         except OSError as exc:
-            raise ValueError(f"--token-file {args.token_file} cannot be read: {exc.strerror}") from None
+            raise ValueError(f"token file {token_file} cannot be read: {exc.strerror}") from None
     elif os.environ.get("SCANSIDE_TOKEN"):
         token = os.environ["SCANSIDE_TOKEN"].strip()
-    if (args.tls_cert is None) != (args.tls_key is None):
+    if (tls_cert is None) != (tls_key is None):
         raise ValueError("--tls-cert and --tls-key go together")
-    return Target(address or DEFAULT_ADDRESS, tls_ca, args.tls_cert, args.tls_key, args.server_name, token)
+    return Target(address or DEFAULT_ADDRESS, tls_ca, tls_cert, tls_key, server_name, token)
 
 
 def listen_address(text: str) -> tuple[str, int]:
