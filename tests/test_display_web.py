@@ -106,13 +106,9 @@ def test_the_appliance_is_found_from_its_configuration(tmp_path, monkeypatch):
         target(args(token_file=tmp_path / "absent"))
     with pytest.raises(ValueError, match="go together"):
         target(args(tls_cert=cert))
-
-
-def test_the_client_section_of_the_configuration_is_read_too(tmp_path, monkeypatch):
-    token = tmp_path / "console.token"
+    token = tmp_path / "console.token"  # a [client] section is what every client command reads first
     token.write_text("secret-token\n")
-    config = tmp_path / "scanside.toml"
     config.write_text(f'[client]\naddress = "mr-appliance:50051"\ntoken_file = "{token}"\n')
-    monkeypatch.delenv("SCANSIDE_TOKEN", raising=False)
     found = target(args(config=str(config)))
     assert (found.address, found.token) == ("mr-appliance:50051", "secret-token")
+
