@@ -1,5 +1,5 @@
-"""`scanside serve | demo | results | status | synth | assess | clients | exports | ledger | validation | prompts |
-bench`."""
+"""`scanside serve | demo | results | display | status | synth | assess | clients | exports | ledger | validation |
+prompts | bench`."""
 
 from __future__ import annotations
 
@@ -464,6 +464,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--after", type=int, default=0, help="with --follow: resume after this event id")
     p.add_argument("--width", type=int, help=width_help)
     p.set_defaults(func=cmd_results)
+
+    from appliance.display.cli import register as register_display
+
+    register_display(sub)
 
     p = sub.add_parser("status", help="is the appliance ready: model, backend, mode, queue, quarantine, SR backlog "
                                       "(exit 0 ready, 1 not ready, 2 unreachable)")
