@@ -109,20 +109,22 @@ def test_the_command_line_prints_every_problem_and_exits_2(tmp_path, capsys):
 
 
 def test_the_client_target_comes_from_client_else_from_grpc(tmp_path):
+    from appliance.config import load_config
     from appliance.config.client import grpc_target, metrics_url
 
     cfg = tmp_path / "c.toml"
     cfg.write_text("[grpc]\nhost = '0.0.0.0'\nport = 6000\ntls_cert = 'tls/server.crt'\ntls_key = 'tls/server.key'\n"
                    "[metrics]\nhost = '::'\nport = 9200\n")
     s = load_settings(cfg, env={})
-    t = grpc_target(s)
+    t = grpc_target(*load_config(cfg, env={}))
     assert t.address == "127.0.0.1:6000"  # a wildcard listener is reached on loopback
     assert t.tls_ca == tmp_path / "tls" / "server.crt" and t.token_file is None and t.tls_cert is None
     assert metrics_url(s) == "http://[::1]:9200/metrics"
     cfg.write_text("[client]\naddress = 'mr-appliance:50051'\ntls_ca = 'ca.pem'\ntoken_file = 'console.token'\n"
                    "server_name = 'mr-appliance.hospital'\n[metrics]\nenabled = false\n")
-    s = load_settings(cfg, env={"SCANSIDE_CLIENT_TLS_CERT": "/etc/c.pem", "SCANSIDE_CLIENT_TLS_KEY": "/etc/c.key"})
-    t = grpc_target(s)
+    env = {"SCANSIDE_CLIENT_TLS_CERT": "/etc/c.pem", "SCANSIDE_CLIENT_TLS_KEY": "/etc/c.key"}
+    s, client = load_config(cfg, env=env)
+    t = grpc_target(s, client)
     assert (t.address, t.tls_ca, t.token_file, t.server_name) == \
         ("mr-appliance:50051", tmp_path / "ca.pem", tmp_path / "console.token", "mr-appliance.hospital")
     assert (t.tls_cert, t.tls_key) == (Path("/etc/c.pem"), Path("/etc/c.key")) and metrics_url(s) is None

@@ -73,10 +73,11 @@ def _client(args: argparse.Namespace):
     else what `--config` says ([client], derived from [grpc] where it is empty)."""
     import os
 
+    from appliance.config import load_config
     from appliance.config.client import grpc_target
     from appliance.serve.client import ApplianceClient
 
-    target = grpc_target(_settings(args))
+    target = grpc_target(*load_config(getattr(args, "config", None)))
     token_file = args.token_file or (None if os.environ.get("SCANSIDE_TOKEN") else target.token_file)
     token = None
     if token_file:

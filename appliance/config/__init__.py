@@ -5,7 +5,7 @@ Every default lives here, documented beside its field. Environment variables ove
 Validation happens once, at start, and names the setting that is wrong; nothing falls back silently.
 """
 
-from appliance.config.loading import load_settings
+from appliance.config.loading import load_client, load_config, load_settings
 from appliance.config.rules import API_ROLES, is_loopback
 from appliance.config.sections import (
     DEFAULT_BUNDLE,
@@ -33,4 +33,4 @@ from appliance.config.sections import (
 __all__ = ["API_ROLES", "DEFAULT_BUNDLE", "ENV_PREFIX", "MODES", "PROJECT_ROOT", "ApplianceConfig", "AssemblyConfig",
            "ClientConfig", "ConfigError", "DicomConfig", "EngineConfig", "EvidenceConfig", "ExportConfig",
            "GrpcConfig", "Hl7Config", "IngestConfig", "LoggingConfig", "MetricsConfig", "PathsConfig", "ScoringConfig",
-           "Settings", "is_loopback", "load_settings"]
+           "Settings", "is_loopback", "load_client", "load_config", "load_settings"]

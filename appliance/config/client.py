@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.config.sections import Settings
+from appliance.config.sections import ClientConfig, Settings
 
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1", "[::]": "::1"}
 
@@ -27,10 +27,11 @@ def reachable(host: str, port: int) -> str:
     return f"[{host.strip('[]')}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def grpc_target(s: Settings) -> GrpcTarget:
-    """[client] where set; else the [grpc] listener, with its own certificate as the trust anchor (a self-signed
-    certificate, or a chain file holding its CA; set client.tls_ca otherwise)."""
-    c, g = s.client, s.grpc
+def grpc_target(s: Settings, c: ClientConfig | None = None) -> GrpcTarget:
+    """[client] (`c`, from load_config or load_client; None: an empty one) where set; else the [grpc] listener,
+    with its own certificate as the trust anchor (a self-signed certificate, or a chain file holding its CA; set
+    client.tls_ca otherwise)."""
+    c, g = c or ClientConfig(), s.grpc
     tls_ca = c.tls_ca if c.tls_ca is not None else g.tls_cert
     return GrpcTarget(c.address or reachable(g.host, g.port), tls_ca, c.tls_cert, c.tls_key, c.server_name or None,
                       c.token_file)

@@ -17,13 +17,26 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # Python 3.10 (JetPack 6)
     import tomli as tomllib
-from appliance.config.rules import setting_problems
-from appliance.config.sections import DEFAULT_BUNDLE, ENV_PREFIX, ConfigError, Settings
+from appliance.config.rules import client_problems, setting_problems
+from appliance.config.sections import DEFAULT_BUNDLE, ENV_PREFIX, ClientConfig, ConfigError, Settings
+
+CLIENT = "client"  # the [client] table (ClientConfig): how this host's commands reach the appliance
 
 
 def load_settings(path: str | os.PathLike[str] | None = None,
                   env: Mapping[str, str] | None = None) -> Settings:
-    """Settings from the TOML file (optional) and the environment, validated."""
+    """Settings from the TOML file (optional) and the environment, validated ([client] included)."""
+    return load_config(path, env)[0]
+
+
+def load_client(path: str | os.PathLike[str] | None = None,
+                env: Mapping[str, str] | None = None) -> ClientConfig:
+    """The [client] table of the TOML file (optional) and `SCANSIDE_CLIENT_*`, validated with the settings."""
+    return load_config(path, env)[1]
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                env: Mapping[str, str] | None = None) -> tuple[Settings, ClientConfig]:
     raw: dict[str, dict[str, Any]] = {}
     if path is not None:
         try:
@@ -37,13 +50,17 @@ def load_settings(path: str | os.PathLike[str] | None = None,
         raw.setdefault(section, {}).update(values)
     # Every problem is collected, from the file's shape to the rules, and reported together: one start names all.
     problems: list[str] = []
+    client = _section(CLIENT, ClientConfig(), raw.pop(CLIENT, {}), problems)
     settings = _build(raw, Settings(), problems)
     if path is not None:
-        settings = _resolve_relative(settings, Path(path).resolve().parent)  # the folder checks compare real paths
+        base = Path(path).resolve().parent
+        settings = _resolve_relative(settings, base)  # the folder checks compare real paths
+        client = _resolve_client(client, base)
     problems.extend(setting_problems(settings))
+    problems.extend(client_problems(client))
     if problems:
         raise ConfigError(problems=problems)
-    return settings
+    return settings, client
 
 
 def _sections() -> dict[str, type]:
@@ -52,7 +69,7 @@ def _sections() -> dict[str, type]:
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
-    sections = _sections()
+    sections = {**_sections(), CLIENT: ClientConfig}
     for key, value in env.items():
         if not key.startswith(ENV_PREFIX):
             continue
@@ -80,27 +97,27 @@ def _build(raw: Mapping[str, Any], base: Settings, problems: list[str]) -> Setti
     sections = _sections()
     unknown = sorted(set(raw) - set(sections))
     if unknown:
-        problems.append(f"unknown configuration section(s): {', '.join(unknown)}; known: {', '.join(sections)}")
-    built = {}
-    for name, cls in sections.items():
-        current = getattr(base, name)
-        values = raw.get(name, {})
-        if not isinstance(values, Mapping):
-            problems.append(f"[{name}] must be a table")
-            values = {}
-        hints = typing.get_type_hints(cls)
-        unknown_keys = sorted(set(values) - set(hints))
-        if unknown_keys:
-            problems.append(f"unknown setting(s) in [{name}]: {', '.join(unknown_keys)}; known: {', '.join(hints)}")
-        changes = {}
-        for key, value in values.items():
-            if key in hints:
-                try:
-                    changes[key] = _coerce(f"{name}.{key}", hints[key], value)
-                except ConfigError as exc:
-                    problems.append(str(exc))
-        built[name] = dataclasses.replace(current, **changes)
-    return Settings(**built)
+        known = ", ".join([*sections, CLIENT])
+        problems.append(f"unknown configuration section(s): {', '.join(unknown)}; known: {known}")
+    return Settings(**{name: _section(name, getattr(base, name), raw.get(name, {}), problems) for name in sections})
+
+
+def _section(name: str, current: Any, values: Any, problems: list[str]) -> Any:
+    if not isinstance(values, Mapping):
+        problems.append(f"[{name}] must be a table")
+        return current
+    hints = typing.get_type_hints(type(current))
+    unknown_keys = sorted(set(values) - set(hints))
+    if unknown_keys:
+        problems.append(f"unknown setting(s) in [{name}]: {', '.join(unknown_keys)}; known: {', '.join(hints)}")
+    changes = {}
+    for key, value in values.items():
+        if key in hints:
+            try:
+                changes[key] = _coerce(f"{name}.{key}", hints[key], value)
+            except ConfigError as exc:
+                problems.append(str(exc))
+    return dataclasses.replace(current, **changes)
 
 
 def _coerce(where: str, hint: Any, value: Any) -> Any:
@@ -177,13 +194,18 @@ def _resolve_relative(s: Settings, base: Path) -> Settings:
                                  bundle=s.engine.bundle if s.engine.bundle == DEFAULT_BUNDLE else here(s.engine.bundle))
     dicom = dataclasses.replace(s.dicom, tls_cert=fix(s.dicom.tls_cert), tls_key=fix(s.dicom.tls_key),
                                 tls_ca=fix(s.dicom.tls_ca))
-    client = dataclasses.replace(s.client, tls_ca=fix(s.client.tls_ca), tls_cert=fix(s.client.tls_cert),
-                                 tls_key=fix(s.client.tls_key), token_file=fix(s.client.token_file))
     grpc = dataclasses.replace(s.grpc, tls_cert=fix(s.grpc.tls_cert), tls_key=fix(s.grpc.tls_key),
                                tls_client_ca=fix(s.grpc.tls_client_ca), clients_file=fix(s.grpc.clients_file))
     export = dataclasses.replace(s.export, folder=fix(s.export.folder), tls_ca=fix(s.export.tls_ca),
                                  tls_cert=fix(s.export.tls_cert), tls_key=fix(s.export.tls_key))
     hl7 = dataclasses.replace(s.hl7, tls_cert=fix(s.hl7.tls_cert), tls_key=fix(s.hl7.tls_key),
                               tls_client_ca=fix(s.hl7.tls_client_ca))
-    return dataclasses.replace(s, paths=paths, engine=engine, dicom=dicom, export=export, grpc=grpc, hl7=hl7,
-                               client=client)
+    return dataclasses.replace(s, paths=paths, engine=engine, dicom=dicom, export=export, grpc=grpc, hl7=hl7)
+
+
+def _resolve_client(c: ClientConfig, base: Path) -> ClientConfig:
+    def fix(p: Path | None) -> Path | None:
+        return p if p is None or p.is_absolute() else base / p
+
+    return dataclasses.replace(c, tls_ca=fix(c.tls_ca), tls_cert=fix(c.tls_cert), tls_key=fix(c.tls_key),
+                               token_file=fix(c.token_file))

@@ -7,7 +7,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 
-from appliance.config.sections import MODES, ConfigError, Settings
+from appliance.config.sections import MODES, ClientConfig, ConfigError, Settings
 
 
 def check_settings(s: Settings) -> None:
@@ -109,11 +109,18 @@ def setting_problems(s: Settings) -> list[str]:
              f"export.folder must not be inside the watch folder ({watch}): the appliance would ingest its own SRs")
     _check_hl7(s, need)
     _check_evidence(s, need)
-    c = s.client
-    need((c.tls_cert is None) == (c.tls_key is None), "client.tls_cert and client.tls_key go together")
-    need(c.address == "" or _host_port_ok(c.address), f"client.address {c.address!r} must be host:port")
     need(s.logging.level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
          "logging.level must be DEBUG, INFO, WARNING or ERROR")
+    return problems
+
+
+def client_problems(c: ClientConfig) -> list[str]:
+    """What is wrong with a [client] table; empty when nothing is."""
+    problems = []
+    if (c.tls_cert is None) != (c.tls_key is None):
+        problems.append("client.tls_cert and client.tls_key go together")
+    if c.address and not _host_port_ok(c.address):
+        problems.append(f"client.address {c.address!r} must be host:port")
     return problems
 
 

@@ -241,9 +241,10 @@ class EvidenceConfig:
 
 @dataclass(frozen=True)
 class ClientConfig:
-    """How this host's gRPC commands (`scanside results`, `status`, `assess`) reach the appliance when given
-    `--config`: by default the [grpc] address (a wildcard host read as loopback), over TLS when [grpc] has a
-    certificate. Command-line options override each of these."""
+    """The [client] table: how this host's gRPC commands (`scanside results`, `status`, `assess`) reach the
+    appliance when given `--config`: by default the [grpc] address (a wildcard host read as loopback), over TLS when
+    [grpc] has a certificate. Command-line options override each of these. Not part of Settings (it describes the
+    caller, not the appliance): `load_client` reads it, `load_settings` checks it with everything else."""
 
     address: str = ""  # host:port; empty: grpc.host and grpc.port
     tls_ca: Path | None = None  # verifies the appliance's certificate; empty with [grpc] TLS: grpc.tls_cert itself
@@ -273,7 +274,6 @@ class Settings:
     export: ExportConfig = field(default_factory=ExportConfig)
     hl7: Hl7Config = field(default_factory=Hl7Config)
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
-    client: ClientConfig = field(default_factory=ClientConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def replace(self, **sections: Mapping[str, Any]) -> Settings:
