@@ -125,6 +125,7 @@ def test_the_client_target_comes_from_client_else_from_grpc(tmp_path):
     env = {"SCANSIDE_CLIENT_TLS_CERT": "/etc/c.pem", "SCANSIDE_CLIENT_TLS_KEY": "/etc/c.key"}
     s, client = load_config(cfg, env=env)
     t = grpc_target(s, client)
+    assert s.client == client and grpc_target(s) == t  # the table also rides the settings it was read with
     assert (t.address, t.tls_ca, t.token_file, t.server_name) == \
         ("mr-appliance:50051", tmp_path / "ca.pem", tmp_path / "console.token", "mr-appliance.hospital")
     assert (t.tls_cert, t.tls_key) == (Path("/etc/c.pem"), Path("/etc/c.key")) and metrics_url(s) is None

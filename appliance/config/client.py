@@ -28,10 +28,10 @@ def reachable(host: str, port: int) -> str:
 
 
 def grpc_target(s: Settings, c: ClientConfig | None = None) -> GrpcTarget:
-    """[client] (`c`, from load_config or load_client; None: an empty one) where set; else the [grpc] listener,
+    """[client] (`c`; None: the one read with `s`, Settings.client) where set; else the [grpc] listener,
     with its own certificate as the trust anchor (a self-signed certificate, or a chain file holding its CA; set
     client.tls_ca otherwise)."""
-    c, g = c or ClientConfig(), s.grpc
+    c, g = c or s.client, s.grpc
     tls_ca = c.tls_ca if c.tls_ca is not None else g.tls_cert
     return GrpcTarget(c.address or reachable(g.host, g.port), tls_ca, c.tls_cert, c.tls_key, c.server_name or None,
                       c.token_file)

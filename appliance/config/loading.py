@@ -60,6 +60,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
     problems.extend(client_problems(client))
     if problems:
         raise ConfigError(problems=problems)
+    object.__setattr__(settings, "_client", client)  # Settings.client: what load_settings' callers read
     return settings, client
 
 

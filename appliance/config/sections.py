@@ -276,6 +276,12 @@ class Settings:
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
+    @property
+    def client(self) -> ClientConfig:
+        """The [client] table read together with these settings (load_settings); not an appliance setting, so not
+        a field: an empty one for settings built otherwise."""
+        return getattr(self, "_client", None) or ClientConfig()
+
     def replace(self, **sections: Mapping[str, Any]) -> Settings:
         """A copy with some fields of some sections changed, validated: `s.replace(grpc={"port": 0})`."""
         from appliance.config.loading import build  # loading builds Settings: imported when first used
