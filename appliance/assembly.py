@@ -1,8 +1,10 @@
 """Grouping instances into series, and deciding when a series is complete and what it is.
 
 A series is complete as soon as its own tags say how many images it has (no waiting), otherwise after a quiet
-period without a new file. The role (cine short axis or not) comes from geometry and timing tags, not from series
-descriptions, which every vendor words differently.
+period without a new file. A series whose count is known but not reached waits much longer (`incomplete_timeout_s`)
+before it is closed as it is: a sender that stalls for a few seconds (a busy router, a loaded host) must not cut
+a study in two, the second part then refused as late for a finished series. The role (cine short axis or not)
+comes from geometry and timing tags, not from series descriptions, which every vendor words differently.
 """
 
 from __future__ import annotations
@@ -94,8 +96,9 @@ class AddOutcome:
 class Assembler:
     """In-memory series being received. Not thread-safe: owned by the ingest thread."""
 
-    def __init__(self, quiet_period_s: float) -> None:
+    def __init__(self, quiet_period_s: float, incomplete_timeout_s: float = 300.0) -> None:
         self.quiet_period_s = quiet_period_s
+        self.incomplete_timeout_s = max(incomplete_timeout_s, quiet_period_s)
         self._series: dict[str, _Pending] = {}
 
     def __len__(self) -> int:
@@ -125,9 +128,15 @@ class Assembler:
         return AddOutcome(new, False, None)
 
     def due(self, now: float) -> list[CompleteSeries]:
-        """Series whose tags gave no count and that have been quiet long enough."""
-        quiet = [uid for uid, p in self._series.items() if now - p.last_at >= self.quiet_period_s]
-        return [self._complete(uid, "quiet") for uid in quiet]
+        """Series quiet long enough: the quiet period for those whose tags gave no count ("quiet"), the incomplete
+        timeout for those still short of the count they gave ("incomplete")."""
+        out = []
+        for uid, p in list(self._series.items()):
+            if p.expected is None and now - p.last_at >= self.quiet_period_s:
+                out.append(self._complete(uid, "quiet"))
+            elif p.expected is not None and now - p.last_at >= self.incomplete_timeout_s:
+                out.append(self._complete(uid, "incomplete"))
+        return out
 
     def complete_now(self, series_uid: str, reason: str) -> CompleteSeries | None:
         """Close a series without waiting (e.g. one already complete before a restart)."""

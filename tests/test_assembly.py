@@ -34,6 +34,27 @@ def test_quiet_period_closes_a_series_without_a_count_and_duplicates_are_refused
     assert done.info.completed_by == "quiet" and done.info.received == 6
 
 
+def test_a_series_short_of_its_count_waits_out_a_stall_and_is_closed_only_after_the_incomplete_timeout():
+    """A sender that stalls longer than the quiet period must not cut a counted series in two (the rest would then
+    be refused as late for a finished series): it waits for its count, or the incomplete timeout."""
+    asm = Assembler(quiet_period_s=1, incomplete_timeout_s=60)
+    for n in range(4):
+        asm.add(inst(n, -8.0 * (n // 2), 30.0 * (n % 2), total=12), "p", 100.0)
+    assert asm.due(130.0) == []  # 30 s quiet: far past the quiet period, the series still waits
+    outcomes = [asm.add(inst(n, -8.0 * (n // 2), 30.0 * (n % 2), total=12), "p", 131.0) for n in range(4, 12)]
+    assert outcomes[-1].complete is not None and outcomes[-1].complete.info.completed_by == "tags"
+    assert outcomes[-1].complete.info.received == 12
+    for n in range(4):  # another series that never gets its last images
+        asm.add(inst(n, -8.0 * (n // 2), 30.0 * (n % 2), series="9.9", total=12), "p", 200.0)
+    assert asm.due(259.9) == []
+    (done,) = asm.due(260.0)
+    assert done.info.completed_by == "incomplete" and done.info.received == 4 and done.info.expected == 12
+
+
+def test_the_incomplete_timeout_is_never_shorter_than_the_quiet_period():
+    assert Assembler(quiet_period_s=10, incomplete_timeout_s=2).incomplete_timeout_s == 10
+
+
 def test_roles_from_geometry_and_timing_not_names():
     stack = [frame(-8.0 * s, 30.0 * p) for s in range(5) for p in range(10)]
     assert classify(stack) is SeriesRole.CINE_SAX

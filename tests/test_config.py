@@ -33,6 +33,7 @@ def test_file_then_environment(tmp_path):
     ("[paths]\ndata_dir = 'd'\nwatch_dir = 'd'\n", "must not contain"),
     ("[grpc\nport=1", "not valid TOML"),
     ("[assembly]\nquiet_period_s = inf\n", "finite"),
+    ("[assembly]\nquiet_period_s = 10\nincomplete_timeout_s = 5\n", "assembly.incomplete_timeout_s"),
     ("[metrics]\nport = 7000\n[grpc]\nport = 7000\n", "must differ"),
     ("[paths]\ndata_dir = 'd'\nwatch_dir = 'd/spool/in'\n", "must not be inside"),
     ("[paths]\ndata_dir = 'data'\nwatch_dir = '.'\n", "must not contain"),  # relative to the file, not cwd

@@ -30,6 +30,8 @@ def setting_problems(s: Settings) -> list[str]:
     need(0 < s.ingest.poll_interval_s <= 5, "ingest.poll_interval_s must be in (0, 5]")
     need(0.01 <= s.ingest.max_instance_mb <= 4096, "ingest.max_instance_mb must be in [0.01, 4096]")
     need(0 < s.assembly.quiet_period_s <= 3600, "assembly.quiet_period_s must be in (0, 3600]")
+    need(s.assembly.quiet_period_s <= s.assembly.incomplete_timeout_s <= 86400,
+         "assembly.incomplete_timeout_s must be at least assembly.quiet_period_s and at most 86400")
     need(str(s.paths.data_dir) not in ("", "."), "paths.data_dir must name a folder")
     # engine.backend is checked against the backends appliance/inference registers, when the engine is built.
     need(1 <= s.engine.max_batch <= 256, "engine.max_batch must be in [1, 256]")

@@ -64,6 +64,7 @@ class IngestConfig:
 @dataclass(frozen=True)
 class AssemblyConfig:
     quiet_period_s: float = 5.0  # a series whose tags give no count is complete after this long without a file
+    incomplete_timeout_s: float = 300.0  # a series short of the count its tags gave is closed after this long
 
 
 @dataclass(frozen=True)

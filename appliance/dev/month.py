@@ -47,6 +47,7 @@ from appliance.evidence.monitor import Evidence, drift_policy
 from appliance.evidence.performance import Auroc
 from appliance.service import Appliance
 from appliance.store.ledger import Verdict
+from appliance.store.series import SeriesState
 
 
 def site_settings(base: Settings, root: Path, min_auroc_cases: int = 20, refresh_s: float = 5.0) -> Settings:
@@ -105,6 +106,7 @@ class MonthResult:
     scored: int
     assessable: int
     failed: int
+    skipped: int  # cine series closed as not scored: studies the month lost
     acks: Mapping[str, int]
     truth_counts: Mapping[str, int]
     with_truth: int
@@ -142,7 +144,9 @@ def run_month(settings: Settings, month: Month, root: Path, min_auroc_cases: int
                 r = event.report
                 acks[ris.send(oru_message(event.study.plan, r.control_id, status=r.status, text=r.text,
                                           study_uid_in=r.study_uid_in))[0]] += 1
-        _await(lambda: app.store.ledger.count() >= len(month.studies), timeout_s, "every study scored or failed")
+        # a cine series the appliance closed as not scored (skipped) ends the wait too, and is counted as lost below
+        _await(lambda: app.store.ledger.count() + _skipped(app) >= len(month.studies), timeout_s,
+               "every study scored, failed or skipped")
         evidence = app.pipeline.evidence.refresh()
         assert evidence is not None, "the evidence refresh failed (see the log)"
         entries = list(app.store.ledger.entries())
@@ -184,6 +188,10 @@ class _Sender:
         self.close()
 
 
+def _skipped(app: Appliance) -> int:
+    return app.store.series.counts().get(SeriesState.SKIPPED, 0)
+
+
 def _await(predicate, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -219,7 +227,8 @@ def _measure(app: Appliance, month: Month, entries: list[dict[str, Any]], eviden
     onsets, false_alarms = _drift_onsets(entries, labels, app, by_uid)
     return MonthResult(
         month=month, wall_s=wall_s, scored=len(scored), assessable=len(assessable),
-        failed=sum(e["kind"] == "failed" for e in entries), acks=acks, truth_counts=store.truth.counts(),
+        failed=sum(e["kind"] == "failed" for e in entries), skipped=_skipped(app), acks=acks,
+        truth_counts=store.truth.counts(),
         with_truth=len(truth), not_arrived=sum(1 for s in month.studies if s.reports and s.reports[0].at_h >
                                                month.end_h),
         corrections=(changed, len(corrected)), verdict=store.ledger.verify(), evidence=evidence,
@@ -286,7 +295,8 @@ def summary_lines(r: MonthResult) -> list[str]:
     fates = Counter(s.fate for s in m.studies)
     lines = [f"studies scanned: {len(m.studies)} over {m.days:.0f} simulated days on {len(STATIONS)} stations "
              f"({CHANGE_STATION} switched to vendor {NEW_VENDOR} at study {m.change_index}); run took {r.wall_s:.0f} s",
-             f"studies scored: {r.scored} ({r.assessable} assessable), failed: {r.failed}",
+             f"studies scored: {r.scored} ({r.assessable} assessable), failed: {r.failed}, "
+             f"not scored (skipped): {r.skipped}",
              f"reports sent: {sum(r.acks.values())} (ACK {', '.join(f'{k} {v}' for k, v in sorted(r.acks.items()))});"
              f" never reported: {fates['missing']}, still being written when the month closed: {r.not_arrived}",
              f"truth records: matched {tc['matched']}, pending {tc['pending']}, corrected {tc['corrected']}; "

@@ -216,7 +216,7 @@ def build_pipeline(settings: Settings, registry: CollectorRegistry,
         gpu_sampler = watch_gpu(s, backend, registry)
         if gpu_sampler is not None:
             undo.callback(gpu_sampler.close)
-        assembler = Assembler(s.assembly.quiet_period_s)
+        assembler = Assembler(s.assembly.quiet_period_s, s.assembly.incomplete_timeout_s)
         live_bank = LiveBank(Overlay(overlay_dir(s.paths.data_dir), bundle.label_bank), bundle.embedding_dim)
         failures = FailureHandler(store, metrics, s.paths.quarantine,
                                   provenance=lambda: (bundle.name, bundle.version, live_bank.get()[1]))
