@@ -15,9 +15,10 @@ from test_sr_export import DSRDUMP, cine_files, scored  # noqa: F401  (cine_file
 from test_store import info, result
 
 from appliance.api import pb
+from appliance.cli.table import ResultsTable, findings_text
 from appliance.export.source import capture_source
 from appliance.export.sr import build_sr
-from appliance.serve.client import ApplianceClient, ResultsTable, findings_cell
+from appliance.serve.client import ApplianceClient
 from appliance.serve.server import ApplianceServicer, GrpcServer
 from appliance.store import Store
 from appliance.store.schema import SCHEMA_VERSION
@@ -97,15 +98,15 @@ def test_grpc_serves_assessable_reasons_and_bank_version(tmp_path):
 
 def test_the_results_table_says_not_assessable_and_why_instead_of_findings():
     out = io.StringIO()
-    table = ResultsTable(out)
+    table = ResultsTable(out, width=160)
     finding = pb.FindingResult(name="LV dilation", probability=0.8, positive=True)
     table.add(pb.ResultEvent(kind=pb.ResultEvent.SCORED, result=pb.SeriesResult(
         series_key="sA", not_assessable=True, quality_reasons=["not a short-axis stack"], findings=[finding])))
     table.add(pb.ResultEvent(kind=pb.ResultEvent.SCORED, result=pb.SeriesResult(
         series_key="sB", findings=[finding])))
     first, second = out.getvalue().splitlines()
-    assert "not assessable (not a short-axis stack)" in first and "LV dilation" not in first
-    assert "LV dilation (0.80)" in second and "not assessable" not in second
+    assert "not assessable: not a short-axis stack" in first and "LV dilation" not in first
+    assert "LV dilation 0.80" in second and "not assessable" not in second
 
 
 def _content(doc: bytes) -> dict[str, list]:
@@ -148,4 +149,4 @@ def test_a_result_from_a_server_without_the_quality_gate_reads_as_assessable():
     old_wire = pb.SeriesResult(series_key="k", findings=[pb.FindingResult(finding_id="lv_dilation", positive=True)])
     r = pb.SeriesResult.FromString(old_wire.SerializeToString())
     assert r.not_assessable is False
-    assert "not assessable" not in findings_cell(r)
+    assert "not assessable" not in findings_text(r)

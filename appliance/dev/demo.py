@@ -17,10 +17,11 @@ from typing import TextIO
 from prometheus_client import CollectorRegistry
 
 from appliance import RESEARCH_NOTICE
+from appliance.cli.table import ResultsTable
 from appliance.config import Settings
 from appliance.dev.synth import SyntheticScanner, demo_cohort
 from appliance.handovers import ExportState
-from appliance.serve.client import ApplianceClient, ResultsTable
+from appliance.serve.client import ApplianceClient
 from appliance.service import Appliance
 
 log = logging.getLogger(__name__)

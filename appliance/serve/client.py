@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -137,59 +137,5 @@ class ResultStream(Protocol):
     def cancel(self) -> bool: ...
 
 
-def findings_cell(r: pb.SeriesResult) -> str:
-    """The table's findings column: the positive findings with their probabilities, or why there are none to show.
-    A series that is not assessable shows that, never a finding."""
-    if r.not_assessable:
-        return f"not assessable ({'; '.join(r.quality_reasons) or 'no reason given'})"
-    positive = [f"{f.name} ({f.probability:.2f})" for f in r.findings if f.positive]
-    return ", ".join(positive) or "none"
 
 
-SHADOW_NOTE = " - SHADOW MODE: not shown on displays, not sent to PACS"
-
-
-class ResultsTable:
-    """Rows appended as results arrive: one line per series, the findings that are positive, review flags."""
-
-    HEADER = f"{'time':8}  {'series':13}  {'vendor':10}  {'latency':>8}  {'review':6}  positive findings"
-
-    def __init__(self, out: TextIO, width: int = 220) -> None:
-        self.out = out
-        self.width = width
-        self.rows = 0
-
-    def header(self, info: pb.ModelInfo | None = None) -> None:
-        if info is not None:
-            self.out.write(f"model {info.bundle_name} {info.bundle_version} on {info.backend} ({info.precision})"
-                           f"{' - RESEARCH USE ONLY' if info.research_only else ''}"
-                           f"{SHADOW_NOTE if info.mode == 'shadow' else ''}\n")
-        self.out.write(self.HEADER + "\n" + "-" * min(self.width, len(self.HEADER) + 40) + "\n")
-        self.out.flush()
-
-    def add(self, event: pb.ResultEvent) -> None:
-        if event.kind == pb.ResultEvent.SCORED:
-            r = event.result
-            when = time.strftime("%H:%M:%S", time.localtime(r.scored_at_unix))
-            review = "YES" if r.needs_review else "no"
-            line = (f"{when:8}  {r.series_key:13}  {r.manufacturer[:10]:10}  "
-                    f"{r.timings.scan_to_score_ms:6.0f}ms  {review:6}  {findings_cell(r)}")
-            if r.needs_review:
-                line += f"  [{'; '.join(r.review_reasons[:3])}{'...' if len(r.review_reasons) > 3 else ''}]"
-            if r.sr_deliveries:  # as of when the result was read: a live stream shows the SR still pending
-                line += "  SR " + ", ".join(f"{d.destination} {d.state}" for d in r.sr_deliveries)
-        elif event.kind == pb.ResultEvent.SR_UPDATED:
-            r = event.result
-            when = time.strftime("%H:%M:%S", time.localtime(max((d.updated_unix for d in r.sr_deliveries),
-                                                                default=time.time())))
-            line = (f"{when:8}  {r.series_key:13}  {'':10}  {'':>8}  SR      "
-                    + ", ".join(f"{d.destination} {d.state}" + (f" ({d.last_error})" if d.state == "failed" else "")
-                                for d in r.sr_deliveries))
-        elif event.kind == pb.ResultEvent.FAILED:
-            s = event.status
-            line = f"{time.strftime('%H:%M:%S'):8}  {s.series_key:13}  {'':10}  {'':>8}  FAILED  {s.detail}"
-        else:
-            return  # a kind added after this client was written
-        self.out.write(line[: self.width] + "\n")
-        self.out.flush()
-        self.rows += 1
