@@ -258,8 +258,10 @@ def panels() -> list[dict[str, Any]]:
                      [target(f"sum by (state) ({sel('scanside_evidence_studies')})", "studies {{state}}"),
                       target(f"sum by (state) ({sel('scanside_truth_records')})", "reports {{state}}")]), w=8)
     g.add(timeseries("Final reports received per minute", "HL7 ORU messages answered by the MLLP listener, by ACK "
-                     "code: AA stored (or not needed), AE the sender retries, AR refused. Only with [hl7] on.",
-                     [target(per_minute("scanside_hl7_messages_total", "ack"), "{{ack}}")]), w=8)
+                     "code: AA stored (or not needed), AE the sender retries, AR refused; and the MLLP connections "
+                     "open now (a RIS usually holds one). Only with [hl7] on.",
+                     [target(per_minute("scanside_hl7_messages_total", "ack"), "{{ack}}"),
+                      target(f"max({sel('scanside_hl7_connections')})", "connections open")]), w=8)
     g.add(stat("Evidence age", "Seconds since the evidence monitor last recomputed (every "
                "evidence.refresh_interval_s, 300 s by default; alert ScanSideEvidenceStale after 30 min).",
                [target(f"time() - max({sel('scanside_evidence_refreshed_timestamp_seconds')})", instant=True)],
