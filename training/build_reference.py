@@ -34,6 +34,7 @@ from training.evaluate import Evaluation, cpu_latency_ms, evaluate_split, ood_ra
 from training.export import export_video, onnx_cosine
 from training.label_bank_fit import fit_bank, provisional_bank
 from training.models import STUDENT, TEACHER, VideoEncoder
+from training.onnx_parts import split_model
 from training.prompt_eval import evaluate_prompts, leaked_prompts
 from training.prompts import FINDINGS
 from training.train import TrainConfig, distill_student, embed_images, train_image_tower
@@ -60,6 +61,8 @@ def _commit() -> str | None:
         return None
     return head + ("-dirty" if dirty else "")
 
+
+TOWER_PART_BYTES = 16 * 2**20  # no file of the bundle over this: a repository holds it as ordinary files
 
 def build(out: Path, workdir: Path, report: Path | None, cohort: CohortSpec, cfg: TrainConfig,
           processes: int = 2, text_tower: Path | None = None) -> Evaluation:
@@ -168,7 +171,9 @@ def build(out: Path, workdir: Path, report: Path | None, cohort: CohortSpec, cfg
                  description=f"{NOTICE} Student image encoder distilled from a teacher trained to meet a frozen, "
                              f"pretrained text tower ({tower_info['model']}).",
                  extra_files={"teacher.onnx": teacher_onnx,
-                              "text_encoder.onnx": (tower_dir / "text_encoder.onnx").read_bytes(),
+                              # the 45 MB tower as a small graph and weight files of at most 16 MiB, exactly
+                              **split_model((tower_dir / "text_encoder.onnx").read_bytes(), "text_encoder",
+                                            TOWER_PART_BYTES),
                               "tokenizer.json": (tower_dir / "tokenizer.json").read_bytes(),
                               "abbreviations.json": CMR.to_json().encode(),
                               "reference_embeddings.npy": buffer},
