@@ -109,6 +109,10 @@ def test_the_appliance_is_found_from_its_configuration(tmp_path, monkeypatch):
     token = tmp_path / "console.token"  # a [client] section is what every client command reads first
     token.write_text("secret-token\n")
     config.write_text(f'[client]\naddress = "mr-appliance:50051"\ntoken_file = "{token}"\n')
+    # The environment overrides the file, as it does for every setting; --token-file overrides both.
+    assert target(args(config=str(config))).token == "tok"
+    assert target(args(config=str(config), token_file=token)).token == "secret-token"
+    monkeypatch.delenv("SCANSIDE_TOKEN")
     found = target(args(config=str(config)))
     assert (found.address, found.token) == ("mr-appliance:50051", "secret-token")
 

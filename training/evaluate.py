@@ -189,13 +189,14 @@ def _target_lines(ev: Evaluation, names: dict[str, str]) -> list[str]:
         read = summary(ev.prompts)
         share = read["paraphrases within 0.05 of own prompts"]
         above = read["paraphrases within 0.05 of own prompts or above"]
-        raw = summary(ev.prompts_raw)["paraphrases within 0.05 of own prompts"] if ev.prompts_raw else float("nan")
+        alone = summary(ev.prompts_raw) if ev.prompts_raw else {}  # the tower alone, the prompts as typed
+        raw = alone.get("paraphrases within 0.05 of own prompts", float("nan"))
         rows.append(("Held-out paraphrases: >= 80 % within 0.05 AUROC of the finding's own prompts",
                      f"{100 * share:.0f} % read as the appliance reads them, {100 * raw:.0f} % by the tower alone; "
                      f"{100 * above:.0f} % within 0.05 or better than the own prompts", share >= 0.80))
         if any(r.kind == "negated" for r in ev.prompts):
             neg = read["negated below 0.5"]
-            neg_raw = summary(ev.prompts_raw)["negated below 0.5"] if ev.prompts_raw else float("nan")
+            neg_raw = alone.get("negated below 0.5", float("nan"))
             rows.append(("Held-out negated prompts below 0.5 AUROC",
                          f"{100 * neg:.0f} % read as the appliance reads them (negation by rule), "
                          f"{100 * neg_raw:.0f} % by the tower alone", neg >= 0.999))

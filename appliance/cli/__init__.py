@@ -68,30 +68,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace):
-    """An ApplianceClient from the common connection options: each of `--address`, `--tls-ca`, `--tls-cert`/
-    `--tls-key`, `--server-name` and `--token-file` (else the SCANSIDE_TOKEN environment variable) where given,
-    else what `--config` says ([client], derived from [grpc] where it is empty)."""
-    import os
-
+    """An ApplianceClient from the common connection options where given, else what `--config` says ([client],
+    derived from [grpc] where it is empty); the token as appliance.config.client.connection finds it."""
     from appliance.config import load_config
-    from appliance.config.client import grpc_target
+    from appliance.config.client import connection, grpc_target
     from appliance.serve.client import ApplianceClient
 
-    target = grpc_target(*load_config(getattr(args, "config", None)))
-    token_file = args.token_file or (None if os.environ.get("SCANSIDE_TOKEN") else target.token_file)
-    token = None
-    if token_file:
-        try:
-            token = Path(token_file).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"token file {token_file}: {exc.strerror or exc}") from None
-    elif os.environ.get("SCANSIDE_TOKEN"):
-        token = os.environ["SCANSIDE_TOKEN"].strip()
-    tls_ca = args.tls_ca or target.tls_ca
-    tls_cert, tls_key = (args.tls_cert, args.tls_key) if args.tls_cert else (target.tls_cert, target.tls_key)
+    c = connection(grpc_target(*load_config(getattr(args, "config", None))), address=args.address,
+                   tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key, server_name=args.server_name,
+                   token_file=args.token_file)
     try:
-        return ApplianceClient(args.address or target.address, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
-                               token=token, server_name=args.server_name or target.server_name)
+        return ApplianceClient(c.address, tls_ca=c.tls_ca, tls_cert=c.tls_cert, tls_key=c.tls_key, token=c.token,
+                               server_name=c.server_name)
     except OSError as exc:  # a certificate or key file that cannot be read
         raise ConfigError(f"TLS file for the gRPC client: {exc.strerror or exc}: {exc.filename}") from None
 
@@ -106,7 +94,8 @@ def _connection_options(p: argparse.ArgumentParser, token: str) -> None:
     p.add_argument("--tls-cert", type=Path, help="client certificate, for an appliance that requires one")
     p.add_argument("--tls-key", type=Path, help="the client certificate's key")
     p.add_argument("--server-name", help="the name to check the appliance's certificate for")
-    p.add_argument("--token-file", help=f"file holding {token} (or set SCANSIDE_TOKEN)")
+    p.add_argument("--token-file", help=f"file holding {token} (or set SCANSIDE_TOKEN, which overrides the "
+                                        "configuration's token_file)")
 
 
 def cmd_results(args: argparse.Namespace) -> int:

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.config import ConfigError, is_loopback, load_settings
-from appliance.config.client import grpc_target
+from appliance.config import is_loopback, load_settings
+from appliance.config.client import Connection, GrpcTarget, connection, grpc_target
 from appliance.display.board import Board
 from appliance.display.feed import Feed
 from appliance.display.web import DisplayServer
@@ -48,42 +46,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-@dataclass(frozen=True)
-class Target:
-    address: str
-    tls_ca: Path | None
-    tls_cert: Path | None
-    tls_key: Path | None
-    server_name: str | None
-    token: str | None
-
-
-def target(args: argparse.Namespace) -> Target:
+def target(args: argparse.Namespace) -> Connection:
     """Where the appliance is and how to reach it: the flags first, then --config as every client command reads it
     ([client], else [grpc]: its host and port, its own certificate as the CA), then the defaults. Raises ValueError
-    saying what is wrong."""
-    address, tls_ca, tls_cert, tls_key = args.address, args.tls_ca, args.tls_cert, args.tls_key
-    server_name, token_file = args.server_name, args.token_file
+    (a ConfigError) saying what is wrong."""
+    base = GrpcTarget(DEFAULT_ADDRESS, None, None, None, None, None)
     if args.config:
-        try:
-            t = grpc_target(load_settings(args.config))
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        address, tls_ca, server_name = address or t.address, tls_ca or t.tls_ca, server_name or t.server_name
-        if tls_cert is None and tls_key is None:
-            tls_cert, tls_key = t.tls_cert, t.tls_key
-        token_file = token_file or t.token_file
-    token = None
-    if token_file:
-        try:
-            token = Path(token_file).read_text().strip()
-        except OSError as exc:
-            raise ValueError(f"token file {token_file} cannot be read: {exc.strerror}") from None
-    elif os.environ.get("SCANSIDE_TOKEN"):
-        token = os.environ["SCANSIDE_TOKEN"].strip()
-    if (tls_cert is None) != (tls_key is None):
-        raise ValueError("--tls-cert and --tls-key go together")
-    return Target(address or DEFAULT_ADDRESS, tls_ca, tls_cert, tls_key, server_name, token)
+        base = grpc_target(load_settings(args.config))
+    return connection(base, address=args.address, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                      server_name=args.server_name, token_file=args.token_file)
 
 
 def listen_address(text: str) -> tuple[str, int]:
