@@ -17,6 +17,8 @@ import numpy as np
 from appliance.handovers import CompleteSeries, Frame, Instance, SeriesInfo, SeriesRole
 
 ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
+LEGACY_CONVERTED_ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.4"
+MULTI_FRAME_MR = frozenset({ENHANCED_MR, LEGACY_CONVERTED_ENHANCED_MR})
 
 
 def series_key(series_uid: str) -> str:
@@ -26,7 +28,7 @@ def series_key(series_uid: str) -> str:
 
 def expected_count(inst: Instance) -> int | None:
     """How many instances the series will have, if the tags say so."""
-    if len(inst.frames) > 1 or inst.sop_class_uid == ENHANCED_MR:
+    if len(inst.frames) > 1 or inst.sop_class_uid in MULTI_FRAME_MR:
         return 1  # an enhanced multi-frame file carries the whole series
     n = inst.images_in_acquisition
     if n and n > 0:

@@ -67,6 +67,7 @@ class PixelRef:
     decode_with_pydicom: bool = False
     rescale_slope: float = 1.0
     rescale_intercept: float = 0.0
+    decoder: str = ""  # the pydicom pixel plugin to decode with (compressed only); "": pydicom's own choice
 
     @property
     def frame_bytes(self) -> int:

@@ -83,6 +83,14 @@ class Metrics:
                                           namespace=ns, registry=registry)
         self.dicom_instances = Counter("dicom_instances_received", "Instances received over C-STORE and spooled.",
                                        namespace=ns, registry=registry)
+        # The label is the negotiated syntax's keyword (e.g. JPEGLosslessSV1): a closed set, the receiver's own list.
+        self.dicom_instances_by_syntax = Counter(
+            "dicom_instances_by_transfer_syntax", "Instances received over C-STORE and spooled, by transfer syntax.",
+            ["transfer_syntax"], namespace=ns, registry=registry)
+        from appliance.ingest.transfer_syntaxes import PREFERRED, keyword  # here: ingest imports this module
+
+        for syntax in PREFERRED:
+            self.dicom_instances_by_syntax.labels(transfer_syntax=keyword(syntax))
         self.dicom_bytes = Counter("dicom_received_bytes", "Bytes of instances received over C-STORE.",
                                    namespace=ns, registry=registry)
         self.dicom_rejections = Counter("dicom_rejections", "Associations and C-STOREs refused, by reason.",

@@ -582,8 +582,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure scan-to-score, ingest rate and memory; print the numbers")
     p.add_argument("--quick", action="store_true", help="fewer repetitions (for a smoke run)")
     p.add_argument("--out", help="also write the results as Markdown to this file")
-    p.add_argument("--only", choices=["oru"], help="run one case only: oru (scan-to-score with and without 1,000 "
-                                                   "ORU messages arriving over MLLP)")
+    p.add_argument("--only", choices=["oru", "decode"],
+                   help="run one case only: oru (scan-to-score with and without 1,000 ORU messages arriving over "
+                        "MLLP), decode (reading one image per compressed transfer syntax)")
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -12,7 +12,9 @@
 5. hostile input: a 300-image study sent by dcmtk's storescu to the receiver, on a quiet line and with 100 idle
    and 20 junk connections held open (threads of the appliance meanwhile), and the memory a deflate bomb costs;
 6. final reports arriving: scan-to-score with [hl7] on, without and then with a RIS sending ORU^R01 over MLLP
-   back to back (at least 1,000 messages) while the studies are scored (`scanside bench --only oru` alone).
+   back to back (at least 1,000 messages) while the studies are scored (`scanside bench --only oru` alone);
+7. compressed MR: reading and decoding one image per transfer syntax next to uncompressed (bench_decode;
+   `scanside bench --only decode` alone).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from appliance import __version__
 from appliance.assembly import Assembler
 from appliance.bundle import load_bundle
 from appliance.config import DEFAULT_BUNDLE, Settings
+from appliance.dev.bench_decode import bench_decode
 from appliance.dev.served import ServedAppliance, free_port
 from appliance.dev.synth import SyntheticScanner, iter_instances, plan_study, write_instance
 from appliance.metrics import Metrics
@@ -458,6 +461,7 @@ def _run_all(work: Path, numbers: Numbers, repeats: int, quick: bool) -> None:
     bench_sr_export(work, numbers, repeats)
     bench_hostile(work, numbers)
     bench_oru_load(work, numbers, repeats, messages=100 if quick else 1000)
+    bench_decode(work, numbers.add, images=30 if quick else 60)
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -469,6 +473,8 @@ def run_bench(args: argparse.Namespace) -> int:
         work = Path(tmp)
         if getattr(args, "only", None) == "oru":
             bench_oru_load(work, numbers, repeats, messages=100 if args.quick else 1000)
+        elif getattr(args, "only", None) == "decode":
+            bench_decode(work, numbers.add, images=30 if args.quick else 60)
         else:
             _run_all(work, numbers, repeats, args.quick)
     if args.out:

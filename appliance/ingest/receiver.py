@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom import AE, AllStoragePresentationContexts, build_context, evt
 from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.sop_class import Verification
 
@@ -32,13 +32,16 @@ from appliance.fileio import PRIVATE_FILE_MODE, private_folder, sync_folder
 from appliance.ingest.dicom_guard import GuardedServer, GuardLimits
 from appliance.ingest.quarantine import Quarantine
 from appliance.ingest.reader import DEFAULT_MAX_INSTANCE_BYTES, IncompleteFile, RejectedFile, read_instance
+from appliance.ingest.transfer_syntaxes import LOSSY, accepted, keyword, names
 from appliance.logsafe import describe
 from appliance.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-# Images the pipeline can use (MR and Enhanced MR); anything else is refused at the DIMSE level with 0x0122.
-TAKEN_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.4.1"})
+# Images the pipeline can use (MR, Enhanced MR, Legacy Converted Enhanced MR); anything else is refused at the
+# DIMSE level with 0x0122.
+TAKEN_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.4.1",
+                               "1.2.840.10008.5.1.4.1.1.4.4"})
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_DOES_NOT_MATCH_SOP_CLASS = 0xA900
@@ -81,7 +84,10 @@ class DicomReceiver:
         ae = AE(ae_title=s.ae_title)
         # Every storage SOP class may be proposed, so that one the appliance does not take gets a clear DIMSE
         # refusal rather than an opaque "no presentation context" on the sender's side.
-        ae.supported_contexts = AllStoragePresentationContexts
+        # Each with every transfer syntax this host decodes, in the order of preference (transfer_syntaxes).
+        syntaxes = accepted()
+        ae.supported_contexts = [build_context(cx.abstract_syntax, list(syntaxes))
+                                 for cx in AllStoragePresentationContexts]
         ae.add_supported_context(Verification)
         if s.allowed_calling_aets:
             ae.require_calling_aet = list(s.allowed_calling_aets)  # checked again by pynetdicom (the TLS path)
@@ -102,6 +108,8 @@ class DicomReceiver:
         self._thread.start()
         log.info("DICOM receiver %s listening on %s:%d%s", s.ae_title, s.host, self.port,
                  " (TLS)" if s.tls_cert else "")
+        log.info("DICOM receiver transfer syntaxes, preferred first: %s (lossy: %s)", ", ".join(names(syntaxes)),
+                 ", ".join(names(tuple(x for x in syntaxes if x in LOSSY))) or "none")
 
     @property
     def port(self) -> int:
@@ -160,6 +168,7 @@ class DicomReceiver:
             if handled is not None:
                 handled()  # the dataset leaves the receiver's in-flight memory budget
         self.metrics.dicom_instances.inc()
+        self.metrics.dicom_instances_by_syntax.labels(transfer_syntax=keyword(event.file_meta.TransferSyntaxUID)).inc()
         self.metrics.dicom_bytes.inc(size)
         return STATUS_SUCCESS
 

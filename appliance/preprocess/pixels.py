@@ -62,7 +62,7 @@ def _decode_with_pydicom(ref: PixelRef) -> np.ndarray:
 
     index = ref.frame_index if ref.number_of_frames > 1 else None
     try:
-        arr = pixel_array(ref.path, index=index)
+        arr = pixel_array(ref.path, index=index, decoding_plugin=ref.decoder)
     except Exception as exc:  # pydicom raises many types (missing codec, bad data, I/O)
         raise PreprocessError(f"{ref.path}: pydicom could not decode frame {ref.frame_index}: {exc}") from exc
     if arr.ndim == 3 and index is None:

@@ -211,6 +211,11 @@ def panels() -> list[dict[str, Any]]:
           h=10)
     g.add(timeseries("DICOM connections", "Connections now open to the C-STORE receiver: negotiating or associated.",
                      [target(f"sum by (state) ({sel('scanside_dicom_connections')})", "{{state}}")]), w=12, h=10)
+    g.add(bars("DICOM instances received, by transfer syntax", "In the time range. How senders encode what they "
+               "send: uncompressed, lossless or lossy compression (the receiver prefers them in that order; "
+               "docs/conformance.md).",
+               [target(in_range("scanside_dicom_instances_by_transfer_syntax_total", "transfer_syntax"),
+                       "{{transfer_syntax}}", instant=True)]), w=24, h=8)
 
     g.row("Results to PACS (DICOM SR)")
     g.add(timeseries("SR queue", "SRs in the export queue by destination and state: pending waits for a try, "

@@ -9,6 +9,7 @@ from appliance.handovers import Frame, Instance, PixelRef
 from appliance.ingest.reader.errors import IncompleteFile, RejectedFile
 from appliance.ingest.reader.fast import _WANTED, _finite, _int, _int_range
 from appliance.ingest.reader.fields import _classic_geometry, _instance, _or, _require_mr
+from appliance.ingest.transfer_syntaxes import decodable, decoding_plugin
 
 
 def _read_with_pydicom(path: str, size: int, syntax: str, target: str, max_bytes: int) -> Instance:
@@ -44,7 +45,7 @@ def _from_dataset(ds: Any, path: str, size: int, syntax: str, target: str, max_b
     _require_mr(values)
     if "PixelData" not in ds:
         raise RejectedFile("no_pixel_data", "the file has no Pixel Data element")
-    if not _decodable(syntax):
+    if not decodable(syntax):
         raise RejectedFile("unsupported_transfer_syntax", f"no pixel decoder available for {_syntax_name(syntax)}")
     n_frames = values.get("NumberOfFrames") or 1
     if n_frames < 1:
@@ -62,10 +63,10 @@ def _from_dataset(ds: Any, path: str, size: int, syntax: str, target: str, max_b
     slope, intercept = _or(values.get("RescaleSlope"), 1.0), _or(values.get("RescaleIntercept"), 0.0)
     if n_frames == 1:
         geometry = _classic_geometry(values)
-        ref = PixelRef(target, -1, rows, cols, dtype, 0, 1, True, slope, intercept)
+        ref = PixelRef(target, -1, rows, cols, dtype, 0, 1, True, slope, intercept, decoding_plugin(syntax))
         frames: tuple[Frame, ...] = (Frame(pixels=ref, trigger_time=values.get("TriggerTime"), **geometry),)
     else:
-        frames = _enhanced_frames(ds, target, rows, cols, dtype, n_frames, slope, intercept)
+        frames = _enhanced_frames(ds, target, rows, cols, dtype, n_frames, slope, intercept, decoding_plugin(syntax))
     return _instance(values, syntax, frames, size)
 
 
@@ -94,17 +95,8 @@ def _ds_value(ds: Any, name: str) -> Any:
     return str(value)
 
 
-def _decodable(syntax: str) -> bool:
-    try:
-        from pydicom.pixels import get_decoder
-
-        return get_decoder(syntax).is_available
-    except (NotImplementedError, ValueError, KeyError):
-        return False
-
-
 def _enhanced_frames(ds: Any, path: str, rows: int, cols: int, dtype: str, n: int, slope: float,
-                     intercept: float) -> tuple[Frame, ...]:
+                     intercept: float, decoder: str) -> tuple[Frame, ...]:
     """Per-frame geometry from an enhanced multi-frame file's functional groups (shared, then per-frame)."""
     shared = ds.get("SharedFunctionalGroupsSequence")
     shared = shared[0] if shared else None
@@ -128,7 +120,13 @@ def _enhanced_frames(ds: Any, path: str, rows: int, cols: int, dtype: str, n: in
         if ipp is None or iop is None or spacing is None:
             raise RejectedFile("missing_geometry", f"frame {index + 1} lacks position, orientation or spacing")
         trigger = group_value(item, "CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime")
-        ref = PixelRef(path, -1, rows, cols, dtype, index, n, True, slope, intercept)
+        if trigger is None:
+            # Legacy Converted Enhanced MR has no cardiac synchronisation group: a converter keeps each classic
+            # image's TriggerTime among the Unassigned Per-Frame (or Shared) Converted Attributes.
+            trigger = _unassigned(item, "UnassignedPerFrameConvertedAttributesSequence", "TriggerTime")
+            if trigger is None and shared is not None:
+                trigger = _unassigned(shared, "UnassignedSharedConvertedAttributesSequence", "TriggerTime")
+        ref = PixelRef(path, -1, rows, cols, dtype, index, n, True, slope, intercept, decoder)
         try:
             geometry = _classic_geometry({"ImagePositionPatient": tuple(_finite(float(x)) for x in ipp),
                                           "ImageOrientationPatient": tuple(_finite(float(x)) for x in iop),
@@ -141,3 +139,9 @@ def _enhanced_frames(ds: Any, path: str, rows: int, cols: int, dtype: str, n: in
         except RejectedFile as exc:
             raise RejectedFile(exc.reason, f"frame {index + 1}: {exc.detail}") from exc
     return tuple(frames)
+
+
+def _unassigned(item: Any, seq: str, attr: str) -> Any:
+    if seq in item and item[seq].value:
+        return item[seq][0].get(attr)
+    return None
