@@ -14,9 +14,11 @@ from appliance.dev.synth.geometry import ImagePlane
 from appliance.dev.synth.plan import SeriesPlan, StudyPlan
 
 _SEQUENCES = {
-    # kind -> (ScanningSequence, SequenceVariant, ScanOptions, TR ms, TE ms, flip deg)
+    # kind -> (ScanningSequence, SequenceVariant, ScanOptions, TR ms, TE ms, flip deg). Both cardiac series are
+    # ECG-triggered, so ScanOptions says CG (PS3.3 C.8.3.1: TriggerTime belongs only to a gated image); the
+    # inversion of LGE is a ScanningSequence term (IR), not a scan option.
     "cine": (["GR"], ["SS", "SK"], "CG", 3.0, 1.4, 60.0),
-    "lge": (["GR", "IR"], ["SK", "SP", "MP"], "IR", 5.2, 2.0, 20.0),
+    "lge": (["GR", "IR"], ["SK", "SP", "MP"], "CG", 5.2, 2.0, 20.0),
     "localizer": (["GR"], ["SP"], "", 3.4, 1.5, 50.0),
 }
 
@@ -98,6 +100,7 @@ def build_dataset(plan: StudyPlan, series: SeriesPlan, spec: ImageSpec, pixels: 
     ds.SliceThickness = _ds(plan.stack.thickness_mm if series.kind != "localizer" else 10.0)
     ds.RepetitionTime = _ds(tr)
     ds.EchoTime = _ds(te)
+    ds.EchoTrainLength = 1  # Type 2: k-space lines per excitation, one for these gradient-echo sequences
     ds.MagneticFieldStrength = _ds(prof.field_strength_t)
     ds.FlipAngle = _ds(flip)
     ds.SoftwareVersions = prof.software_version
