@@ -22,3 +22,4 @@ def test_the_demo_scores_its_studies_and_writes_an_sr_for_each(tmp_path):
     assert len(srs) == 2 and all(sr.Modality == "SR" and "not for diagnostic use" in sr.SeriesDescription
                                  for sr in srs)
     assert len({sr.StudyInstanceUID for sr in srs}) == 2  # one per synthetic study, filed in its study
+    assert all(sr.ContentTemplateSequence[0].TemplateIdentifier == "1500" for sr in srs)  # the default form

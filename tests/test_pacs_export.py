@@ -83,7 +83,9 @@ def test_the_sr_of_a_scored_study_arrives_in_orthanc_and_says_what_was_scored(ap
     caplog.set_level(logging.DEBUG)
     pacs = orthanc()
     pacs.start()
-    app = appliance(export=export_to(pacs, folder=str(tmp_path / "sr-out"), institution_name="Test Hospital"))
+    # The comprehensive form, whose tree this test reads; the default TID 1500 form: tests/test_sr_tid1500.py.
+    app = appliance(export=export_to(pacs, folder=str(tmp_path / "sr-out"), institution_name="Test Hospital",
+                                     sr_template="comprehensive"))
     plan, cine = send_study(app, seed=41)
     wait_for(lambda: pacs.instances(), timeout=60, what="the SR in Orthanc")
 

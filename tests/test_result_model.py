@@ -17,7 +17,7 @@ from test_store import info, result
 from appliance.api import pb
 from appliance.cli.table import ResultsTable, findings_text
 from appliance.export.source import capture_source
-from appliance.export.sr import build_sr
+from appliance.export.sr import SrSettings, build_sr
 from appliance.serve.client import ApplianceClient
 from appliance.serve.server import ApplianceServicer, GrpcServer
 from appliance.store import Store
@@ -124,8 +124,9 @@ def _content(doc: bytes) -> dict[str, list]:
 def test_the_sr_states_assessability_its_reasons_and_the_bank_version(cine_files):  # noqa: F811
     plan, cine, files, refs = cine_files
     source = capture_source(files[0], refs)
-    bad = _content(build_sr(not_assessable(scored(cine.series_uid, plan.study_uid)), source).data)
-    good = _content(build_sr(scored(cine.series_uid, plan.study_uid), source).data)
+    comprehensive = SrSettings(template="comprehensive")  # the TID 1500 form: tests/test_sr_tid1500.py
+    bad = _content(build_sr(not_assessable(scored(cine.series_uid, plan.study_uid)), source, comprehensive).data)
+    good = _content(build_sr(scored(cine.series_uid, plan.study_uid), source, comprehensive).data)
     yes, no = "373066001", "373067005"  # SCT Yes / No
     assert bad["assessable"] == [no] and bad["quality-reason"] == ["not a short-axis stack", "3 slices"]
     assert bad["label-bank-version"] == ["0123456789ab.2"]
@@ -137,7 +138,7 @@ def test_dcmtk_reads_a_not_assessable_sr_without_complaint(cine_files, tmp_path)
     plan, cine, files, refs = cine_files
     path = tmp_path / "sr.dcm"
     path.write_bytes(build_sr(not_assessable(scored(cine.series_uid, plan.study_uid)),
-                              capture_source(files[0], refs)).data)
+                              capture_source(files[0], refs), SrSettings(template="comprehensive")).data)
     dump = subprocess.run([str(DSRDUMP), str(path)], capture_output=True, text=True, timeout=60)
     assert dump.returncode == 0 and dump.stderr.strip() == "", dump.stderr
     assert 'Why not assessable")="not a short-axis stack"' in dump.stdout

@@ -82,10 +82,12 @@ def test_a_file_that_is_not_dicom_gives_a_source_error(tmp_path):
 
 
 @pytest.mark.skipif(not DSRDUMP.exists(), reason="dcmtk (Debian package) is not installed; .ci/run installs it")
-def test_dcmtk_parses_the_document_without_complaint(cine_files, tmp_path):
+@pytest.mark.parametrize("template", ["tid1500", "comprehensive"])
+def test_dcmtk_parses_the_document_without_complaint(cine_files, tmp_path, template):
     plan, cine, files, refs = cine_files
     path = tmp_path / "sr.dcm"
-    path.write_bytes(build_sr(scored(cine.series_uid, plan.study_uid), capture_source(files[0], refs)).data)
+    path.write_bytes(build_sr(scored(cine.series_uid, plan.study_uid), capture_source(files[0], refs),
+                              SrSettings(template=template)).data)
     dump = subprocess.run([str(DSRDUMP), str(path)], capture_output=True, text=True, timeout=60)
     assert dump.returncode == 0 and dump.stderr.strip() == "", dump.stderr
     assert 'Finding")=(lv_dilation,99SCANSIDE,"LV dilation")' in dump.stdout
@@ -134,21 +136,28 @@ def test_pynetdicom_never_logs_at_debug_in_the_appliance():
     assert logging.getLogger("pynetdicom").getEffectiveLevel() >= logging.INFO
 
 
-def test_bundle_text_that_does_not_fit_a_code_meaning_is_cleaned_not_fatal(cine_files, tmp_path):
+@pytest.mark.parametrize("template", ["tid1500", "comprehensive"])
+def test_bundle_text_that_does_not_fit_a_code_meaning_is_cleaned_not_fatal(cine_files, tmp_path, template):
     plan, cine, files, refs = cine_files
     result = scored(cine.series_uid, plan.study_uid)
     long_name = "Left\\right ventricular " + "non-compaction " * 6 + "≥ grade 2"
     odd = FindingScore("lvnc", long_name, 0.1, 0.2, 0.1, False, False, ())
     result = StudyResult(result.info, Scores((*result.scores.findings, odd), 1.0, ()), "reference", "1",
                          "onnxruntime", "fp32", {}, time.time())
-    sr = pydicom.dcmread(io.BytesIO(build_sr(result, capture_source(files[0], refs)).data))
+    settings = SrSettings(template=template)
+    data = build_sr(result, capture_source(files[0], refs), settings).data
+    sr = pydicom.dcmread(io.BytesIO(data))
     assert sr.SpecificCharacterSet == "ISO_IR 192"  # "≥" does not fit the source's ISO_IR 100
-    meanings = [item.ContentSequence[0].ConceptCodeSequence[0].CodeMeaning for item in sr.ContentSequence
-                if item.ValueType == "CONTAINER"]
+    if template == "comprehensive":
+        meanings = [item.ContentSequence[0].ConceptCodeSequence[0].CodeMeaning for item in sr.ContentSequence
+                    if item.ValueType == "CONTAINER"]
+    else:
+        groups = hd.sr.srread(io.BytesIO(data)).content.get_image_measurement_groups()
+        meanings = [g.finding_type.meaning for g in groups]
     assert meanings[-1] == long_name.replace("\\", "/")[:64] and len(meanings[-1]) == 64
     if DSRDUMP.exists():
         path = tmp_path / "sr.dcm"
-        path.write_bytes(build_sr(result, capture_source(files[0], refs)).data)
+        path.write_bytes(data)
         dump = subprocess.run([str(DSRDUMP), str(path)], capture_output=True, text=True, timeout=60)
         assert dump.returncode == 0, dump.stderr
 

@@ -7,7 +7,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 
-from appliance.config.sections import MODES, ClientConfig, ConfigError, Settings
+from appliance.config.sections import MODES, SR_TEMPLATES, ClientConfig, ConfigError, Settings
 
 
 def check_settings(s: Settings) -> None:
@@ -96,6 +96,8 @@ def setting_problems(s: Settings) -> list[str]:
     need(0 < e.timeout_s <= 600, "export.timeout_s must be in (0, 600]")
     need(1 <= e.series_number <= 2**31 - 1, "export.series_number must be a positive integer")
     need(len(e.institution_name) <= 64, "export.institution_name must be at most 64 characters")
+    need(e.sr_template in SR_TEMPLATES,
+         f"export.sr_template must be {' or '.join(SR_TEMPLATES)}, not {e.sr_template!r}")
     need(0 <= e.keep_failed_days <= 36_500, "export.keep_failed_days must be in [0, 36500] (0: keep forever)")
     need((e.tls_cert is None) == (e.tls_key is None), "export.tls_cert and export.tls_key go together")
     need(e.tls_cert is None or e.tls_ca is not None,

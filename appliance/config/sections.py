@@ -154,9 +154,9 @@ class DicomConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """Results back to PACS: one DICOM Comprehensive SR per scored series, sent over C-STORE and/or written to a
-    folder. Off unless a destination is named. When on, the database keeps each scored series' patient and study
-    attributes (copied into its SR), so protect it like the PACS itself."""
+    """Results back to PACS: one DICOM SR per scored series (a TID 1500 Measurement Report by default), sent over
+    C-STORE and/or written to a folder. Off unless a destination is named. When on, the database keeps each scored
+    series' patient and study attributes (copied into its SR), so protect it like the PACS itself."""
 
     pacs_ae_title: str = ""  # the PACS' AE title (called AE); empty: nothing is sent
     pacs_host: str = "127.0.0.1"
@@ -168,6 +168,7 @@ class ExportConfig:
     timeout_s: float = 30.0  # association, DIMSE and network timeouts of one try
     series_number: int = 9901  # Series Number of the SR series; high, so PACS lists it after the images
     institution_name: str = ""  # written into the SR when set
+    sr_template: str = "tid1500"  # the SR's content: "tid1500" (TID 1500 Measurement Report) or "comprehensive"
     keep_failed_days: float = 30.0  # a failed SR (patient data) is kept this long for `exports retry`; 0: forever
     tls_ca: Path | None = None  # DICOM TLS to the PACS: its certificate must chain to this CA (setting it turns TLS on)
     tls_cert: Path | None = None  # this appliance's certificate and key, for a PACS that requires client certificates
@@ -204,6 +205,7 @@ class Hl7Config:
 
 
 MODES = ("assist", "shadow")
+SR_TEMPLATES = ("tid1500", "comprehensive")  # export.sr_template (appliance/export/sr.py)
 
 
 @dataclass(frozen=True)

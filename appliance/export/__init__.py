@@ -1,4 +1,4 @@
-"""Results back to PACS: each scored series becomes a DICOM Comprehensive SR in the source study, queued in the
+"""Results back to PACS: each scored series becomes a DICOM SR (TID 1500 by default) in the source study, queued in the
 database and delivered to each configured destination (C-STORE to a PACS, a folder, ...).
 
 source.py captures what the SR copies from the images (patient and study modules, instance references) while the
@@ -47,5 +47,6 @@ def build_exporter(settings: Settings, store: Store, metrics: Metrics) -> Export
         except OSError as exc:
             raise ConfigError(f"export destination {kind!r} cannot be used: {exc}") from None
     return Exporter(store, metrics, RetryPolicy(e.max_attempts, e.retry_initial_s, e.retry_max_s),
-                    SrSettings(series_number=e.series_number, institution_name=e.institution_name),
+                    SrSettings(series_number=e.series_number, institution_name=e.institution_name,
+                               template=e.sr_template),
                     destinations, keep_failed_days=e.keep_failed_days)

@@ -1,26 +1,13 @@
-"""One scored series as a DICOM Comprehensive SR (highdicom), filed in the source study.
+"""One scored series as a DICOM SR document (highdicom, Comprehensive SR Storage), filed in the source study.
 
-Content tree (codes in brackets; 99SCANSIDE is this project's private coding scheme, declared in the document's
-Coding Scheme Identification Sequence):
+Two content forms, chosen by `[export] sr_template`: "tid1500" (the default), a TID 1500 Measurement Report
+(sr_tid1500.py), which OHIF renders and IHE AI Results builds on; "comprehensive", ScanSide's own tree of the
+earlier exports (sr_comprehensive.py). Both are Comprehensive SR Storage (1.2.840.10008.5.1.4.1.1.88.33): neither
+has 3D coordinates, and it is the SOP class the PACS destination proposes. Codes: sr_codes.py.
 
-    CONTAINER  [99SCANSIDE report] "Research zero-shot cine CMR screen - not for diagnostic use"
-      HAS OBS CONTEXT  device observer: the appliance (TID 1002/1004)
-      CONTAINS TEXT     [DCM 121106 Comment]  the research-use statement, in words
-      CONTAINS TEXT     [DCM 111001 Algorithm Name] / [DCM 111003 Algorithm Version]  the model bundle
-      CONTAINS TEXT     [99SCANSIDE label-bank-version]  the label-bank version that scored it (prompts, thresholds)
-      CONTAINS TEXT     [99SCANSIDE backend]  inference backend, version and precision
-      CONTAINS UIDREF   [DCM 112002 Series Instance UID]  the scored source series
-      CONTAINS CODE     [99SCANSIDE assessable]  SCT Yes / No: No when the series is not a usable cine short-axis
-                        stack (then no finding is present), with one TEXT [99SCANSIDE quality-reason] per reason
-      CONTAINS CODE     [99SCANSIDE needs-review]  SCT Yes / No, with one TEXT per study-level reason
-      CONTAINS NUM      [99SCANSIDE ood-distance]  when the bundle has reference statistics
-      CONTAINS CONTAINER [99SCANSIDE finding-result], one per finding:
-          CODE [DCM 121071 Finding] = the finding (99SCANSIDE code = finding id, meaning = its name)
-          CODE [99SCANSIDE decision] = SCT Present / Absent
-          NUM  similarity score, threshold, calibrated probability (UCUM "1": no units)
-          TEXT [99SCANSIDE review-reason], one per reason
-
-Every image of the source series is listed in the Current Requested Procedure Evidence Sequence. The document is
+What both share is built here: the patient and General Study modules copied from the kept source header (never
+made up, never cleaned up), every image of the source series in the Current Requested Procedure Evidence Sequence,
+the appliance as device observer, the 99SCANSIDE coding scheme declared, the character set. The document is
 UNVERIFIED and PRELIMINARY: no person has signed it, and it never claims to be a final report.
 """
 
@@ -35,53 +22,30 @@ from dataclasses import dataclass
 
 import highdicom as hd
 from highdicom.coding_schemes import CodingSchemeIdentificationItem
-from highdicom.sr import (
-    CodeContentItem,
-    CodedConcept,
-    ComprehensiveSR,
-    ContainerContentItem,
-    DeviceObserverIdentifyingAttributes,
-    NumContentItem,
-    ObservationContext,
-    ObserverContext,
-    RelationshipTypeValues,
-    TextContentItem,
-    UIDRefContentItem,
-)
+from highdicom.sr import ComprehensiveSR, DeviceObserverIdentifyingAttributes, ObservationContext, ObserverContext
 from pydicom.charset import python_encoding
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 from pydicom.valuerep import DA, TM
 
 from appliance import __version__
+from appliance.config.sections import SR_TEMPLATES
+from appliance.export import sr_codes, sr_comprehensive, sr_tid1500
 from appliance.export.source import SourceStudy
+from appliance.export.sr_codes import SCHEME, lo
 from appliance.handovers import StudyResult
 
 # highdicom logs source UIDs at INFO, and a patient's name when it looks malformed: neither may reach our logs.
 logging.getLogger("highdicom").setLevel(logging.ERROR)
 
-SCHEME = "99SCANSIDE"
 RESEARCH_STATEMENT = ("RESEARCH USE ONLY - NOT FOR DIAGNOSTIC USE. Zero-shot scores from ScanSide, research software; "
                       "not a medical device, not reviewed by a physician.")
-TITLE = CodedConcept("report", SCHEME, "Research zero-shot cine CMR screen - not for diagnostic use")
 SERIES_DESCRIPTION = "ScanSide research SR - not for diagnostic use"  # LO: at most 64 characters
 COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
-
-_BACKEND = CodedConcept("backend", SCHEME, "Inference backend")
-_BANK_VERSION = CodedConcept("label-bank-version", SCHEME, "Label bank version")
-_ASSESSABLE = CodedConcept("assessable", SCHEME, "Series assessable")
-_QUALITY_REASON = CodedConcept("quality-reason", SCHEME, "Why not assessable")
-_NEEDS_REVIEW = CodedConcept("needs-review", SCHEME, "Needs human review")
-_REVIEW_REASON = CodedConcept("review-reason", SCHEME, "Review reason")
-_OOD = CodedConcept("ood-distance", SCHEME, "Distance from the reference data")
-_FINDING_RESULT = CodedConcept("finding-result", SCHEME, "Zero-shot finding result")
-_DECISION = CodedConcept("decision", SCHEME, "Zero-shot decision")
-_SCORE = CodedConcept("similarity", SCHEME, "Prompt similarity score")
-_THRESHOLD = CodedConcept("threshold", SCHEME, "Decision threshold")
-_PROBABILITY = CodedConcept("probability", SCHEME, "Calibrated probability")
-_RARE = CodedConcept("rare", SCHEME, "Rare phenotype")
+TEMPLATES = SR_TEMPLATES
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +53,7 @@ class SrSettings:
     series_number: int = 9901
     institution_name: str = ""
     device_uid: str = ""  # Device Observer UID; default: stable per host
+    template: str = "tid1500"  # one of TEMPLATES
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +75,8 @@ _TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "Accessi
 
 
 def build_sr(result: StudyResult, source: SourceStudy, settings: SrSettings = SrSettings()) -> SrDocument:
+    if settings.template not in TEMPLATES:
+        raise ValueError(f"unknown SR template {settings.template!r}: one of {', '.join(TEMPLATES)}")
     header = source.dataset()
     for keyword in _TYPE2:
         if keyword not in header:
@@ -120,27 +87,33 @@ def build_sr(result: StudyResult, source: SourceStudy, settings: SrSettings = Sr
     for keyword in kept:
         setattr(header, keyword, None)
     evidence = [header, *_evidence(header, source.instances)]
+    observation = _observation(result, settings)
+    content: Dataset | Sequence
+    if settings.template == "tid1500":
+        content = sr_tid1500.measurement_report(result, header, source.instances, observation, RESEARCH_STATEMENT)
+    else:
+        content = sr_comprehensive.content(result, observation, RESEARCH_STATEMENT)
     sop_uid = hd.UID()
     with warnings.catch_warnings():
         # highdicom warns about odd person names by quoting them; a warning reaches stderr, i.e. the journal.
         warnings.simplefilter("ignore")
         sr = ComprehensiveSR(
             evidence=evidence,
-            content=_content(result, settings),
+            content=content,
             series_instance_uid=hd.UID(),
             series_number=settings.series_number,
             sop_instance_uid=sop_uid,
             instance_number=1,
             manufacturer="ScanSide (research software)",
-            manufacturer_model_name=_lo(f"{result.bundle_name} {result.bundle_version}"),
+            manufacturer_model_name=lo(f"{result.bundle_name} {result.bundle_version}"),
             software_versions=f"scanside {__version__}",
             series_description=SERIES_DESCRIPTION,
-            institution_name=_lo(settings.institution_name) or None,
+            institution_name=lo(settings.institution_name) or None,
             is_complete=True,
             is_final=False,
             is_verified=False,
             coding_schemes=[CodingSchemeIdentificationItem(
-                designator=SCHEME, name="ScanSide local codes", responsible_organization="ScanSide project")],
+                designator=SCHEME, name=sr_codes.SCHEME_NAME, responsible_organization=sr_codes.SCHEME_ORGANIZATION)],
             specific_character_set=_character_set(header, result, settings),
         )
         for element in kept.values():
@@ -193,12 +166,6 @@ def _refused_by_highdicom(header: Dataset) -> list[str]:
     return refused
 
 
-def _lo(text: str) -> str:
-    """A string fit for a single-valued LO (64 characters, no backslash, no control characters)."""
-    cleaned = "".join(" " if ord(c) < 32 else c for c in text).replace("\\", "/").strip()
-    return cleaned[:64]
-
-
 def _evidence(header: Dataset, instances: tuple[tuple[str, str], ...]) -> list[Dataset]:
     """Reference-only datasets for the series' other images (highdicom reads only their UIDs)."""
     out = []
@@ -212,50 +179,9 @@ def _evidence(header: Dataset, instances: tuple[tuple[str, str], ...]) -> list[D
     return out
 
 
-def _content(result: StudyResult, settings: SrSettings) -> ContainerContentItem:
-    contains = RelationshipTypeValues.CONTAINS
-    scores = result.scores
-    root = ContainerContentItem(name=TITLE)
-    items: list = list(ObservationContext(observer_device_context=ObserverContext(
+def _observation(result: StudyResult, settings: SrSettings) -> ObservationContext:
+    return ObservationContext(observer_device_context=ObserverContext(
         observer_type=codes.cid270.Device,
         observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
             uid=settings.device_uid or device_uid(), name="ScanSide", manufacturer_name="ScanSide project",
-            model_name=_lo(result.bundle_name)))))
-    items += [
-        TextContentItem(codes.DCM.Comment, RESEARCH_STATEMENT, relationship_type=contains),
-        TextContentItem(codes.DCM.AlgorithmName, result.bundle_name, relationship_type=contains),
-        TextContentItem(codes.DCM.AlgorithmVersion, result.bundle_version, relationship_type=contains),
-    ]
-    if result.bank_version:
-        items.append(TextContentItem(_BANK_VERSION, result.bank_version, relationship_type=contains))
-    items += [
-        TextContentItem(_BACKEND, f"{result.backend} ({result.precision})", relationship_type=contains),
-        UIDRefContentItem(codes.DCM.SeriesInstanceUID, result.info.series_uid, relationship_type=contains),
-        CodeContentItem(_ASSESSABLE, codes.SCT.Yes if scores.assessable else codes.SCT.No,
-                        relationship_type=contains),
-    ]
-    items += [TextContentItem(_QUALITY_REASON, reason, relationship_type=contains)
-              for reason in scores.quality_reasons]
-    items.append(CodeContentItem(_NEEDS_REVIEW, codes.SCT.Yes if scores.needs_review else codes.SCT.No,
-                                 relationship_type=contains))
-    items += [TextContentItem(_REVIEW_REASON, reason, relationship_type=contains) for reason in scores.review_reasons]
-    if scores.ood_distance is not None:
-        items.append(NumContentItem(_OOD, float(scores.ood_distance), codes.UCUM.NoUnits, relationship_type=contains))
-    for f in scores.findings:
-        box = ContainerContentItem(name=_FINDING_RESULT, relationship_type=contains)
-        parts = [
-            CodeContentItem(codes.DCM.Finding, CodedConcept(f.finding_id, SCHEME, _lo(f.name) or _lo(f.finding_id)),
-                            relationship_type=contains),
-            CodeContentItem(_DECISION, codes.SCT.Present if f.positive else codes.SCT.Absent,
-                            relationship_type=contains),
-            NumContentItem(_SCORE, float(f.score), codes.UCUM.NoUnits, relationship_type=contains),
-            NumContentItem(_THRESHOLD, float(f.threshold), codes.UCUM.NoUnits, relationship_type=contains),
-            NumContentItem(_PROBABILITY, float(f.probability), codes.UCUM.NoUnits, relationship_type=contains),
-        ]
-        if f.rare:
-            parts.append(CodeContentItem(_RARE, codes.SCT.Yes, relationship_type=contains))
-        parts += [TextContentItem(_REVIEW_REASON, r, relationship_type=contains) for r in f.review_reasons]
-        box.ContentSequence = hd.sr.ContentSequence(parts)
-        items.append(box)
-    root.ContentSequence = hd.sr.ContentSequence(items)
-    return root
+            model_name=lo(result.bundle_name))))
