@@ -6,4 +6,9 @@ report text: not for clinical use.
 
 __version__ = "0.1.0"
 
+# What ScanSide's DICOM AEs announce in every association (docs/conformance.md): a UUID-derived UID (ITU-T X.667,
+# root 2.25), fixed for the product, and the version name.
+IMPLEMENTATION_CLASS_UID = "2.25.121039490359702827448292588823245309900"
+IMPLEMENTATION_VERSION_NAME = f"SCANSIDE_{__version__}"[:16]
+
 RESEARCH_NOTICE = "Research software, synthetic reference model: not for clinical or diagnostic use."

@@ -19,6 +19,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, build_context
 from test_receiver import STORESCU, needs_dcmtk, receiver_app, run
 
+from appliance import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from appliance.dev.synth import iter_instances, plan_study
 from appliance.ingest.transfer_syntaxes import LOSSY, PREFERRED, accepted
 from appliance.serve.client import ApplianceClient
@@ -148,6 +149,8 @@ def negotiated(port: int, proposed: list[str]) -> str | None:
     assoc = ae.associate("127.0.0.1", port, ae_title="SCANSIDE")
     try:
         assert assoc.is_established
+        assert assoc.acceptor.implementation_class_uid == IMPLEMENTATION_CLASS_UID  # ScanSide's own, not pynetdicom's
+        assert assoc.acceptor.implementation_version_name == IMPLEMENTATION_VERSION_NAME
         mr = [cx for cx in assoc.accepted_contexts if cx.abstract_syntax == MR]
         return mr[0].transfer_syntax[0] if mr else None
     finally:

@@ -28,6 +28,7 @@ from pynetdicom import AE, AllStoragePresentationContexts, build_context, evt
 from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.sop_class import Verification
 
+from appliance import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from appliance.fileio import PRIVATE_FILE_MODE, private_folder, sync_folder
 from appliance.ingest.dicom_guard import GuardedServer, GuardLimits
 from appliance.ingest.quarantine import Quarantine
@@ -82,6 +83,8 @@ class DicomReceiver:
             left.unlink(missing_ok=True)
         s = self.settings
         ae = AE(ae_title=s.ae_title)
+        ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+        ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
         # Every storage SOP class may be proposed, so that one the appliance does not take gets a clear DIMSE
         # refusal rather than an opaque "no presentation context" on the sender's side.
         # Each with every transfer syntax this host decodes, in the order of preference (transfer_syntaxes).
