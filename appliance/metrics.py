@@ -31,7 +31,7 @@ QUARANTINE_REASONS = ("not_a_file", "not_dicom", "unreadable", "corrupt", "trunc
 _STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 # Result to SR delivered: seconds when the PACS is up, up to hours across an outage.
 _EXPORT_DELAY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
-EXPORT_DESTINATIONS = ("pacs", "folder")
+EXPORT_DESTINATIONS = ("pacs", "folder", "dicomweb")
 # Scan-to-score: the target is 0.3 s when tags give the count; quiet-period series take seconds.
 _SCAN_TO_SCORE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 7.5, 10.0, 30.0, 60.0, 120.0)
 

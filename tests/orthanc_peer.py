@@ -30,13 +30,31 @@ With `accept_unknown_aets=True` (the default) any calling AE may C-ECHO and C-ST
 Orthanc 1.10 has no option to bind the DICOM or HTTP port to one address: both listen on every interface. With
 "RemoteAccessAllowed": false the REST API refuses any client that is not on loopback; the DICOM port cannot be
 limited this way, which is harmless on a test machine because the ports are random.
+
+DICOMweb (`dicomweb=True`): the Debian plugin orthanc-dicomweb (1.7 beside Orthanc 1.10.1) serves QIDO-RS, WADO-RS
+and STOW-RS under `dicomweb_url` (/dicom-web). Its STOW-RS, as read in its source and seen here: one FailedSOPSequence
+item per refused instance (Failure Reason 0xC000 for a part that lacks a mandatory UID, 0x0110 otherwise) beside a
+ReferencedSOPSequence of those it stored, in the same answer; HTTP 400 when any part could not be parsed or lacked a
+UID, 409 when a /studies/{uid} request carried another study, else 200 even when some instances failed (the 202 of
+PS3.18 came in plugin 1.10); the instances it could store are stored whatever the status.
+
+Access to the HTTP side, for DICOMweb as for the REST API this class itself uses:
+* `http_users={"user": "password"}`: Orthanc's HTTP basic authentication ("AuthenticationEnabled"); a wrong or
+  missing password is answered 401 with a WWW-Authenticate challenge.
+* `http_bearer_token="..."`: a Lua IncomingHttpRequestFilter admits only requests whose Authorization header is
+  `Bearer <token>` (Orthanc 1.10 itself knows no bearer tokens); any other is answered 403.
+* `https=(key, cert)`: DICOMweb over HTTPS with that key and certificate, served by a TLS terminator in front of
+  Orthanc (tests/tls_front.py: Orthanc's own HTTPS dies on Debian 12, see there); `dicomweb_url` is then its
+  https:// address, and this class's own REST calls still go straight to Orthanc's loopback HTTP port.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -46,7 +64,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from tls_front import TlsFront
+
 LOOPBACK = "127.0.0.1"
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")  # Debian package orthanc-dicomweb
 
 
 def orthanc_binary() -> str | None:
@@ -71,7 +92,8 @@ class OrthancPeer:
     def __init__(self, workdir: Path, aet: str = "ORTHANC", dicom_port: int | None = None,
                  http_port: int | None = None, known_aets: dict[str, tuple[str, int]] | None = None,
                  accept_unknown_aets: bool = True, extra_config: dict[str, Any] | None = None,
-                 binary: str | None = None) -> None:
+                 binary: str | None = None, dicomweb: bool = False, http_users: dict[str, str] | None = None,
+                 http_bearer_token: str | None = None, https: tuple[Path, Path] | None = None) -> None:
         self.workdir = Path(workdir)
         self.aet = aet
         # Picked once, here, so that a restart comes back on the same ports: the sender under test keeps its address.
@@ -83,6 +105,14 @@ class OrthancPeer:
         self.accept_unknown_aets = accept_unknown_aets
         self.extra_config = dict(extra_config or {})
         self.binary = binary or orthanc_binary() or "/usr/sbin/Orthanc"
+        if http_users and http_bearer_token:
+            raise ValueError("http_users and http_bearer_token exclude each other (one Authorization header)")
+        self.dicomweb = dicomweb
+        self.http_users = dict(http_users or {})
+        self.http_bearer_token = http_bearer_token
+        self.https = https
+        self.https_port = free_port() if https else 0  # the TLS front's, kept across restarts like the others
+        self._front: TlsFront | None = None
         self.config_path = self.workdir / "orthanc.json"
         self.log_path = self.workdir / "orthanc.log"
         self._process: subprocess.Popen[bytes] | None = None
@@ -90,6 +120,14 @@ class OrthancPeer:
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.http_port}"
+
+    @property
+    def dicomweb_url(self) -> str:
+        """The DICOMweb service's base URL (the plugin's "Root"), over HTTPS where asked: STOW-RS posts to
+        {this}/studies."""
+        if self.https:
+            return f"https://{LOOPBACK}:{self.https_port}/dicom-web"
+        return f"{self.url}/dicom-web"
 
     @property
     def running(self) -> bool:
@@ -133,7 +171,28 @@ class OrthancPeer:
             "OverwriteInstances": False,
             "MetricsEnabled": False,
             "ExecuteLuaEnabled": False,
-        } | self.extra_config
+        } | self._http_access_config() | self.extra_config
+
+    def _http_access_config(self) -> dict[str, Any]:
+        """The optional parts: the DICOMweb plugin, HTTP authentication, HTTPS (nothing when none is asked for)."""
+        out: dict[str, Any] = {}
+        if self.dicomweb:
+            out["Plugins"] = [str(DICOMWEB_PLUGIN)]
+            out["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/", "EnableWado": True, "Ssl": bool(self.https)}
+        if self.http_users:
+            out["AuthenticationEnabled"] = True
+            out["RegisteredUsers"] = dict(self.http_users)
+        if self.http_bearer_token:
+            out["LuaScripts"] = [str(self.workdir / "bearer.lua")]
+        return out
+
+    def _write_http_access_files(self) -> None:
+        if self.http_bearer_token:
+            # Orthanc hands the filter the request's headers with lower-case names.
+            (self.workdir / "bearer.lua").write_text(
+                "function IncomingHttpRequestFilter(method, uri, ip, username, httpHeaders)\n"
+                f"  return httpHeaders['authorization'] == {json.dumps('Bearer ' + self.http_bearer_token)}\n"
+                "end\n")
 
     def start(self, timeout: float = 30.0) -> OrthancPeer:
         if self.running:
@@ -141,6 +200,7 @@ class OrthancPeer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         for sub in ("storage", "index", "tmp"):
             (self.workdir / sub).mkdir(exist_ok=True)
+        self._write_http_access_files()
         self.config_path.write_text(json.dumps(self.config(), indent=2))
         # Append: the log of a run before a restart stays readable when a test fails after it.
         with open(self.log_path, "ab") as log:
@@ -159,9 +219,18 @@ class OrthancPeer:
                 self.stop()
                 raise OrthancError(f"Orthanc not ready after {timeout:g} s:\n{self.log_tail()}")
             time.sleep(0.05)
+        if self.https and self._front is None:
+            key, cert = self.https
+            self._front = TlsFront(key, cert, target_port=self.http_port, port=self.https_port).start()
         return self
 
+    def _stop_front(self) -> None:
+        front, self._front = self._front, None
+        if front is not None:
+            front.stop()
+
     def stop(self, timeout: float = 10.0) -> None:
+        self._stop_front()
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
@@ -176,10 +245,21 @@ class OrthancPeer:
         """Stop at once (SIGKILL), as a crashed PACS does. Committed instances survive: SQLite's journal and the
         page cache keep them, so `start()` finds them again; a clean `stop()` takes about 3 s because Orthanc's HTTP
         and DICOM servers poll for their stop flag once a second."""
+        self._stop_front()
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.kill()
             process.wait()
+
+    def pause(self) -> None:
+        """Freeze the process (SIGSTOP): connections are still accepted by the kernel, nothing is answered, as
+        with a hung server. `resume()` lets it go on with what it was sent meanwhile."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
 
     def __enter__(self) -> OrthancPeer:
         return self.start()
@@ -210,8 +290,17 @@ class OrthancPeer:
 
     # REST API
 
+    def http_headers(self) -> dict[str, str]:
+        """The Authorization header this peer admits (for its own calls and a test's), if it asks for one."""
+        if self.http_bearer_token:
+            return {"Authorization": f"Bearer {self.http_bearer_token}"}
+        if self.http_users:
+            user, password = next(iter(self.http_users.items()))
+            return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+        return {}
+
     def request(self, path: str, method: str = "GET", data: bytes | None = None, timeout: float = 10.0) -> bytes:
-        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=self.http_headers())
         try:
             with urllib.request.urlopen(req, timeout=timeout) as response:
                 return response.read()

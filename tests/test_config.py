@@ -47,6 +47,16 @@ def test_file_then_environment(tmp_path):
     ("[dicom]\nae_title = 'SCANSÏDE'\n", "printable ASCII"),
     ("[export]\ntls_cert = 'c.pem'\ntls_key = 'k.pem'\n", "export.tls_cert needs export.tls_ca"),
     ("[export]\nkeep_failed_days = -1\n", "export.keep_failed_days"),
+    ("[export]\ndicomweb_url = 'https://pacs.example.org/dicom-web'\n", "export.dicomweb_ca must name the CA"),
+    ("[export]\ndicomweb_url = 'http://10.1.2.3/dicom-web'\n", "in the clear to a host that is not loopback"),
+    ("[export]\ndicomweb_url = 'http://127.0.0.1/dicom-web'\ndicomweb_ca = 'ca.pem'\n", "use https://"),
+    ("[export]\ndicomweb_url = 'ftp://pacs/dicom-web'\n", "must be an http:// or https:// URL"),
+    ("[export]\ndicomweb_url = 'https://pacs:99999/x'\ndicomweb_ca = 'ca.pem'\n", "must be an http:// or https://"),
+    ("[export]\ndicomweb_url = 'https://u:p@pacs/x'\ndicomweb_ca = 'ca.pem'\n", "must not carry credentials"),
+    ("[export]\ndicomweb_token_file = 't'\ndicomweb_username = 'u'\ndicomweb_password_file = 'p'\n",
+     "exclude each other"),
+    ("[export]\ndicomweb_username = 'u'\n", "export.dicomweb_username and export.dicomweb_password_file go"),
+    ("[export]\ndicomweb_read_timeout_s = 0\n", "export.dicomweb_read_timeout_s"),
     ("[hl7]\nallowed_peers = ['10.1.2.0/33']\n", "hl7.allowed_peers"),
     ("[hl7]\nallowed_applications = ['RIS^X']\n", "hl7.allowed_applications"),
     ("[hl7]\ntls_client_ca = 'ca.pem'\n", "hl7.tls_client_ca needs"),
@@ -132,3 +142,14 @@ def test_the_client_target_comes_from_client_else_from_grpc(tmp_path):
     assert (t.tls_cert, t.tls_key) == (Path("/etc/c.pem"), Path("/etc/c.key")) and metrics_url(s) is None
     with pytest.raises(ConfigError, match=r"client\.address"):
         load_settings(env={"SCANSIDE_CLIENT_ADDRESS": "no-port"})
+
+
+@pytest.mark.parametrize("export", [
+    {"dicomweb_url": "https://pacs.example.org/dicom-web", "dicomweb_ca": "/etc/ssl/certs/ca-certificates.crt"},
+    {"dicomweb_url": "http://127.0.0.1:8042/dicom-web", "dicomweb_token_file": "token"},
+    {"dicomweb_url": "http://pacs.local/dicom-web", "dicomweb_allow_plaintext": True, "dicomweb_username": "u",
+     "dicomweb_password_file": "pw"},
+])
+def test_dicomweb_destinations_that_are_taken(export):
+    settings = Settings().replace(export=export)
+    assert settings.export.destinations == ("dicomweb",) and settings.export.enabled

@@ -53,6 +53,8 @@ class Inbox:
             raise ConnectionResetError("peer went away")
         if self.mode == "miscounts":
             return [SendOutcome(True)]
+        if self.mode == "refuses":
+            return [SendOutcome(False, "refused for good", final=True) for _ in reports]
         return [SendOutcome(True) for _ in reports]
 
     def abort(self) -> None:
@@ -134,6 +136,19 @@ def test_a_destination_that_raises_or_miscounts_costs_a_try_not_the_exporter(mod
     store.close()
 
 
+def test_a_final_refusal_fails_the_item_at_once_whatever_tries_are_left(series, tmp_path):
+    store = Store(tmp_path / "db.sqlite", export_destinations=("inbox",))
+    queue_all(store, series[:1])
+    exp, metrics = exporter(store, {"inbox": Inbox("refuses")})  # two tries allowed
+    assert exp.run_once() is True
+    (item,) = store.exports.items()
+    assert (item.state, item.attempts, item.last_error) == (ExportState.FAILED, 1, "refused for good")
+    assert metrics.get_sample_value("scanside_sr_export_tries_total",
+                                    {"destination": "inbox", "outcome": "failed"}) == 1
+    assert exp.run_once(now=time.time() + 60) is False  # nothing due any more
+    store.close()
+
+
 def test_queued_items_of_a_kind_not_built_now_wait_and_of_a_kind_no_module_knows_fail(inbox_kind, series, tmp_path):
     store = Store(tmp_path / "db.sqlite", export_destinations=("inbox",))
     queue_all(store, series[:1])
@@ -172,11 +187,40 @@ def test_build_exporter_checks_each_destination_and_names_the_setting(tmp_path):
     store.close()
 
 
+def test_build_exporter_checks_the_dicomweb_files_without_calling_the_server(tmp_path):
+    store = Store(tmp_path / "db.sqlite")
+
+    def build(**export):
+        settings = Settings().replace(paths={"data_dir": str(tmp_path)}, export=export)
+        return build_exporter(settings, store, Metrics(CollectorRegistry()))
+
+    nothing_listens = "http://127.0.0.1:1/dicom-web"
+    with pytest.raises(ConfigError, match=r"export\.dicomweb_token_file .*missing-token cannot be read"):
+        build(dicomweb_url=nothing_listens, dicomweb_token_file=str(tmp_path / "missing-token"))
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match=r"export\.dicomweb_password_file .*empty is empty"):
+        build(dicomweb_url=nothing_listens, dicomweb_username="u", dicomweb_password_file=str(tmp_path / "empty"))
+    (tmp_path / "not-a-ca.pem").write_text("not a certificate")
+    with pytest.raises(ConfigError, match=r"export\.dicomweb_ca .*not-a-ca\.pem cannot be loaded"):
+        build(dicomweb_url="https://127.0.0.1:1/dicom-web", dicomweb_ca=str(tmp_path / "not-a-ca.pem"))
+    with pytest.raises(ConfigError, match=r"export\.dicomweb_url .*IPv6 address literals are not supported"):
+        build(dicomweb_url="http://[::1]:8042/dicom-web")
+    (tmp_path / "token").write_text("t0ken\n")
+    exporter_ = build(dicomweb_url=nothing_listens + "/", dicomweb_token_file=str(tmp_path / "token"))
+    assert exporter_ is not None and list(exporter_.destinations) == ["dicomweb"]
+    assert exporter_.destinations["dicomweb"].peer.store_url == nothing_listens + "/studies"
+    store.close()
+
+
 def test_importing_the_export_package_loads_neither_highdicom_nor_pynetdicom():
     import subprocess
     import sys
 
     code = ("import sys, appliance.export; "
-            "print(sorted(m for m in ('highdicom', 'pynetdicom') if m in sys.modules))")
+            "print(sorted(m for m in ('highdicom', 'pynetdicom', 'dicomweb_client', 'requests') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+    # The destinations themselves load with the exporter; DICOMweb's client (numpy, Pillow) only where it is used.
+    code = "import sys, appliance.export.destinations; print('dicomweb_client' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "False"

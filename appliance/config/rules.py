@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import urllib.parse
 from collections.abc import Callable
 
 from appliance.config.sections import MODES, SR_TEMPLATES, ClientConfig, ConfigError, Settings
@@ -102,6 +103,7 @@ def setting_problems(s: Settings) -> list[str]:
     need((e.tls_cert is None) == (e.tls_key is None), "export.tls_cert and export.tls_key go together")
     need(e.tls_cert is None or e.tls_ca is not None,
          "export.tls_cert needs export.tls_ca: TLS to the PACS always verifies the PACS' certificate")
+    _check_dicomweb(s, need)
     spool, quarantine, watch = (p.resolve() for p in (s.paths.spool, s.paths.quarantine, s.paths.incoming))
     for inner in (spool, quarantine):
         need(not inner.is_relative_to(watch),
@@ -131,6 +133,43 @@ def client_problems(c: ClientConfig) -> list[str]:
 def _host_port_ok(text: str) -> bool:
     host, sep, port = text.rpartition(":")
     return bool(sep and host) and port.isdigit() and 1 <= int(port) <= 65535
+
+
+def _check_dicomweb(s: Settings, need: Callable[[bool, str], None]) -> None:
+    e = s.export
+    need(0 < e.dicomweb_connect_timeout_s <= 600, "export.dicomweb_connect_timeout_s must be in (0, 600]")
+    need(0 < e.dicomweb_read_timeout_s <= 3600, "export.dicomweb_read_timeout_s must be in (0, 3600]")
+    need(not (e.dicomweb_token_file and (e.dicomweb_username or e.dicomweb_password_file)),
+         "export.dicomweb_token_file and dicomweb_username / dicomweb_password_file exclude each other: one "
+         "Authorization header is sent")
+    need(bool(e.dicomweb_username) == (e.dicomweb_password_file is not None),
+         "export.dicomweb_username and export.dicomweb_password_file go together (HTTP basic authentication)")
+    need(":" not in e.dicomweb_username, "export.dicomweb_username must not contain ':' (HTTP basic authentication)")
+    if not e.dicomweb_url:
+        return
+    url = urllib.parse.urlsplit(e.dicomweb_url)
+    try:
+        url.port  # noqa: B018 (raises on a port that is not a number or out of range)
+        port_ok = True
+    except ValueError:
+        port_ok = False
+    if url.scheme not in ("http", "https") or not url.hostname or not port_ok or url.query or url.fragment:
+        need(False, f"export.dicomweb_url {e.dicomweb_url!r} must be an http:// or https:// URL of the DICOMweb "
+             "service's base, without query or fragment (SRs are POSTed to <it>/studies)")
+        return
+    need(url.username is None and url.password is None,
+         "export.dicomweb_url must not carry credentials: use dicomweb_token_file or dicomweb_username and "
+         "dicomweb_password_file")
+    if url.scheme == "https":
+        need(e.dicomweb_ca is not None,
+             "export.dicomweb_ca must name the CA file the DICOMweb server's certificate chains to (for a public "
+             "CA the system bundle, e.g. /etc/ssl/certs/ca-certificates.crt): HTTPS is always verified")
+    else:
+        need(e.dicomweb_ca is None, "export.dicomweb_ca is set but export.dicomweb_url is http://: use https://")
+        need(e.dicomweb_allow_plaintext or is_loopback(url.hostname),
+             f"export.dicomweb_url {e.dicomweb_url!r} sends SRs (patient data) and credentials in the clear to a "
+             "host that is not loopback: use https:// with dicomweb_ca, or set export.dicomweb_allow_plaintext = "
+             "true on a network where that is acceptable")
 
 
 _HL7_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # an HD namespace id: no HL7 separators

@@ -155,8 +155,8 @@ class DicomConfig:
 @dataclass(frozen=True)
 class ExportConfig:
     """Results back to PACS: one DICOM SR per scored series (a TID 1500 Measurement Report by default), sent over
-    C-STORE and/or written to a folder. Off unless a destination is named. When on, the database keeps each scored
-    series' patient and study attributes (copied into its SR), so protect it like the PACS itself."""
+    C-STORE or DICOMweb STOW-RS and/or written to a folder. Off unless a destination is named. When on, the database
+    keeps each scored series' patient and study attributes (copied into its SR), so protect it like the PACS itself."""
 
     pacs_ae_title: str = ""  # the PACS' AE title (called AE); empty: nothing is sent
     pacs_host: str = "127.0.0.1"
@@ -173,15 +173,26 @@ class ExportConfig:
     tls_ca: Path | None = None  # DICOM TLS to the PACS: its certificate must chain to this CA (setting it turns TLS on)
     tls_cert: Path | None = None  # this appliance's certificate and key, for a PACS that requires client certificates
     tls_key: Path | None = None
+    # DICOMweb STOW-RS (appliance/export/destinations/stowrs.py): SRs POSTed to <dicomweb_url>/studies. The URL is
+    # the service's base (e.g. https://pacs.example.org/dicom-web); empty: not sent. https:// needs dicomweb_ca;
+    # http:// only to a loopback address unless dicomweb_allow_plaintext.
+    dicomweb_url: str = ""
+    dicomweb_ca: Path | None = None  # PEM CA(s) the server's certificate must chain to (never unverified)
+    dicomweb_token_file: Path | None = None  # a bearer token, read at every try (a rotated token needs no restart)
+    dicomweb_username: str = ""  # HTTP basic authentication, with the password in dicomweb_password_file
+    dicomweb_password_file: Path | None = None
+    dicomweb_connect_timeout_s: float = 10.0  # to connect (TLS handshake included)
+    dicomweb_read_timeout_s: float = 60.0  # between bytes of the answer, once the request is sent
+    dicomweb_allow_plaintext: bool = False  # http:// to a host that is not loopback (patient data in the clear)
 
     @property
     def enabled(self) -> bool:
-        return bool(self.pacs_ae_title) or self.folder is not None
+        return bool(self.destinations)
 
     @property
     def destinations(self) -> tuple[str, ...]:
-        return tuple(name for name, on in (("pacs", bool(self.pacs_ae_title)), ("folder", self.folder is not None))
-                     if on)
+        return tuple(name for name, on in (("pacs", bool(self.pacs_ae_title)), ("folder", self.folder is not None),
+                                           ("dicomweb", bool(self.dicomweb_url))) if on)
 
 
 @dataclass(frozen=True)

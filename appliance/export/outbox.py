@@ -144,7 +144,7 @@ class Exporter:
                 continue
             for (item, _), outcome in zip(batch, self._deliver(destination, [r for _, r in batch]), strict=True):
                 if outcome.tried:  # untried (shutdown): due again at the next start, no try counted
-                    self._finish(item, outcome)
+                    self._finish(item, outcome, final=outcome.final)
         return True
 
     @staticmethod

@@ -19,7 +19,7 @@ from typing import Protocol, TypeVar
 from appliance.config import Settings
 from appliance.handovers import StoredReport
 
-BUILTIN = ("pacs", "folder")  # modules of this package, imported below so that they register
+BUILTIN = ("pacs", "folder", "stowrs")  # modules of this package, imported below so that they register
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,9 @@ class SendOutcome:
     delivered: bool
     detail: str = ""  # why not, or the warning status when delivered with one; never patient values
     tried: bool = True  # False: never left the appliance (shutdown), so it costs no try
+    # True: refused for good (the peer read the document and will answer the same to the same bytes): failed now,
+    # not after export.max_attempts; `scanside exports retry` queues it again
+    final: bool = False
 
 
 class Destination(Protocol):
