@@ -231,6 +231,10 @@ def test_one_post_is_read_per_instance_a_part_the_server_cannot_read_fails_for_g
                               "(error: cannot understand)")
     assert pydicom.dcmread(io.BytesIO(pacs.instance_file(pacs.instances()[0]))).SOPInstanceUID == good.SOPInstanceUID
     assert len(pacs.instances()) == 1
+    # A batch over dicomweb-client's 1 MB chunk size goes with chunked transfer encoding; Orthanc takes it too.
+    big = [_document(mr_dataset(512, 512)) for _ in range(3)]
+    assert sum(len(r.document) for r in big) > 10**6
+    assert [o.delivered for o in sender.deliver(big)] == [True] * 3 and len(pacs.instances()) == 4
     sender.abort()  # shutdown: nothing more leaves, and it costs no try
     (untried,) = sender.deliver([_document(mr_dataset())])
-    assert not untried.tried and len(pacs.instances()) == 1
+    assert not untried.tried and len(pacs.instances()) == 4

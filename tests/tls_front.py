@@ -69,6 +69,9 @@ class TlsFront:
         except OSError:  # the server behind is down: the client sees the connection closed
             tls.close()
             return
+        # Relayed writes are small and split; with Nagle's algorithm each waits for a delayed ACK (~40 ms).
+        for sock in (tls, upstream):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # One thread reads both sides in turn: an SSL socket must not be read and written from two threads at once.
         with tls, upstream:
             while not self._stopping.is_set():
