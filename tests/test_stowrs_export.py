@@ -122,8 +122,9 @@ def test_an_sr_goes_over_stow_rs_and_reads_back_over_qido_rs_and_wado_rs(applian
     stored = app.store.results.for_series(cine.series_uid)
     items = content_items(sr.ContentSequence)
     assert ("Algorithm Name", stored.bundle_name) in items
-    assert ("Series Instance UID", cine.series_uid) in items
-    assert [v for k, v in items if k == "Finding"] == [f.name for f in stored.scores.findings]
+    evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
+    assert [x.SeriesInstanceUID for x in evidence] == [cine.series_uid]  # the scored series, referenced
+    assert [v for k, v in items if k == "Tracking Identifier"] == [f.name for f in stored.scores.findings]
     # What Orthanc keeps is the very document the folder got: dicomweb-client's re-encoding changes no byte.
     (instance,) = pacs.instances()
     assert pacs.instance_file(instance) == (tmp_path / "sr-out" / f"{sr_uid}.dcm").read_bytes()
