@@ -17,6 +17,12 @@ from appliance.handovers import ExportState, SeriesState
 STAGES = ("parse", "preprocess", "quality", "inference", "scoring", "source")
 # Refusals by the DICOM receiver: at admission and inside associations (appliance.ingest.dicom_guard.REASONS),
 # and per C-STORE (SOP class not taken, spool not writable, instance not usable or not matching its SOP class).
+# The receiver's transfer syntaxes by keyword (appliance/ingest/transfer_syntaxes.py PREFERRED, in its order; a test
+# keeps the two the same).
+DICOM_TRANSFER_SYNTAXES = ("ExplicitVRLittleEndian", "ImplicitVRLittleEndian", "DeflatedExplicitVRLittleEndian",
+                           "ExplicitVRBigEndian", "JPEGLosslessSV1", "JPEGLossless", "JPEGLSLossless", "RLELossless",
+                           "JPEG2000Lossless", "HTJ2KLossless", "HTJ2KLosslessRPCL", "JPEGLSNearLossless",
+                           "JPEGExtended12Bit", "JPEGBaseline8Bit", "JPEG2000", "HTJ2K")
 DICOM_REJECTIONS = ("calling_ae", "association_limit", "evicted", "negotiation_timeout", "invalid_pdu",
                     "pdu_too_large", "message_too_large", "inflight_budget", "stalled", "tls_handshake", "sop_class",
                     "out_of_resources", "cannot_understand", "sop_mismatch")
@@ -87,10 +93,8 @@ class Metrics:
         self.dicom_instances_by_syntax = Counter(
             "dicom_instances_by_transfer_syntax", "Instances received over C-STORE and spooled, by transfer syntax.",
             ["transfer_syntax"], namespace=ns, registry=registry)
-        from appliance.ingest.transfer_syntaxes import PREFERRED, keyword  # here: ingest imports this module
-
-        for syntax in PREFERRED:
-            self.dicom_instances_by_syntax.labels(transfer_syntax=keyword(syntax))
+        for syntax in DICOM_TRANSFER_SYNTAXES:
+            self.dicom_instances_by_syntax.labels(transfer_syntax=syntax)
         self.dicom_bytes = Counter("dicom_received_bytes", "Bytes of instances received over C-STORE.",
                                    namespace=ns, registry=registry)
         self.dicom_rejections = Counter("dicom_rejections", "Associations and C-STOREs refused, by reason.",

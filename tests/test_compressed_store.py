@@ -21,7 +21,8 @@ from test_receiver import STORESCU, needs_dcmtk, receiver_app, run
 
 from appliance import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from appliance.dev.synth import iter_instances, plan_study
-from appliance.ingest.transfer_syntaxes import LOSSY, PREFERRED, accepted
+from appliance.ingest.transfer_syntaxes import LOSSY, PREFERRED, accepted, keyword
+from appliance.metrics import DICOM_TRANSFER_SYNTAXES
 from appliance.serve.client import ApplianceClient
 
 pytestmark = pytest.mark.slow
@@ -54,9 +55,9 @@ def as_new_study(datasets: list[pydicom.Dataset], tag: str) -> list[pydicom.Data
     out = []
     for ds in datasets:
         ds = copy.deepcopy(ds)
-        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID"):
-            if keyword in ds:
-                setattr(ds, keyword, generate_uid(entropy_srcs=[tag, str(getattr(ds, keyword))]))
+        for name in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID"):
+            if name in ds:
+                setattr(ds, name, generate_uid(entropy_srcs=[tag, str(getattr(ds, name))]))
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         out.append(ds)
     return out
@@ -159,6 +160,7 @@ def negotiated(port: int, proposed: list[str]) -> str | None:
 
 def test_the_receiver_prefers_explicit_vr_then_lossless_then_lossy(appliance):
     assert accepted() == PREFERRED  # every decoder is installed here: nothing is left out of negotiation
+    assert tuple(keyword(s) for s in PREFERRED) == DICOM_TRANSFER_SYNTAXES  # the metric's closed label set
     _, port = receiver_app(appliance)
     assert negotiated(port, [uid.ImplicitVRLittleEndian, uid.ExplicitVRLittleEndian]) == uid.ExplicitVRLittleEndian
     assert negotiated(port, [uid.JPEGLosslessSV1, uid.ImplicitVRLittleEndian]) == uid.ImplicitVRLittleEndian
