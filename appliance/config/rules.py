@@ -205,6 +205,7 @@ def _check_hl7(s: Settings, need: Callable[[bool, str], None]) -> None:
     need(1024 <= h.max_message_bytes <= 64 << 20, "hl7.max_message_bytes must be in [1024, 67108864]")
     need(1 <= h.idle_timeout_s <= 86_400, "hl7.idle_timeout_s must be in [1, 86400]")
     need(1 <= h.max_connections <= 256, "hl7.max_connections must be in [1, 256]")
+    need(0 <= h.yield_to_scoring_s <= 10, "hl7.yield_to_scoring_s must be in [0, 10]")
 
 
 _LABEL = re.compile(r"[a-z][a-z0-9_]{0,31}")

@@ -213,6 +213,9 @@ class Hl7Config:
     max_connections: int = 8  # connections at once; a sender holds one or two
     receiving_application: str = "SCANSIDE"  # MSH-3 of the ACKs this appliance sends
     receiving_facility: str = ""  # MSH-4 of the ACKs
+    # While a series is between its last image and its stored result, a report waits up to this long before it is
+    # read (its ACK with it): the score the scanner waits for goes first (pipeline/priority.py). 0: never waits.
+    yield_to_scoring_s: float = 0.5
 
 
 MODES = ("assist", "shadow")

@@ -135,18 +135,22 @@ def _scan_to_score(app: ServedAppliance, events: _Events, staged, prefix: str) -
     return latencies, server_side
 
 
-def bench_oru_load(work: Path, numbers: Numbers, repeats: int, messages: int = 1000) -> None:
+def bench_oru_load(work: Path, numbers: Numbers, repeats: int, messages: int = 1000,
+                   yield_s: float | None = None) -> None:
     """Scan-to-score with [hl7] on, three times `repeats` vendor-A studies: with no HL7 traffic; while a RIS sends
     `messages` ORU^R01 over MLLP spread evenly over the time the quiet phase took; and while it sends them back to
     back, each after the previous ACK, until the last study is scored (at least `messages`). The reports are for the
     phase's own studies (so they match inside the results' transactions; by Study Instance UID or accession number
-    only, now and then corrected) and for 50 studies never scanned (pending by accession number)."""
+    only, now and then corrected) and for 50 studies never scanned (pending by accession number). `yield_s`: the
+    [hl7] yield_to_scoring_s to run with (None: the default), named in the rows."""
     from appliance.dev.oru import MllpClient, oru_message, report_text
 
+    tag = "" if yield_s is None else f", yield_to_scoring_s {yield_s:g}"
+    folder = "oru" + ("" if yield_s is None else f"-yield{yield_s:g}")
     staged = []
     for i in range(3 * repeats):
         plan = plan_study(seed=6000 + i, vendor="A", n_slices=12, n_phases=25)
-        staged.append((plan, *_stage(plan, work / "oru-staged" / f"study{i}")))
+        staged.append((plan, *_stage(plan, work / f"{folder}-staged" / f"study{i}")))
     others = [plan_study(seed=6500 + k, vendor="AB"[k % 2]) for k in range(50)]
     texts = {p.study_uid: report_text(p) for p in [s[0] for s in staged] + others}
     port = free_port()
@@ -168,7 +172,8 @@ def bench_oru_load(work: Path, numbers: Numbers, repeats: int, messages: int = 1
                     return
 
     rows = []
-    with ServedAppliance(work / "oru", hl7={"enabled": True, "port": port}) as app:
+    hl7 = {"enabled": True, "port": port} | ({} if yield_s is None else {"yield_to_scoring_s": yield_s})
+    with ServedAppliance(work / folder, hl7=hl7) as app:
         stream = app.client.stream(after_event_id=-1)
         events = _collect(stream)
         started = time.perf_counter()
@@ -193,7 +198,7 @@ def bench_oru_load(work: Path, numbers: Numbers, repeats: int, messages: int = 1
             rows.append((label, lat, f"{during} ACKed meanwhile ({during / elapsed:.0f}/s)"))
         stream.cancel()
     for label, lat, note in rows:
-        numbers.add(f"scan-to-score, [hl7] on, {label}: median / p95 of {repeats} (ms)",
+        numbers.add(f"scan-to-score, [hl7] on{tag}, {label}: median / p95 of {repeats} (ms)",
                     f"{np.median(lat):.0f} / {np.percentile(lat, 95):.0f}" + (f", {note}" if note else ""),
                     "no measurable cost" if note else "-")
 
@@ -471,8 +476,9 @@ def run_bench(args: argparse.Namespace) -> int:
           f"Python {platform.python_version()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="scanside-bench-") as tmp:
         work = Path(tmp)
-        if getattr(args, "only", None) == "oru":
-            bench_oru_load(work, numbers, repeats, messages=100 if args.quick else 1000)
+        if getattr(args, "only", None) == "oru":  # the reports' yield to scoring off, then as configured by default
+            for yield_s in (0.0, None):
+                bench_oru_load(work, numbers, repeats, messages=100 if args.quick else 1000, yield_s=yield_s)
         elif getattr(args, "only", None) == "decode":
             bench_decode(work, numbers.add, images=30 if args.quick else 60)
         else:

@@ -34,6 +34,7 @@ from appliance.logsafe import silence_value_echoes
 from appliance.metrics import GpuMetrics, Metrics
 from appliance.pipeline.failures import FailureHandler
 from appliance.pipeline.preparer import Preparer
+from appliance.pipeline.priority import ScoringPriority
 from appliance.pipeline.scorer import Scorer
 from appliance.prompts.overlay import LiveBank, Overlay, overlay_dir
 from appliance.scoring import ScoringPolicy
@@ -169,16 +170,21 @@ def build_grpc(settings: Settings, servicer: ApplianceServicer, metrics: Metrics
     return server
 
 
-def build_mllp(settings: Settings, store: Store, metrics: Metrics) -> MllpListener | None:
-    """The MLLP listener for final reports, storing each (labels, matching, truth) before its ACK."""
+def build_mllp(settings: Settings, store: Store, metrics: Metrics,
+               priority: ScoringPriority | None = None) -> MllpListener | None:
+    """The MLLP listener for final reports, storing each (labels, matching, truth) before its ACK, each after the
+    series being scored (within [hl7] yield_to_scoring_s)."""
     h = settings.hl7
     metrics.watch_truth(store.truth.counts)
     if not h.enabled:
         return None
     metrics.preset_hl7(ACK_REASONS, REFUSALS)
     try:
+        wait = h.yield_to_scoring_s
         listener = MllpListener(h, ReportSink(store.truth.receive), on_message=metrics.count_hl7,
-                                on_refusal=lambda reason: metrics.hl7_refusals.labels(reason=reason).inc())
+                                on_refusal=lambda reason: metrics.hl7_refusals.labels(reason=reason).inc(),
+                                before_message=(lambda: priority.wait_idle(wait)) if priority and wait > 0
+                                else lambda: None)
     except (OSError, ValueError) as exc:  # a TLS file that cannot be loaded, a malformed network
         raise ConfigError(f"[hl7] cannot be used: {exc}") from None
     metrics.hl7_connections.set_function(lambda: listener.open_connections)
@@ -218,17 +224,20 @@ def build_pipeline(settings: Settings, registry: CollectorRegistry,
             undo.callback(gpu_sampler.close)
         assembler = Assembler(s.assembly.quiet_period_s, s.assembly.incomplete_timeout_s)
         live_bank = LiveBank(Overlay(overlay_dir(s.paths.data_dir), bundle.label_bank), bundle.embedding_dim)
+        priority = ScoringPriority()
         failures = FailureHandler(store, metrics, s.paths.quarantine,
-                                  provenance=lambda: (bundle.name, bundle.version, live_bank.get()[1]))
+                                  provenance=lambda: (bundle.name, bundle.version, live_bank.get()[1]),
+                                  priority=priority)
         scorer = Scorer(bundle, backend.name, backend.precision, scoring_policy(s), store, metrics, failures,
-                        on_result=on_result, bank_source=live_bank.get)
+                        on_result=on_result, bank_source=live_bank.get, priority=priority)
         worker = InferenceWorker(backend, metrics, on_embedded=scorer,
                                  on_failure=lambda item, failure: failures.fail(
                                      item.info, item.instance_paths, failure, input_sha256=item.input_sha256),
                                  max_batch=s.engine.max_batch, batch_wait_ms=s.engine.batch_wait_ms,
                                  queue_size=s.engine.queue_size)
         preparer = Preparer(bundle.preprocess, store, metrics, worker, failures,
-                            keep_sources=s.export.enabled and not s.appliance.shadow, quality=s.quality)
+                            keep_sources=s.export.enabled and not s.appliance.shadow, quality=s.quality,
+                            priority=priority)
         ingestor = build_ingestor(s, store, assembler, metrics, preparer.on_complete, failures)
         closing = threading.Event()
 
@@ -250,6 +259,6 @@ def build_pipeline(settings: Settings, registry: CollectorRegistry,
             ingestor=ingestor, ingest_thread=IngestThread(ingestor, s.paths.incoming, s.ingest.poll_interval_s,
                                                           s.ingest.rescan_on_start),
             grpc=grpc, exporter=exporter, receiver=build_receiver(s, metrics), closing=closing,
-            evidence=build_evidence(s, bundle, store, registry), mllp=build_mllp(s, store, metrics))
+            evidence=build_evidence(s, bundle, store, registry), mllp=build_mllp(s, store, metrics, priority))
         undo.pop_all()
     return pipeline

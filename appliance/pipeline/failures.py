@@ -11,6 +11,7 @@ from appliance.fileio import private_folder
 from appliance.handovers import SeriesFailure, SeriesInfo, SeriesState, Stage
 from appliance.ingest.quarantine import move_file
 from appliance.metrics import Metrics
+from appliance.pipeline.priority import ScoringPriority
 from appliance.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -18,8 +19,10 @@ log = logging.getLogger(__name__)
 
 class FailureHandler:
     def __init__(self, store: Store, metrics: Metrics, quarantine: Path,
-                 provenance: Callable[[], tuple[str, str, str]] = lambda: ("", "", "")) -> None:
+                 provenance: Callable[[], tuple[str, str, str]] = lambda: ("", "", ""),
+                 priority: ScoringPriority | None = None) -> None:
         """`provenance`: (bundle name, bundle version, label-bank version) in force, sealed with each failure."""
+        self.priority = priority
         self.store = store
         self.metrics = metrics
         self.provenance = provenance
@@ -31,6 +34,8 @@ class FailureHandler:
         """Record why (and seal it: `input_sha256` is the model input's, when one was made), then set the series'
         images aside under quarantine/failed_series/<key>/. In that order: a crash part-way through the moves leaves
         a FAILED series whose leftovers recovery moves the same way."""
+        if self.priority is not None:
+            self.priority.end(info.series_uid)
         try:
             previous = self.store.series.set_state(info, SeriesState.FAILED, str(failure), stage=failure.stage.value,
                                                    input_sha256=input_sha256, bundle=self.provenance())

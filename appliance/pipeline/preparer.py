@@ -24,6 +24,7 @@ from appliance.inference.worker import InferenceWorker
 from appliance.logsafe import describe
 from appliance.metrics import Metrics
 from appliance.pipeline.failures import FailureHandler
+from appliance.pipeline.priority import ScoringPriority
 from appliance.pipeline.thumbnails import thumbnails
 from appliance.preprocess import PreprocessError, PreprocessSpec, StackPlan, plan_stack, prepare
 from appliance.quality import REASONS, assess, series_facts
@@ -41,8 +42,10 @@ def tensor_sha256(tensor: np.ndarray) -> str:
 
 class Preparer:
     def __init__(self, spec: PreprocessSpec, store: Store, metrics: Metrics, worker: InferenceWorker,
-                 failures: FailureHandler, *, keep_sources: bool, quality: QualityConfig | None = None) -> None:
+                 failures: FailureHandler, *, keep_sources: bool, quality: QualityConfig | None = None,
+                 priority: ScoringPriority | None = None) -> None:
         self.spec = spec
+        self.priority = priority
         self.quality = quality if quality is not None else QualityConfig()
         for reason in REASONS:
             metrics.not_assessable.labels(reason=reason)
@@ -65,6 +68,8 @@ class Preparer:
                      info.received, info.role.value)
             return
         self.store.series.set_state(info, SeriesState.COMPLETE)
+        if self.priority is not None:
+            self.priority.begin(info.series_uid)  # until stored or failed (Scorer, FailureHandler)
         if self.keep_sources:
             self._keep_source(series)
         log.info("series %s complete (%s, %d images): queued for scoring", info.key, info.completed_by,

@@ -16,6 +16,7 @@ from appliance.handovers import EmbeddedSeries, SeriesFailure, Stage, StudyResul
 from appliance.logsafe import describe
 from appliance.metrics import Metrics
 from appliance.pipeline.failures import FailureHandler
+from appliance.pipeline.priority import ScoringPriority
 from appliance.scoring import ScoringPolicy, mark_not_assessable, score_batch
 from appliance.store import Store
 
@@ -26,10 +27,12 @@ class Scorer:
     def __init__(self, bundle: Bundle, backend_name: str, precision: str, policy: ScoringPolicy, store: Store,
                  metrics: Metrics, failures: FailureHandler,
                  on_result: Callable[[StudyResult], None] | None = None,
-                 bank_source: Callable[[], tuple[LabelBank, str]] | None = None) -> None:
+                 bank_source: Callable[[], tuple[LabelBank, str]] | None = None,
+                 priority: ScoringPriority | None = None) -> None:
         """`bank_source`: (label bank, version) now in force, asked before every series (the site's prompt edits,
         appliance.prompts.LiveBank); without it the bundle's own bank scores."""
         self.bundle = bundle
+        self.priority = priority
         self.backend_name = backend_name
         self.precision = precision
         self.policy = policy
@@ -53,6 +56,13 @@ class Scorer:
         return self.bank_source()
 
     def __call__(self, item: EmbeddedSeries) -> None:
+        try:
+            self._score(item)
+        finally:
+            if self.priority is not None:
+                self.priority.end(item.info.series_uid)
+
+    def _score(self, item: EmbeddedSeries) -> None:
         started = time.perf_counter()
         try:
             bank, bank_version = self.bank_source()  # once per series: an edit never splits a result

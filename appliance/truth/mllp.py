@@ -68,8 +68,12 @@ REFUSALS = ("peer", "connection_limit", "tls", "framing", "idle")
 class MllpListener:
     def __init__(self, settings: Hl7Config, on_report: Callable[[FinalReport], None],
                  on_message: Callable[[str, str], None] = lambda ack, reason: None,
-                 on_refusal: Callable[[str], None] = lambda reason: None) -> None:
+                 on_refusal: Callable[[str], None] = lambda reason: None,
+                 before_message: Callable[[], object] = lambda: None) -> None:
+        """`before_message` is called before each message is read (the pipeline's: wait while a series is being
+        scored, pipeline/priority.py); the ACK waits with it."""
         self.settings = settings
+        self.before_message = before_message
         self.on_report = on_report
         self.on_message, self.on_refusal = on_message, on_refusal
         self.counts: Counter[str] = Counter()
@@ -253,6 +257,10 @@ class MllpListener:
     # --- one message ----------------------------------------------------------------------------------------------
     def handle(self, body: bytes) -> str:
         """The ACK for one message (unframed): parsed, checked, handed to the sink. Never raises."""
+        try:
+            self.before_message()
+        except Exception as exc:  # a hook must never cost the report
+            log.error("HL7 message hook failed: %s", describe(exc))
         try:
             outcome = parse_oru(_decode(body))
         except Exception as exc:  # parse_oru catches the parser's errors; this is for its own bugs
