@@ -352,3 +352,53 @@ class TruthUpdate:
     duplicate: bool  # the same control id from the same sender was stored before: nothing changed
     matched: bool  # its study has a scored result now
     changed: int  # findings whose current truth it set, replaced or withdrew
+
+
+# --- storage commitment (appliance/commitment.py; appliance/store/received.py, commitment_*.py) ---------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SopReference:
+    """One instance named in a Storage Commitment request or result. UIDs only (never logged)."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommitmentFailure:
+    reference: SopReference
+    reason: int  # PS3.3 C.14.1.1 Failure Reason, e.g. 0x0112 no such object instance
+
+
+@dataclass(frozen=True, slots=True)
+class CommitmentRequest:
+    """An N-ACTION Request Storage Commitment (Action Type 1), read or to be sent."""
+
+    transaction_uid: str
+    references: tuple[SopReference, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CommitmentResult:
+    """An N-EVENT-REPORT Storage Commitment Result: every reference of its request, committed or failed."""
+
+    transaction_uid: str
+    committed: tuple[SopReference, ...]
+    failed: tuple[CommitmentFailure, ...] = ()
+
+    @property
+    def event_type(self) -> int:
+        """1: storage commitment request successful; 2: complete, failures exist (PS3.4 J.3.3)."""
+        return 2 if self.failed else 1
+
+
+@dataclass(frozen=True, slots=True)
+class OwedCommitmentReport:
+    """Store -> the receiver's commitment SCP: a Storage Commitment result not yet delivered to its requester."""
+
+    id: int
+    calling_ae: str  # the requester's AE title: where the report goes
+    result: CommitmentResult
+    attempts: int
+    created_at: float

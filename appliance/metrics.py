@@ -33,6 +33,22 @@ QUARANTINE_REASONS = ("not_a_file", "not_dicom", "unreadable", "corrupt", "trunc
                       "missing_identity", "missing_geometry", "no_pixel_data", "unsupported_pixels",
                       "unsupported_transfer_syntax", "sop_class_mismatch")
 
+# Storage commitment: the receiver as SCP for its senders (side "scp"), the PACS destination as SCU (side "scu").
+# result: committed, or the PS3.3 C.14.1.1 Failure Reason by name (appliance.commitment.FAILURE_REASONS, which this
+# module may not import; tests/test_commitment_scp.py checks that the two agree), "other" for one outside the list.
+COMMITMENT_RESULTS = ("committed", "processing_failure", "no_such_object_instance", "class_instance_conflict",
+                      "sop_class_not_supported", "resource_limitation", "duplicate_transaction_uid", "other")
+# Requests: scp, from senders: accepted, refused (an N-ACTION failure status: malformed, unknown action), not_recorded
+# (the database could not take it: 0x0110); scu, to PACS: accepted, refused (a failure status), not_offered (the PACS
+# did not accept the SOP class), no_response.
+COMMITMENT_REQUEST_OUTCOMES = {"scp": ("accepted", "refused", "not_recorded"),
+                               "scu": ("accepted", "refused", "not_offered", "no_response")}
+# Reports: scp, to senders, on the same or a new association (none: no way to reach the sender): sent, retry (a try
+# failed, another follows), failed (given up); scu, from PACS: matched (recorded), unmatched (no request of ours is
+# waiting for it), unreadable, not_recorded (the database could not take it: answered 0x0110).
+COMMITMENT_REPORT_OUTCOMES = {"scp": (("same", "new", "none"), ("sent", "retry", "failed")),
+                              "scu": (("same", "new"), ("matched", "unmatched", "unreadable", "not_recorded"))}
+
 # Latency buckets: sub-millisecond parsing up to multi-second waits.
 _STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 # Result to SR delivered: seconds when the PACS is up, up to hours across an outage.
@@ -106,6 +122,24 @@ class Metrics:
                                        namespace=ns, registry=registry)
         for state in ("negotiating", "associated"):
             self.dicom_connections.labels(state=state)
+        self.commitment_requests = Counter("commitment_requests", "Storage commitment requests: from senders "
+                                           "(side scp) and to PACS (side scu), by outcome.", ["side", "outcome"],
+                                           namespace=ns, registry=registry)
+        self.commitment_instances = Counter("commitment_instances", "Instances in storage commitment results, by "
+                                            "side and result: committed or the failure reason.", ["side", "result"],
+                                            namespace=ns, registry=registry)
+        self.commitment_reports = Counter("commitment_reports", "Storage commitment reports: sent to senders (side "
+                                          "scp) or received from PACS (side scu), by association and outcome.",
+                                          ["side", "association", "outcome"], namespace=ns, registry=registry)
+        for side, outcomes in COMMITMENT_REQUEST_OUTCOMES.items():
+            for outcome in outcomes:
+                self.commitment_requests.labels(side=side, outcome=outcome)
+            for result in COMMITMENT_RESULTS:
+                self.commitment_instances.labels(side=side, result=result)
+            associations, report_outcomes = COMMITMENT_REPORT_OUTCOMES[side]
+            for association in associations:
+                for outcome in report_outcomes:
+                    self.commitment_reports.labels(side=side, association=association, outcome=outcome)
         self.grpc_denied = Counter("grpc_denied", "gRPC calls refused by access control: unauthenticated (unknown "
                                    "token), permission_denied (role), stream_limit.", ["method", "reason"],
                                    namespace=ns, registry=registry)

@@ -104,7 +104,7 @@ def test_a_schema_5_file_opens_and_gains_identity_and_thumbnails(tmp_path):
         new = store.results.for_series("1.2.2.1")
         assert new is not None and (new.info.patient_id, new.info.patient_name) == (PID, NAME)
         version = store.db.reader().execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-        assert version == str(SCHEMA_VERSION) == "6"
+        assert version == str(SCHEMA_VERSION) == "7"
     finally:
         store.close()
 

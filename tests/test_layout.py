@@ -24,7 +24,8 @@ ALLOWED: dict[str, set[str]] = {
     "metrics": set(),
     "store": set(),
     "assembly": set(),
-    "ingest": {"assembly", "metrics", "store"},
+    "commitment": set(),  # Storage Commitment datasets, made and read: the receiver's SCP, the PACS destination's SCU
+    "ingest": {"assembly", "commitment", "metrics", "store"},
     "preprocess": set(),
     "quality": {"preprocess"},
     "bundle": {"preprocess"},
@@ -37,10 +38,10 @@ ALLOWED: dict[str, set[str]] = {
     "inference": {"bundle", "metrics"},
     "scoring": {"bundle"},
     "prompts": {"bundle", "scoring", "text"},
-    "export": {"metrics", "store"},
+    "export": {"commitment", "metrics", "store"},
     "serve": {"api", "bundle", "inference", "store"},
-    "pipeline": {"assembly", "bundle", "evidence", "export", "inference", "ingest", "metrics", "preprocess", "prompts",
-                 "quality", "scoring", "serve", "store", "truth"},
+    "pipeline": {"assembly", "bundle", "commitment", "evidence", "export", "inference", "ingest", "metrics",
+                 "preprocess", "prompts", "quality", "scoring", "serve", "store", "truth"},
     "service": {"pipeline"},
     "display": {"api", "serve"},  # scanside display: a gRPC client of the appliance serving the console's page
 }

@@ -88,6 +88,7 @@ def setting_problems(s: Settings) -> list[str]:
     need(4096 <= d.max_pdu_bytes <= 16 << 20, "dicom.max_pdu_bytes must be in [4096, 16777216]")
     need(s.ingest.max_instance_mb <= d.max_inflight_mb <= 65536,
          "dicom.max_inflight_mb must be at least ingest.max_instance_mb (one instance must fit) and at most 65536")
+    _check_commitment_scp(s, need)
     e = s.export
     need(e.pacs_ae_title == "" or _ae_title_ok(e.pacs_ae_title), f"export.pacs_ae_title {_AE_RULE} (or empty: off)")
     need(1 <= e.pacs_port <= 65535, "export.pacs_port must be in [1, 65535]")
@@ -170,6 +171,21 @@ def _check_dicomweb(s: Settings, need: Callable[[bool, str], None]) -> None:
              f"export.dicomweb_url {e.dicomweb_url!r} sends SRs (patient data) and credentials in the clear to a "
              "host that is not loopback: use https:// with dicomweb_ca, or set export.dicomweb_allow_plaintext = "
              "true on a network where that is acceptable")
+
+
+def _check_commitment_scp(s: Settings, need: Callable[[bool, str], None]) -> None:
+    d = s.dicom
+    peers = [entry.partition("=") for entry in d.commitment_peers]
+    need(all(eq and _ae_title_ok(ae.strip()) and _host_port_ok(address.strip()) for ae, eq, address in peers),
+         "dicom.commitment_peers: each must be 'AE=host:port' (e.g. 'MRI1=10.1.2.3:104'), the AE title "
+         + _AE_RULE.removeprefix("must be "))
+    titles = [ae.strip() for ae, _, _ in peers]
+    need(len(set(titles)) == len(titles), "dicom.commitment_peers names an AE title twice")
+    need(0.1 <= d.commitment_report_delay_s <= 60, "dicom.commitment_report_delay_s must be in [0.1, 60]")
+    need(1 <= d.commitment_timeout_s <= 600, "dicom.commitment_timeout_s must be in [1, 600]")
+    need(1 <= d.commitment_attempts <= 100, "dicom.commitment_attempts must be in [1, 100]")
+    need(0.1 <= d.commitment_retry_s <= 3600, "dicom.commitment_retry_s must be in [0.1, 3600]")
+    need(0.01 <= d.commitment_keep_days <= 3650, "dicom.commitment_keep_days must be in [0.01, 3650]")
 
 
 _HL7_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # an HD namespace id: no HL7 separators

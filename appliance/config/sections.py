@@ -150,6 +150,27 @@ class DicomConfig:
     max_associations_per_peer: int = 4  # ...and from one IP address
     max_pdu_bytes: int = 65536  # the Maximum Length announced; larger PDUs abort the association
     max_inflight_mb: float = 512.0  # datasets held in memory by all associations together; beyond: aborted
+    # Storage Commitment Push Model SCP (appliance/ingest/commitment_scp.py): a sender asking which instances the
+    # appliance holds gets a report naming each one it was answered Success for, from a record kept this long.
+    commitment: bool = True
+    # Where each sender takes its report on a new association, as "AE=host:port" (e.g. "MRI1=10.1.2.3:104"); a
+    # sender still associated commitment_report_delay_s after the N-ACTION response gets it on that association.
+    commitment_peers: tuple[str, ...] = ()
+    commitment_report_delay_s: float = 0.5
+    commitment_timeout_s: float = 30.0  # connect, association and response of one report on a new association
+    commitment_attempts: int = 5  # tries of a report before it is given up (logged and counted)
+    commitment_retry_s: float = 30.0  # wait after a failed try, doubling, at most 15 minutes
+    commitment_keep_days: float = 7.0  # the record of what was received (and of reports sent) is kept this long
+
+    @property
+    def commitment_peer_addresses(self) -> dict[str, tuple[str, int]]:
+        """commitment_peers as {AE title: (host, port)} (checked by the rules)."""
+        out = {}
+        for entry in self.commitment_peers:
+            ae, _, address = entry.partition("=")
+            host, _, port = address.strip().rpartition(":")
+            out[ae.strip()] = (host.strip("[]"), int(port))
+        return out
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,10 @@ dataset does not match its SOP class (not MR, or another SOP class than the requ
 understand") when it cannot be parsed or is larger than allowed, with the reason in the Error Comment; 0x0122
 for an SOP class the appliance does not take. A refused instance is kept in quarantine/<reason>/ like a bad file
 from the watch folder. Admission and network bounds are in `dicom_guard`.
+
+With storage commitment on (`ReceiverSettings.commitment`), each instance answered Success is first put on record
+in the store, synced, and each refused one with the reason; the receiver's Storage Commitment SCP
+(`commitment_scp`) answers senders' requests from that record.
 """
 
 from __future__ import annotations
@@ -29,13 +33,22 @@ from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.sop_class import Verification
 
 from appliance import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from appliance.commitment import (
+    CLASS_INSTANCE_CONFLICT,
+    PROCESSING_FAILURE,
+    RESOURCE_LIMITATION,
+    SOP_CLASS_NOT_SUPPORTED,
+    SOP_CLASS_UID,
+)
 from appliance.fileio import PRIVATE_FILE_MODE, private_folder, sync_folder
+from appliance.ingest.commitment_scp import CommitmentScp, CommitmentScpSettings
 from appliance.ingest.dicom_guard import GuardedServer, GuardLimits
 from appliance.ingest.quarantine import Quarantine
 from appliance.ingest.reader import DEFAULT_MAX_INSTANCE_BYTES, IncompleteFile, RejectedFile, read_instance
 from appliance.ingest.transfer_syntaxes import LOSSY, accepted, keyword, names
 from appliance.logsafe import describe
 from appliance.metrics import Metrics
+from appliance.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +76,22 @@ class ReceiverSettings:
     tls_ca: Path | None = None  # when set, callers must present a certificate signed by it
     limits: GuardLimits = field(default_factory=GuardLimits)
     max_instance_bytes: int = DEFAULT_MAX_INSTANCE_BYTES
+    commitment: CommitmentScpSettings | None = None  # Storage Commitment SCP for senders; None: not offered
 
 
 class DicomReceiver:
     def __init__(self, settings: ReceiverSettings, watch_dir: Path, metrics: Metrics,
-                 quarantine: Quarantine | None = None) -> None:
+                 quarantine: Quarantine | None = None, store: Store | None = None) -> None:
+        """`store`: where what was received is recorded for storage commitment (needed with
+        `settings.commitment`)."""
         self.settings = settings
         self.target = Path(watch_dir) / RECEIVED_DIR
         self.tmp = Path(watch_dir) / TEMP_DIR
         self.metrics = metrics
         self.quarantine = quarantine
+        self._received = store.received if store is not None and settings.commitment is not None else None
+        self.commitment = (CommitmentScp(settings.commitment, store.received, store.commitment_reports, metrics)
+                           if store is not None and settings.commitment is not None else None)
         self._server: GuardedServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -102,6 +121,11 @@ class DicomReceiver:
                                 "max_message_bytes": s.max_instance_bytes})
         handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_ACCEPTED, self._on_accepted),
                     (evt.EVT_REJECTED, self._on_rejected)]
+        if self.commitment is not None:
+            # Both roles: a sender asks as SCU; a PACS reporting on an association it opens proposes the SCP role.
+            ae.add_supported_context(SOP_CLASS_UID, scu_role=True, scp_role=True)
+            handlers += self.commitment.handlers
+            self.commitment.start()
         self._server = ae.make_server((s.host, s.port), evt_handlers=handlers, server_class=GuardedServer,
                                       limits=limits, tls_context=self._ssl_context(), on_refused=self._on_refused,
                                       on_counts=self._on_counts)
@@ -149,8 +173,10 @@ class DicomReceiver:
 
     def _on_store(self, event: evt.Event) -> int | Dataset:
         sop_class = str(event.request.AffectedSOPClassUID)
+        sop_instance = str(event.request.AffectedSOPInstanceUID or "")
         if sop_class not in TAKEN_SOP_CLASSES:
             self.metrics.dicom_rejections.labels(reason="sop_class").inc()
+            self._record_refusal(sop_class, sop_instance, SOP_CLASS_NOT_SUPPORTED)
             return STATUS_SOP_CLASS_REFUSED
         name = f"{uuid.uuid4().hex}.dcm"
         tmp = self.tmp / name
@@ -158,12 +184,19 @@ class DicomReceiver:
             size = _write_synced(tmp, event)
             refusal = self._check(tmp, sop_class)
             if refusal is not None:
+                self._record_refusal(sop_class, sop_instance, CLASS_INSTANCE_CONFLICT
+                                     if refusal.Status == STATUS_DOES_NOT_MATCH_SOP_CLASS else PROCESSING_FAILURE)
                 return refusal
             os.replace(tmp, self.target / name)
             sync_folder(self.target)
-        except OSError as exc:
-            log.error("could not spool a received instance: %s", describe(exc))
+            if self._received is not None:
+                # On record, synced, before Success: a commitment request for it can then never be answered failed.
+                self._received.stored(sop_class, sop_instance)
+        except Exception as exc:  # OSError spooling; a database error recording (the file is in place: a resend
+            # of it is a duplicate, dropped by the ingest)
+            log.error("could not spool or record a received instance: %s", describe(exc))
             self.metrics.dicom_rejections.labels(reason="out_of_resources").inc()
+            self._record_refusal(sop_class, sop_instance, RESOURCE_LIMITATION)
             return STATUS_OUT_OF_RESOURCES
         finally:
             tmp.unlink(missing_ok=True)  # gone already when it was renamed or set aside
@@ -174,6 +207,15 @@ class DicomReceiver:
         self.metrics.dicom_instances_by_syntax.labels(transfer_syntax=keyword(event.file_meta.TransferSyntaxUID)).inc()
         self.metrics.dicom_bytes.inc(size)
         return STATUS_SUCCESS
+
+    def _record_refusal(self, sop_class: str, sop_instance: str, reason: int) -> None:
+        """Keep why an instance was refused, for a commitment request naming it; never fails the C-STORE's answer."""
+        if self._received is None or not sop_instance:
+            return
+        try:
+            self._received.refused(sop_class, sop_instance, reason)
+        except Exception as exc:
+            log.warning("could not record a refused instance: %s", describe(exc))
 
     def _check(self, path: Path, sop_class: str) -> Dataset | None:
         """Parse the instance as the ingest will; a failure status (and the file set aside) if it cannot be
@@ -210,6 +252,8 @@ class DicomReceiver:
         server, self._server = self._server, None
         if server is None:
             return
+        if self.commitment is not None:
+            self.commitment.stop()  # reports not yet delivered stay owed in the database
         server.shutdown()
         for assoc in server.active_associations:
             # What they had not been answered they send again; what was, is spooled. The socket is shut down as

@@ -28,8 +28,9 @@ from appliance.inference.backend import InferenceBackend
 from appliance.inference.gpu_stats import GpuSampler, open_sampler
 from appliance.inference.worker import InferenceWorker
 from appliance.ingest import Ingestor, IngestThread, Quarantine
+from appliance.ingest.commitment_scp import CommitmentScpSettings
 from appliance.ingest.dicom_guard import GuardLimits
-from appliance.ingest.receiver import DicomReceiver, ReceiverSettings
+from appliance.ingest.receiver import TAKEN_SOP_CLASSES, DicomReceiver, ReceiverSettings
 from appliance.logsafe import silence_value_echoes
 from appliance.metrics import GpuMetrics, Metrics
 from appliance.pipeline.failures import FailureHandler
@@ -137,7 +138,8 @@ def build_ingestor(settings: Settings, store: Store, assembler: Assembler, metri
                     on_leftover_failed=failures.set_aside if failures is not None else None)
 
 
-def build_receiver(settings: Settings, metrics: Metrics) -> DicomReceiver | None:
+def build_receiver(settings: Settings, metrics: Metrics, store: Store | None = None) -> DicomReceiver | None:
+    """The C-STORE receiver; with `store`, its Storage Commitment SCP too (dicom.commitment)."""
     d = settings.dicom
     if not d.enabled:
         return None
@@ -145,9 +147,13 @@ def build_receiver(settings: Settings, metrics: Metrics) -> DicomReceiver | None
                          max_pending=d.max_pending_connections, max_associations=d.max_associations,
                          max_associations_per_peer=d.max_associations_per_peer, max_pdu_bytes=d.max_pdu_bytes,
                          max_inflight_bytes=int(d.max_inflight_mb * (1 << 20)))
+    commitment = CommitmentScpSettings(
+        d.ae_title, TAKEN_SOP_CLASSES, d.commitment_peer_addresses, report_delay_s=d.commitment_report_delay_s,
+        timeout_s=d.commitment_timeout_s, attempts=d.commitment_attempts, retry_s=d.commitment_retry_s,
+        keep_days=d.commitment_keep_days) if d.commitment and store is not None else None
     return DicomReceiver(ReceiverSettings(d.ae_title, d.host, d.port, d.allowed_calling_aets, d.tls_cert, d.tls_key,
-                                          d.tls_ca, limits, settings.ingest.max_instance_bytes),
-                         settings.paths.incoming, metrics, Quarantine(settings.paths.quarantine))
+                                          d.tls_ca, limits, settings.ingest.max_instance_bytes, commitment),
+                         settings.paths.incoming, metrics, Quarantine(settings.paths.quarantine), store=store)
 
 
 def build_grpc(settings: Settings, servicer: ApplianceServicer, metrics: Metrics) -> GrpcServer:
@@ -258,7 +264,7 @@ def build_pipeline(settings: Settings, registry: CollectorRegistry,
             assembler=assembler, failures=failures, scorer=scorer, worker=worker, preparer=preparer,
             ingestor=ingestor, ingest_thread=IngestThread(ingestor, s.paths.incoming, s.ingest.poll_interval_s,
                                                           s.ingest.rescan_on_start),
-            grpc=grpc, exporter=exporter, receiver=build_receiver(s, metrics), closing=closing,
+            grpc=grpc, exporter=exporter, receiver=build_receiver(s, metrics, store), closing=closing,
             evidence=build_evidence(s, bundle, store, registry), mllp=build_mllp(s, store, metrics, priority))
         undo.pop_all()
     return pipeline

@@ -1,7 +1,8 @@
 """SQLite persistence, one module per concern: the file and its transactions (database), series states (series),
 results (results), the sealed prediction ledger (ledger), the event log (events), the SR queue with its sources
-and retention (exports), the ground truth from final reports and assessments (truth), and the slices the model saw
-for the display (thumbnails).
+and retention (exports), the ground truth from final reports and assessments (truth), the slices the model saw
+for the display (thumbnails), and for storage commitment: the receiver's record of what it was sent (received) and
+the results it owes its senders (commitment_reports).
 
     store = Store(path, export_destinations=("pacs",))
     store.series.seen(info); store.results.save(result); store.events.wait(after_id, 1.0)
@@ -17,10 +18,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from appliance.handovers import Event, EventKind, ExportItem, SeriesRow, StoredReport
+from appliance.store.commitment_reports import CommitmentReports
 from appliance.store.database import Database, StoreError
 from appliance.store.events import EventLog
 from appliance.store.exports import ExportQueue
 from appliance.store.ledger import Ledger
+from appliance.store.received import ReceivedInstances
 from appliance.store.results import Results
 from appliance.store.schema import SCHEMA_VERSION
 from appliance.store.series import SeriesTable
@@ -46,6 +49,8 @@ class Store:
         self.ledger = Ledger(self.db)
         self.truth = TruthStore(self.db)
         self.thumbnails = Thumbnails(self.db)
+        self.received = ReceivedInstances(self.db)
+        self.commitment_reports = CommitmentReports(self.db)
 
     def secret(self, name: str, size: int = 32) -> bytes:
         return self.db.secret(name, size)

@@ -67,9 +67,11 @@ class Database:
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
 
-    def transaction(self) -> Transaction:
-        """`with db.transaction() as conn:` one IMMEDIATE transaction on the writer, committed on leaving."""
-        return Transaction(self._writer, self._write_lock)
+    def transaction(self, durable: bool = False) -> Transaction:
+        """`with db.transaction() as conn:` one IMMEDIATE transaction on the writer, committed on leaving.
+        `durable`: synced to disk before the commit returns (synchronous=FULL for this one), for a promise made to
+        a peer right after it (the receiver answers C-STORE Success only once the instance is on record)."""
+        return Transaction(self._writer, self._write_lock, durable)
 
     def reader(self) -> sqlite3.Connection:
         """This thread's reading connection (WAL: it sees the last commit, never blocks the writer)."""
@@ -101,17 +103,24 @@ class Database:
 
 
 class Transaction:
-    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:
-        self.conn, self.lock = conn, lock
+    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock, durable: bool = False) -> None:
+        self.conn, self.lock, self.durable = conn, lock, durable
 
     def __enter__(self) -> sqlite3.Connection:
         self.lock.acquire()
         try:
+            if self.durable:  # outside a transaction: SQLite ignores the pragma inside one
+                self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.execute("BEGIN IMMEDIATE")  # may time out while another process holds the database
         except BaseException:
+            self._restore()
             self.lock.release()
             raise
         return self.conn
+
+    def _restore(self) -> None:
+        if self.durable:
+            self.conn.execute("PRAGMA synchronous=NORMAL")
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -127,4 +136,7 @@ class Transaction:
             else:
                 self.conn.execute("ROLLBACK")
         finally:
-            self.lock.release()
+            try:
+                self._restore()
+            finally:
+                self.lock.release()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # Version 2 added sources, reports and exports; version 3 added the results' assessable, quality_reasons and
 # bank_version columns (UPGRADES adds them to an older file); version 4 the sealed prediction ledger (its table and
 # triggers come with SCHEMA; UPGRADE_STEPS seals what an older file already holds) and results.input_sha256;
@@ -10,8 +10,10 @@ SCHEMA_VERSION = 6
 # accession_number and station_name (series of an older file keep '': their reports match by Study Instance UID);
 # version 6 the series' patient_id and patient_name (for the technologist's display, served to named TLS clients
 # only; an older file's series keep '') and the thumbnails of the slices the model saw (appliance/store/thumbnails.py;
-# results of an older file have none).
-UPGRADABLE = (1, 2, 3, 4, 5)
+# results of an older file have none); version 7 storage commitment: the receiver's record of what it was sent
+# (received_instances) and the results it owes its senders (commitment_reports), and the PACS destination's requests
+# awaiting their results (commitment_requests). New tables only: an older file gets them empty.
+UPGRADABLE = (1, 2, 3, 4, 5, 6)
 
 # Columns added after a table was first created: (table, column, definition). An older file gets each one it lacks,
 # with its default, when it is opened (SQLite has no ADD COLUMN IF NOT EXISTS, so the database checks first).
@@ -200,4 +202,33 @@ CREATE TABLE IF NOT EXISTS thumbnails (
     made_at REAL NOT NULL,
     PRIMARY KEY (series_uid, position)
 );
+-- What the DICOM receiver was sent (appliance/store/received.py), one row per SOP instance: written, synced, before
+-- its C-STORE is answered Success (reason 0), or after it was refused (reason: the Failure Reason a storage commitment
+-- request for it gets). Commitment requests are answered from here long after the files left the spool; rows older
+-- than dicom.commitment_keep_days go. Instance UIDs only: no patient attribute.
+CREATE TABLE IF NOT EXISTS received_instances (
+    sop_instance_uid TEXT PRIMARY KEY,
+    sop_class_uid TEXT NOT NULL,
+    reason INTEGER NOT NULL,                -- 0 stored; else a PS3.3 C.14.1.1 Failure Reason
+    received_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS received_time ON received_instances(received_at);
+-- Storage commitment results the receiver owes its senders (appliance/store/commitment_reports.py): written, synced,
+-- before the N-ACTION is answered Success, sent on the requester's association or a new one, retried, kept
+-- dicom.commitment_keep_days once sent or failed.
+CREATE TABLE IF NOT EXISTS commitment_reports (
+    id INTEGER PRIMARY KEY,
+    calling_ae TEXT NOT NULL,               -- the requester: where the report goes
+    transaction_uid TEXT NOT NULL,
+    result TEXT NOT NULL,                   -- JSON {"committed": [[class, uid]], "failed": [[class, uid, reason]]}
+    state TEXT NOT NULL,                    -- pending | sent | failed
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    association TEXT,                       -- same | new, once sent
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    UNIQUE (calling_ae, transaction_uid)
+);
+CREATE INDEX IF NOT EXISTS commitment_reports_due ON commitment_reports(state, next_attempt_at);
 """

@@ -233,6 +233,25 @@ def panels() -> list[dict[str, Any]]:
                              "{{destination}}")],
                      unit="s"), w=8)
 
+    g.row("Storage commitment")
+    g.add(timeseries("Commitment requests per minute", "Storage commitment requests from senders to the receiver "
+                     "(scp) and from the PACS destination to PACS (scu), by outcome: accepted, refused (a failure "
+                     "status), not_recorded (the database could not take it), not_offered (the PACS does not accept "
+                     "the SOP class), no_response.",
+                     [target(per_minute("scanside_commitment_requests_total", "side, outcome"),
+                             "{{side}} {{outcome}}")]), w=8)
+    g.add(timeseries("Committed and failed instances per minute", "Instances in storage commitment results, by "
+                     "side and result: committed, or the Failure Reason. On the scp side a failure means a sender "
+                     "asked about an instance the receiver never answered Success for; on the scu side the PACS did "
+                     "not commit an SR (its try is retried).",
+                     [target(per_minute("scanside_commitment_instances_total", "side, result"),
+                             "{{side}} {{result}}")]), w=8)
+    g.add(timeseries("Commitment reports per minute", "Reports sent to senders (scp: on their own association or "
+                     "a new one; failed: given up, a sender is left without its answer) and received from PACS "
+                     "(scu: matched to a waiting request, or unmatched).",
+                     [target(per_minute("scanside_commitment_reports_total", "side, association, outcome"),
+                             "{{side}} {{association}} {{outcome}}")]), w=8)
+
     g.row("Backend and GPU")
     g.add(table("Model and backend", "The engine bundle and backend in use, and the appliance version.",
                 [target(sel("scanside_model_info"), table=True)], hide=("Value",)), w=12, h=5)
