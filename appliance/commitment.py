@@ -1,21 +1,27 @@
 """Storage Commitment Push Model (PS3.4 Annex J.3) as datasets: the Action Information of a request and the Event
-Information of a result, made and read. The receiver answers scanners with it (appliance/ingest/commitment_scp.py),
-the PACS destination asks PACS with it (appliance/export/commitment.py); neither writes DICOM by hand.
+Information of a result, made and read, and the answer to a result addressed to this appliance. The receiver
+answers scanners with it (appliance/ingest/commitment_scp.py) and takes PACS' results on associations PACS opens
+(appliance/ingest/receiver.py); the PACS destination asks PACS with it (appliance/export/commitment.py).
 
-Only pydicom: no network, no database. Whatever a peer sent that cannot be read raises CommitmentFormatError with
-a message naming attributes, never a value.
+Only pydicom: no network, no database (what records a result is handed in). Whatever a peer sent that cannot be
+read raises CommitmentFormatError with a message naming attributes, never a value.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from appliance.handovers import CommitmentFailure, CommitmentRequest, CommitmentResult, SopReference
+from appliance.logsafe import describe
+
+log = logging.getLogger(__name__)
 
 SOP_CLASS_UID = "1.2.840.10008.1.20.1"  # Storage Commitment Push Model SOP Class
 SOP_INSTANCE_UID = "1.2.840.10008.1.20.1.1"  # its well-known SOP Instance (J.3.5)
@@ -129,6 +135,38 @@ def result_of(transaction_uid: str, outcomes: Iterable[tuple[SopReference, int]]
         else:
             committed.append(ref)
     return CommitmentResult(transaction_uid, tuple(committed), tuple(failed))
+
+
+def answer_report(event: Any, record: Callable[[CommitmentResult], bool],
+                  count: Callable[[str], None]) -> tuple[int, None]:
+    """The answer to an N-EVENT-REPORT (a pynetdicom EVT_N_EVENT_REPORT event) bringing the result of one of this
+    appliance's own requests: recorded by `record` (False: no request of ours waits for it) before Success, so
+    the PACS is told it arrived only once it is kept. `count` hears the outcome: matched, unmatched, unreadable
+    (answered 0x0113 for another event type, 0x0115 for Event Information that cannot be read) or not_recorded
+    (0x0110: the PACS may send it again)."""
+    handled = getattr(getattr(event.assoc, "dul", None), "message_handled", None)
+    if handled is not None:
+        handled()  # the receiver's in-flight memory budget
+    if event.event_type not in (EVENT_SUCCESSFUL, EVENT_FAILURES_EXIST):
+        count("unreadable")
+        return 0x0113, None
+    try:
+        result = read_event_information(event.event_information)
+    except Exception as exc:
+        log.warning("a storage commitment report could not be read: %s", exc if isinstance(
+            exc, CommitmentFormatError) else describe(exc))
+        count("unreadable")
+        return 0x0115, None
+    try:
+        matched = record(result)
+    except Exception as exc:  # a full disk, a locked database
+        log.error("a storage commitment report could not be recorded: %s", describe(exc))
+        count("not_recorded")
+        return 0x0110, None
+    if not matched:
+        log.warning("a storage commitment report matches no request waiting for one (late, or not ours)")
+    count("matched" if matched else "unmatched")
+    return 0x0000, None
 
 
 def _item(ref: SopReference) -> Dataset:

@@ -402,3 +402,14 @@ class OwedCommitmentReport:
     result: CommitmentResult
     attempts: int
     created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCommitment:
+    """Store -> the PACS destination: where its request for one SR's storage commitment stands."""
+
+    transaction_uid: str
+    state: str  # waiting | committed | failed
+    failure_reason: int | None  # the PACS' Failure Reason when failed; None when it did not name the SR
+    deadline: float  # when a report that has not come ends the try as failed
+    association: str | None  # same | new: where the report came, once it did

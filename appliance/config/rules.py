@@ -105,6 +105,12 @@ def setting_problems(s: Settings) -> list[str]:
     need(e.tls_cert is None or e.tls_ca is not None,
          "export.tls_cert needs export.tls_ca: TLS to the PACS always verifies the PACS' certificate")
     _check_dicomweb(s, need)
+    need(1 <= e.pacs_commitment_wait_s <= 86_400, "export.pacs_commitment_wait_s must be in [1, 86400]")
+    need(not e.pacs_commitment or bool(e.pacs_ae_title), "export.pacs_commitment needs export.pacs_ae_title")
+    need(not (e.pacs_commitment and e.pacs_ae_title and s.dicom.enabled and s.dicom.allowed_calling_aets)
+         or e.pacs_ae_title in s.dicom.allowed_calling_aets,
+         f"export.pacs_commitment: the PACS reports on an association it opens to the receiver, so "
+         f"dicom.allowed_calling_aets must list export.pacs_ae_title ({e.pacs_ae_title!r})")
     spool, quarantine, watch = (p.resolve() for p in (s.paths.spool, s.paths.quarantine, s.paths.incoming))
     for inner in (spool, quarantine):
         need(not inner.is_relative_to(watch),

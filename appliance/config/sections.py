@@ -205,6 +205,12 @@ class ExportConfig:
     dicomweb_connect_timeout_s: float = 10.0  # to connect (TLS handshake included)
     dicomweb_read_timeout_s: float = 60.0  # between bytes of the answer, once the request is sent
     dicomweb_allow_plaintext: bool = False  # http:// to a host that is not loopback (patient data in the clear)
+    # Storage commitment (appliance/export/commitment.py): after storing its SRs the PACS destination asks the PACS
+    # to commit them (N-ACTION on the same association); an SR is delivered only once committed. The report may
+    # come on that association or on one the PACS opens to the receiver ([dicom] enabled, the PACS' AE title
+    # allowed there). Not committed, or no report within pacs_commitment_wait_s: a failed try, retried as above.
+    pacs_commitment: bool = False
+    pacs_commitment_wait_s: float = 300.0
 
     @property
     def enabled(self) -> bool:

@@ -11,6 +11,7 @@ Importing this package costs nothing: highdicom (~30 MB) and pynetdicom load in 
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from appliance.config import ConfigError, Settings
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from appliance.store import Store
 
 __all__ = ["build_exporter"]
+
+log = logging.getLogger(__name__)
 
 
 def build_exporter(settings: Settings, store: Store, metrics: Metrics) -> Exporter | None:
@@ -40,12 +43,18 @@ def build_exporter(settings: Settings, store: Store, metrics: Metrics) -> Export
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     for kind, destination in destinations.items():
+        attach = getattr(destination, "attach", None)
+        if attach is not None:
+            attach(store, metrics)
         try:
             destination.check()
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         except OSError as exc:
             raise ConfigError(f"export destination {kind!r} cannot be used: {exc}") from None
+    if e.pacs_commitment and not settings.dicom.enabled:
+        log.warning("export.pacs_commitment without [dicom] enabled: only a PACS that reports on the association "
+                    "it was asked on can commit an SR (Orthanc, for one, reports on a new association)")
     return Exporter(store, metrics, RetryPolicy(e.max_attempts, e.retry_initial_s, e.retry_max_s),
                     SrSettings(series_number=e.series_number, institution_name=e.institution_name,
                                template=e.sr_template),

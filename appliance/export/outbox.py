@@ -8,7 +8,9 @@ that the database does not also hold, so a restart simply carries on. A PACS tha
 tries like any other failure and ends failed, never in an endless loop.
 
 Delivery is at least once: a crash between a PACS' answer and the commit sends the same SR again, which a PACS
-stores once (same SOP Instance UID).
+stores once (same SOP Instance UID). A destination may leave a try undecided (`SendOutcome.awaiting_until`: the PACS
+stored the SR but has not yet said it commits it): the item then waits, still pending, with no try counted, until
+its destination is asked again and decides it.
 """
 
 from __future__ import annotations
@@ -190,6 +192,11 @@ class Exporter:
             raise BuildError(str(exc)) from None
 
     def _finish(self, item: ExportItem, outcome: SendOutcome, final: bool = False) -> None:
+        if outcome.awaiting_until is not None and not outcome.delivered and not final:
+            self.store.exports.defer(item.id, outcome.awaiting_until, outcome.detail)
+            log.info("series %s: SR at %s undecided (%s); waiting at most %.0f s", item.key, item.destination,
+                     outcome.detail, max(outcome.awaiting_until - time.time(), 0.0))
+            return
         attempts = item.attempts + 1
         now = time.time()
         retry_at = None if (outcome.delivered or final) else self.policy.next_attempt_at(attempts, now)

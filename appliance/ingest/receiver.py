@@ -13,7 +13,8 @@ from the watch folder. Admission and network bounds are in `dicom_guard`.
 
 With storage commitment on (`ReceiverSettings.commitment`), each instance answered Success is first put on record
 in the store, synced, and each refused one with the reason; the receiver's Storage Commitment SCP
-(`commitment_scp`) answers senders' requests from that record.
+(`commitment_scp`) answers senders' requests from that record. With `accept_reports` it also takes the results a
+PACS sends, on an association it opens, for the SRs this appliance asked it to commit.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, AllStoragePresentationContexts, build_context, evt
@@ -39,6 +41,7 @@ from appliance.commitment import (
     RESOURCE_LIMITATION,
     SOP_CLASS_NOT_SUPPORTED,
     SOP_CLASS_UID,
+    answer_report,
 )
 from appliance.fileio import PRIVATE_FILE_MODE, private_folder, sync_folder
 from appliance.ingest.commitment_scp import CommitmentScp, CommitmentScpSettings
@@ -77,6 +80,9 @@ class ReceiverSettings:
     limits: GuardLimits = field(default_factory=GuardLimits)
     max_instance_bytes: int = DEFAULT_MAX_INSTANCE_BYTES
     commitment: CommitmentScpSettings | None = None  # Storage Commitment SCP for senders; None: not offered
+    # Take PACS' storage commitment results for this appliance's SRs on associations PACS opens (export
+    # pacs_commitment): matched to the waiting request by Transaction UID in the store.
+    accept_reports: bool = False
 
 
 class DicomReceiver:
@@ -92,6 +98,7 @@ class DicomReceiver:
         self._received = store.received if store is not None and settings.commitment is not None else None
         self.commitment = (CommitmentScp(settings.commitment, store.received, store.commitment_reports, metrics)
                            if store is not None and settings.commitment is not None else None)
+        self._requests = store.commitment_requests if store is not None and settings.accept_reports else None
         self._server: GuardedServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -119,11 +126,14 @@ class DicomReceiver:
         ae.maximum_associations = 2 * s.limits.max_associations  # the guard's limits bind first
         limits = GuardLimits(**{**s.limits.__dict__, "allowed_calling_aets": tuple(s.allowed_calling_aets),
                                 "max_message_bytes": s.max_instance_bytes})
-        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_ACCEPTED, self._on_accepted),
-                    (evt.EVT_REJECTED, self._on_rejected)]
-        if self.commitment is not None:
+        handlers: list[tuple[Any, Any]] = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_ACCEPTED, self._on_accepted),
+                                           (evt.EVT_REJECTED, self._on_rejected)]
+        if self.commitment is not None or self._requests is not None:
             # Both roles: a sender asks as SCU; a PACS reporting on an association it opens proposes the SCP role.
             ae.add_supported_context(SOP_CLASS_UID, scu_role=True, scp_role=True)
+        if self._requests is not None:
+            handlers.append((evt.EVT_N_EVENT_REPORT, self._on_report))
+        if self.commitment is not None:
             handlers += self.commitment.handlers
             self.commitment.start()
         self._server = ae.make_server((s.host, s.port), evt_handlers=handlers, server_class=GuardedServer,
@@ -207,6 +217,14 @@ class DicomReceiver:
         self.metrics.dicom_instances_by_syntax.labels(transfer_syntax=keyword(event.file_meta.TransferSyntaxUID)).inc()
         self.metrics.dicom_bytes.inc(size)
         return STATUS_SUCCESS
+
+    def _on_report(self, event: evt.Event) -> tuple[int, None]:
+        """A PACS' storage commitment result for SRs this appliance sent it, on an association the PACS opened."""
+        requests = self._requests
+        assert requests is not None  # bound only with it
+        return answer_report(event, lambda result: requests.report(result, "new"),
+                             lambda outcome: self.metrics.commitment_reports.labels(
+                                 side="scu", association="new", outcome=outcome).inc())
 
     def _record_refusal(self, sop_class: str, sop_instance: str, reason: int) -> None:
         """Keep why an instance was refused, for a commitment request naming it; never fails the C-STORE's answer."""

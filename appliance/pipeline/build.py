@@ -139,7 +139,8 @@ def build_ingestor(settings: Settings, store: Store, assembler: Assembler, metri
 
 
 def build_receiver(settings: Settings, metrics: Metrics, store: Store | None = None) -> DicomReceiver | None:
-    """The C-STORE receiver; with `store`, its Storage Commitment SCP too (dicom.commitment)."""
+    """The C-STORE receiver; with `store`, its Storage Commitment SCP too (dicom.commitment), and the taker of
+    PACS' commitment results for the SRs (export.pacs_commitment)."""
     d = settings.dicom
     if not d.enabled:
         return None
@@ -151,8 +152,12 @@ def build_receiver(settings: Settings, metrics: Metrics, store: Store | None = N
         d.ae_title, TAKEN_SOP_CLASSES, d.commitment_peer_addresses, report_delay_s=d.commitment_report_delay_s,
         timeout_s=d.commitment_timeout_s, attempts=d.commitment_attempts, retry_s=d.commitment_retry_s,
         keep_days=d.commitment_keep_days) if d.commitment and store is not None else None
+    e = settings.export
+    accept_reports = e.pacs_commitment and bool(e.pacs_ae_title) and not settings.appliance.shadow and \
+        store is not None
     return DicomReceiver(ReceiverSettings(d.ae_title, d.host, d.port, d.allowed_calling_aets, d.tls_cert, d.tls_key,
-                                          d.tls_ca, limits, settings.ingest.max_instance_bytes, commitment),
+                                          d.tls_ca, limits, settings.ingest.max_instance_bytes, commitment,
+                                          accept_reports),
                          settings.paths.incoming, metrics, Quarantine(settings.paths.quarantine), store=store)
 
 

@@ -1,8 +1,9 @@
 """SQLite persistence, one module per concern: the file and its transactions (database), series states (series),
 results (results), the sealed prediction ledger (ledger), the event log (events), the SR queue with its sources
 and retention (exports), the ground truth from final reports and assessments (truth), the slices the model saw
-for the display (thumbnails), and for storage commitment: the receiver's record of what it was sent (received) and
-the results it owes its senders (commitment_reports).
+for the display (thumbnails), and for storage commitment: the receiver's record of what it was sent (received),
+the results it owes its senders (commitment_reports) and the PACS destination's requests awaiting their results
+(commitment_requests).
 
     store = Store(path, export_destinations=("pacs",))
     store.series.seen(info); store.results.save(result); store.events.wait(after_id, 1.0)
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from appliance.handovers import Event, EventKind, ExportItem, SeriesRow, StoredReport
 from appliance.store.commitment_reports import CommitmentReports
+from appliance.store.commitment_requests import CommitmentRequests
 from appliance.store.database import Database, StoreError
 from appliance.store.events import EventLog
 from appliance.store.exports import ExportQueue
@@ -51,6 +53,7 @@ class Store:
         self.thumbnails = Thumbnails(self.db)
         self.received = ReceivedInstances(self.db)
         self.commitment_reports = CommitmentReports(self.db)
+        self.commitment_requests = CommitmentRequests(self.db)
 
     def secret(self, name: str, size: int = 32) -> bytes:
         return self.db.secret(name, size)

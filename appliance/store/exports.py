@@ -82,6 +82,13 @@ class ExportQueue:
             self._events.notify()
         return state
 
+    def defer(self, export_id: int, until: float, note: str) -> None:
+        """A try still undecided (stored, its storage commitment report not yet in): the item waits until `until`,
+        or until the report makes it due, with no try counted; `note` shows in `scanside exports list`."""
+        with self._db.transaction() as db:
+            db.execute("UPDATE exports SET next_attempt_at=?, last_error=?, updated_at=? WHERE id=? AND state=?",
+                       (until, note, time.time(), export_id, ExportState.PENDING.value))
+
     def expire_failed(self, failed_before: float) -> int:
         """Drop the SR document (or source) of series whose exports are all finished, at least one failed, and
         the last failure before `failed_before` (retention of patient data). Their failed items stay listed,

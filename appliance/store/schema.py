@@ -231,4 +231,21 @@ CREATE TABLE IF NOT EXISTS commitment_reports (
     UNIQUE (calling_ae, transaction_uid)
 );
 CREATE INDEX IF NOT EXISTS commitment_reports_due ON commitment_reports(state, next_attempt_at);
+-- The PACS destination's storage commitment requests for the SRs it stored (appliance/store/commitment_requests.py):
+-- one row per (transaction, SR), written before the N-ACTION goes, marked by the report whichever association it
+-- comes on (so a restart loses no pending commitment), deleted once the export's try is settled.
+CREATE TABLE IF NOT EXISTS commitment_requests (
+    transaction_uid TEXT NOT NULL,
+    sop_instance_uid TEXT NOT NULL,         -- an SR this appliance stored at the destination
+    sop_class_uid TEXT NOT NULL,
+    destination TEXT NOT NULL,              -- the export destination kind
+    state TEXT NOT NULL,                    -- waiting | committed | failed
+    failure_reason INTEGER,                 -- the PACS' Failure Reason when failed (NULL: it did not name the SR)
+    requested_at REAL NOT NULL,
+    deadline REAL NOT NULL,                 -- a try whose report has not come by then has failed
+    reported_at REAL,
+    association TEXT,                       -- same | new: where the report came
+    PRIMARY KEY (transaction_uid, sop_instance_uid)
+);
+CREATE INDEX IF NOT EXISTS commitment_requests_sr ON commitment_requests(destination, sop_instance_uid);
 """

@@ -30,6 +30,9 @@ class SendOutcome:
     # True: refused for good (the peer read the document and will answer the same to the same bytes): failed now,
     # not after export.max_attempts; `scanside exports retry` queues it again
     final: bool = False
+    # Set: the try is not decided yet (stored, its storage commitment report not yet in): the item waits until
+    # then, or until the destination's confirmation makes it due, and the try is counted when it is decided.
+    awaiting_until: float | None = None
 
 
 class Destination(Protocol):
@@ -45,6 +48,10 @@ class Destination(Protocol):
 
     def abort(self) -> None:
         """Shutdown, from another thread: end a delivery in progress, refuse further ones."""
+
+
+# A destination that keeps state of its own in the database (the PACS with storage commitment) also has
+# `attach(store, metrics)`, which build_exporter calls before check().
 
 
 Factory = Callable[[Settings], "Destination | None"]  # None: not configured in these settings

@@ -6,6 +6,10 @@ document of the batch for this try; the outbox decides about retrying. Per-docum
 DICOM category: success and warnings (stored, possibly coerced) count as delivered, anything else is a failed try
 with the status in the error text. `abort()` (from another thread, at shutdown) ends a send; documents not yet sent
 come back as untried, which costs them no try (the one in flight, if any, counts as a try when it times out).
+
+With export.pacs_commitment, stored is not enough: the documents stored are then put to the PACS for storage
+commitment on the same association (appliance/export/commitment.py), and each is delivered only once committed. An
+SR whose earlier try is still waiting for its report is not sent again but settled from the store.
 """
 
 from __future__ import annotations
@@ -26,10 +30,14 @@ from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.status import code_to_category
 
+from appliance.commitment import SOP_CLASS_UID as STORAGE_COMMITMENT
 from appliance.config import Settings
+from appliance.export.commitment import PacsCommitment
 from appliance.export.destinations import SendOutcome, register
-from appliance.handovers import StoredReport
+from appliance.handovers import SopReference, StoredReport
 from appliance.logsafe import describe
+from appliance.metrics import Metrics
+from appliance.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +68,8 @@ def from_settings(settings: Settings) -> PacsSender | None:
     if not e.pacs_ae_title:
         return None
     return PacsSender(PacsPeer(e.pacs_ae_title, e.pacs_host, e.pacs_port, calling_ae_title=settings.dicom.ae_title,
-                               timeout_s=e.timeout_s, tls_ca=e.tls_ca, tls_cert=e.tls_cert, tls_key=e.tls_key))
+                               timeout_s=e.timeout_s, tls_ca=e.tls_ca, tls_cert=e.tls_cert, tls_key=e.tls_key),
+                      commitment_wait_s=e.pacs_commitment_wait_s if e.pacs_commitment else None)
 
 
 class PacsSender:
@@ -68,11 +77,18 @@ class PacsSender:
 
     kind = "pacs"
 
-    def __init__(self, peer: PacsPeer) -> None:
+    def __init__(self, peer: PacsPeer, commitment_wait_s: float | None = None) -> None:
+        """`commitment_wait_s`: ask for storage commitment and wait this long for the report (`attach` first)."""
         self.peer = peer
+        self.commitment_wait_s = commitment_wait_s
+        self.commitment: PacsCommitment | None = None
         self._lock = threading.Lock()
         self._assoc: Association | None = None
         self._stopping = False
+
+    def attach(self, store: Store, metrics: Metrics) -> None:
+        if self.commitment_wait_s is not None:
+            self.commitment = PacsCommitment(self.kind, store.commitment_requests, metrics, self.commitment_wait_s)
 
     def check(self) -> None:
         """A missing or wrong certificate file stops the start, not every later send."""
@@ -80,9 +96,19 @@ class PacsSender:
             self.peer.tls_args()
         except (OSError, ValueError) as exc:
             raise ValueError(f"export.tls_ca / tls_cert / tls_key cannot be loaded: {exc}") from None
+        if self.commitment_wait_s is not None and self.commitment is None:
+            raise ValueError("export.pacs_commitment: the PACS destination was not given the database (attach)")
 
     def deliver(self, reports: Sequence[StoredReport]) -> list[SendOutcome]:
-        return self.send([report.document for report in reports])
+        commitment = self.commitment
+        if commitment is None:
+            return self.send([report.document for report in reports])
+        # An SR whose earlier try waits for its report is settled from the store, not sent again.
+        outcomes = [commitment.settled(report.sop_instance_uid) for report in reports]
+        todo = [i for i, outcome in enumerate(outcomes) if outcome is None]
+        for i, outcome in zip(todo, self.send([reports[i].document for i in todo]), strict=True):
+            outcomes[i] = outcome
+        return [outcome or SendOutcome(False, "not sent") for outcome in outcomes]
 
     def abort(self) -> None:
         """Stop sending (thread-safe): abort the association in progress and refuse further sends."""
@@ -115,6 +141,9 @@ class PacsSender:
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = peer.timeout_s
         ae.connection_timeout = peer.timeout_s
         ae.add_requested_context(ComprehensiveSRStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        commitment = self.commitment
+        if commitment is not None:
+            ae.add_requested_context(STORAGE_COMMITMENT, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
         connected: list[bool] = []
 
         def on_connected(event: evt.Event) -> None:
@@ -136,8 +165,9 @@ class PacsSender:
         with self._lock:
             if self._stopping:
                 return [SendOutcome(False, "appliance stopping", tried=False)] * len(documents)
+        handlers = [(evt.EVT_CONN_OPEN, on_connected), *(commitment.handlers if commitment is not None else [])]
         assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=peer.tls_args(),
-                             evt_handlers=[(evt.EVT_CONN_OPEN, on_connected)])
+                             evt_handlers=handlers)
         with self._lock:
             self._assoc = assoc
             stopping = self._stopping
@@ -147,15 +177,7 @@ class PacsSender:
             if not assoc.is_established:
                 why = _association_failure(assoc, bool(connected), tls=peer.tls_ca is not None)
                 return [SendOutcome(False, why)] * len(documents)
-            outcomes: list[SendOutcome] = []
-            for data in documents:
-                if self._stopping:
-                    outcomes.append(SendOutcome(False, "appliance stopping", tried=False))
-                elif not assoc.is_established:
-                    outcomes.append(SendOutcome(False, "association ended before this document was sent"))
-                else:
-                    outcomes.append(_store_one(assoc, data))
-            return outcomes
+            return self._store_all(assoc, documents)
         finally:
             with self._lock:
                 self._assoc = None
@@ -163,21 +185,49 @@ class PacsSender:
                 assoc.release()
 
 
-def _store_one(assoc: Association, data: bytes) -> SendOutcome:
+    def _store_all(self, assoc: Association, documents: list[bytes]) -> list[SendOutcome]:
+        """C-STORE each document; with storage commitment, then ask for what was stored to be committed."""
+        outcomes: list[SendOutcome] = []
+        stored: list[tuple[int, SopReference]] = []
+        for data in documents:
+            if self._stopping:
+                outcomes.append(SendOutcome(False, "appliance stopping", tried=False))
+            elif not assoc.is_established:
+                outcomes.append(SendOutcome(False, "association ended before this document was sent"))
+            else:
+                outcome, ref = _store_one(assoc, data)
+                if outcome.delivered and ref is not None:
+                    stored.append((len(outcomes), ref))
+                outcomes.append(outcome)
+        commitment = self.commitment
+        if commitment is None or not stored:
+            return outcomes
+        if self._stopping:  # stored but not asked: sent and asked again at the next start
+            asked = [SendOutcome(False, "appliance stopping", tried=False)] * len(stored)
+        else:
+            asked = commitment.request(assoc, [ref for _, ref in stored])
+        for (i, _), outcome in zip(stored, asked, strict=True):
+            outcomes[i] = outcome
+        return outcomes
+
+
+def _store_one(assoc: Association, data: bytes) -> tuple[SendOutcome, SopReference | None]:
+    """The C-STORE's outcome, and what was stored (for a storage commitment request)."""
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
+        ref = SopReference(str(ds.SOPClassUID), str(ds.SOPInstanceUID))
         status = assoc.send_c_store(ds)
     except (ValueError, AttributeError, RuntimeError) as exc:  # no accepted context, encoding failure
-        return SendOutcome(False, f"not sent: {describe(exc)}")
+        return SendOutcome(False, f"not sent: {describe(exc)}"), None
     if "Status" not in status:
-        return SendOutcome(False, "no C-STORE response (timeout, abort or invalid response)")
+        return SendOutcome(False, "no C-STORE response (timeout, abort or invalid response)"), None
     code = int(status.Status)
     category = code_to_category(code)
     if category == "Success":
-        return SendOutcome(True)
+        return SendOutcome(True), ref
     if category == "Warning":
-        return SendOutcome(True, f"stored with warning status 0x{code:04X}")
-    return SendOutcome(False, f"C-STORE failed with status 0x{code:04X} ({category.lower()})")
+        return SendOutcome(True, f"stored with warning status 0x{code:04X}"), ref
+    return SendOutcome(False, f"C-STORE failed with status 0x{code:04X} ({category.lower()})"), None
 
 
 def _association_failure(assoc: Association, connected: bool, tls: bool) -> str:
