@@ -31,7 +31,7 @@ DICOM_REJECTIONS = ("calling_ae", "association_limit", "evicted", "negotiation_t
 # every reason on a healthy box and increase() counts a reason's first file (a series that starts at 1 reads 0).
 QUARANTINE_REASONS = ("not_a_file", "not_dicom", "unreadable", "corrupt", "truncated", "too_large", "not_mr",
                       "missing_identity", "missing_geometry", "no_pixel_data", "unsupported_pixels",
-                      "unsupported_transfer_syntax", "sop_class_mismatch")
+                      "unsupported_transfer_syntax", "sop_class_mismatch", "late")
 
 # Storage commitment: the receiver as SCP for its senders (side "scp"), the PACS destination as SCU (side "scu").
 # result: committed, or the PS3.3 C.14.1.1 Failure Reason by name (appliance.commitment.FAILURE_REASONS, which this

@@ -103,11 +103,13 @@ def test_bad_files_are_set_aside_and_good_ones_still_flow(tmp_path):
     assert (folder / ".partial-being-written").exists()
 
 
-def test_duplicates_and_late_files_are_ignored(tmp_path):
+def test_duplicates_are_dropped_and_late_images_of_a_finished_series_set_aside(tmp_path):
     ing, done, _, metrics, store = make(tmp_path)
     paths = cine_series(tmp_path / "in", slices=3, phases=2, images_in_acquisition=False)
     copy = tmp_path / "in" / "copy.dcm"
     shutil.copy(paths[0], copy)
+    resent = tmp_path / "resent.dcm"
+    shutil.copy(paths[1], resent)
     for p in [*paths, copy]:
         ing.submit(str(p))
     ing.run_once()
@@ -116,10 +118,16 @@ def test_duplicates_and_late_files_are_ignored(tmp_path):
     ing.run_once()
     (series,) = done
     store.series.set_state(series.info, SeriesState.SKIPPED)
+    # After it closed: one of its own images sent again (dropped), and an image it never had (set aside, not lost).
     late = write(mr_dataset(series_uid=series.info.series_uid, study_uid=series.info.study_uid), tmp_path / "late.dcm")
-    ing.submit(str(late))
+    for p in (resent, late):
+        ing.submit(str(p))
     ing.run_once()
     assert count(metrics, "scanside_files_ignored_total", reason="late_for_finished_series") == 1
+    assert count(metrics, "scanside_files_quarantined_total", reason="late") == 1
+    (note,) = (tmp_path / "quarantine" / "late").glob("*.reason.json")
+    assert "already closed (skipped)" in note.read_text()
+    assert not resent.exists() and not late.exists()
     assert len(done) == 1
 
 

@@ -200,8 +200,13 @@ class Ingestor:
             prior = self.store.series.seen(self._first_info(inst, seen_at))
             if prior is not None and prior is not SeriesState.RECEIVING:
                 # Closed already (complete and waiting to be scored, or finished): a re-sent or late image must
-                # not open a second, partial series under the same UID.
-                self._drop(path, "late_for_finished_series")
+                # not open a second, partial series under the same UID. A re-sent one is dropped; one the series
+                # did not have (a scanner's late image, a series cut by the incomplete timeout) is set aside, not
+                # lost, so the site sees what was not scored.
+                if self.store.series.had_instance(inst.series_uid, inst.sop_instance_uid):
+                    self._drop(path, "late_for_finished_series")
+                else:
+                    self._reject(path, "late", f"an image of a series already closed ({prior.value}): not scored")
                 return
         if os.path.abspath(path) != os.path.abspath(spool_path):
             try:
@@ -233,6 +238,10 @@ class Ingestor:
                           patient_name=inst.patient_name)
 
     def _completed(self, series: CompleteSeries) -> None:
+        try:
+            self.store.series.record_instances(series.info.series_uid, (uid for _, uid in series.instances))
+        except Exception as exc:  # without it a late re-send is set aside instead of dropped: nothing is lost
+            log.warning("series %s: its image list not recorded: %s", series.info.key, describe(exc))
         try:
             self.on_complete(series)
         except Exception as exc:  # a failing consumer must not stop ingest; the series stays in the spool

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 # Version 2 added sources, reports and exports; version 3 added the results' assessable, quality_reasons and
 # bank_version columns (UPGRADES adds them to an older file); version 4 the sealed prediction ledger (its table and
 # triggers come with SCHEMA; UPGRADE_STEPS seals what an older file already holds) and results.input_sha256;
@@ -12,8 +12,10 @@ SCHEMA_VERSION = 7
 # only; an older file's series keep '') and the thumbnails of the slices the model saw (appliance/store/thumbnails.py;
 # results of an older file have none); version 7 storage commitment: the receiver's record of what it was sent
 # (received_instances) and the results it owes its senders (commitment_reports), and the PACS destination's requests
-# awaiting their results (commitment_requests). New tables only: an older file gets them empty.
-UPGRADABLE = (1, 2, 3, 4, 5, 6)
+# awaiting their results (commitment_requests). New tables only: an older file gets them empty. Version 8 the series'
+# instance_digests (which images a closed series had, so that a late image is told from a re-sent one; an older
+# file's series keep '', and a late image of one is set aside, never taken for a re-send).
+UPGRADABLE = (1, 2, 3, 4, 5, 6, 7)
 
 # Columns added after a table was first created: (table, column, definition). An older file gets each one it lacks,
 # with its default, when it is opened (SQLite has no ADD COLUMN IF NOT EXISTS, so the database checks first).
@@ -26,6 +28,7 @@ UPGRADES = (
     ("series", "station_name", "TEXT NOT NULL DEFAULT ''"),
     ("series", "patient_id", "TEXT NOT NULL DEFAULT ''"),
     ("series", "patient_name", "TEXT NOT NULL DEFAULT ''"),
+    ("series", "instance_digests", "TEXT NOT NULL DEFAULT ''"),
 )
 
 # Run on every open after SCHEMA and the upgrades: what needs a column an older file only has once UPGRADES ran.
@@ -60,7 +63,8 @@ CREATE TABLE IF NOT EXISTS series (
     accession_number TEXT NOT NULL DEFAULT '',  -- (0008,0050): reports are matched by it; never logged
     station_name TEXT NOT NULL DEFAULT '',      -- (0008,1010)
     patient_id TEXT NOT NULL DEFAULT '',        -- (0010,0020): for the display (named TLS clients); never logged
-    patient_name TEXT NOT NULL DEFAULT ''       -- (0010,0010), as in the file (family^given...)
+    patient_name TEXT NOT NULL DEFAULT '',      -- (0010,0010), as in the file (family^given...)
+    instance_digests TEXT NOT NULL DEFAULT ''   -- its SOP Instance UIDs' digests once closed (series.digest)
 );
 CREATE INDEX IF NOT EXISTS series_study ON series(study_uid);
 CREATE INDEX IF NOT EXISTS series_state ON series(state);

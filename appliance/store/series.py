@@ -3,8 +3,10 @@ sealed in the ledger in the transaction that records it."""
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from appliance.handovers import EventKind, SeriesInfo, SeriesRole, SeriesRow, SeriesState
@@ -30,6 +32,11 @@ KEEP_IDENTITY = ("accession_number=CASE WHEN ?1 != '' THEN ?1 ELSE accession_num
 def keep_identity(db: sqlite3.Connection, info: SeriesInfo) -> None:
     db.execute(f"UPDATE series SET {KEEP_IDENTITY} WHERE series_uid=?3",
                (info.accession_number, info.station_name, info.series_uid, info.patient_id, info.patient_name))
+
+
+def digest(sop_instance_uid: str) -> str:
+    """16 hex digits of SHA-256: unique enough within one series, and no UID in the clear."""
+    return hashlib.sha256(sop_instance_uid.encode()).hexdigest()[:16]
 
 
 def state_of(db: sqlite3.Connection, series_uid: str) -> SeriesState | None:
@@ -89,6 +96,19 @@ class SeriesTable:
             self._events.notify()
         return previous
 
+    def record_instances(self, series_uid: str, sop_instance_uids: Iterable[str]) -> None:
+        """Which images a series had when it closed: a digest of each SOP Instance UID (not the UID itself, which
+        identifies the image to anyone holding it), so that an image arriving later is told re-sent or new."""
+        with self._db.transaction() as db:
+            db.execute("UPDATE series SET instance_digests=? WHERE series_uid=?",
+                       (" ".join(sorted({digest(u) for u in sop_instance_uids})), series_uid))
+
+    def had_instance(self, series_uid: str, sop_instance_uid: str) -> bool:
+        """Whether the closed series held this image (False also when that is not known: an older file's)."""
+        row = self._db.reader().execute("SELECT instance_digests FROM series WHERE series_uid=?",
+                                        (series_uid,)).fetchone()
+        return bool(row) and digest(sop_instance_uid) in row[0].split()
+
     def forget(self, series_uid: str) -> None:
         """Drop a series row that holds nothing yet (no result, no event)."""
         with self._db.transaction() as db:
@@ -113,6 +133,7 @@ class SeriesTable:
 
 def _series_row(row: sqlite3.Row) -> SeriesRow:
     d: dict[str, Any] = dict(row)
+    d.pop("instance_digests", None)  # the ingestor's (had_instance), not part of a series' record
     d["role"] = SeriesRole(d["role"])
     d["state"] = SeriesState(d["state"])
     return SeriesRow(**d)

@@ -24,6 +24,7 @@ REJECT_REASONS = frozenset({
     "not_a_file", "not_dicom", "unreadable", "corrupt", "truncated", "too_large", "not_mr", "missing_identity",
     "missing_geometry", "no_pixel_data", "unsupported_pixels", "unsupported_transfer_syntax",
     "sop_class_mismatch",  # received over C-STORE as one SOP class, the dataset says another
+    "late",  # a readable image of a series already closed that it did not have (the ingestor's, not the reader's)
 })
 
 
