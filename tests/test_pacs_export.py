@@ -99,11 +99,12 @@ def test_the_sr_of_a_scored_study_arrives_in_orthanc_and_says_what_was_scored(ap
         (plan.patient_name, plan.patient_id, plan.patient_birth_date, plan.patient_sex)
     assert (sr.StudyInstanceUID, sr.AccessionNumber) == (plan.study_uid, plan.accession_number)
     assert sr.SeriesInstanceUID != cine.series_uid and sr.InstitutionName == "Test Hospital"
-    # The evidence is every image of the scored series.
+    # The evidence is the images the model tensor was made of (three slices' phases), each once, not the whole stack.
     (study_ref,) = sr.CurrentRequestedProcedureEvidenceSequence
     (series_ref,) = study_ref.ReferencedSeriesSequence
     assert series_ref.SeriesInstanceUID == cine.series_uid
-    assert len(series_ref.ReferencedSOPSequence) == cine.n_images
+    evidence = [r.ReferencedSOPInstanceUID for r in series_ref.ReferencedSOPSequence]
+    assert 3 <= len(evidence) < cine.n_images and len(set(evidence)) == len(evidence)
 
     stored = app.store.results.for_series(cine.series_uid)
     content = _flatten(sr.ContentSequence)

@@ -214,6 +214,26 @@ def test_the_images_are_referenced_once_each_in_the_library_and_the_evidence(sou
         == sorted(refs)
 
 
+def library_images(sr) -> list[tuple[str, str]]:
+    (library,) = [i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "111028"]
+    (group,) = library.ContentSequence
+    return [(i.ReferencedSOPSequence[0].ReferencedSOPClassUID, i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+            for i in group.ContentSequence if i.ValueType == "IMAGE"]
+
+
+def test_only_the_images_the_model_was_given_are_referenced_once_they_are_known(source):
+    plan, cine, refs, src = source
+    used = [uid for _, uid in refs[5:40:3]]  # not the first (the kept header's), in another order than the series'
+    known = dataclasses.replace(src, used=tuple(reversed(used)))
+    sr = pydicom.dcmread(io.BytesIO(build_sr(full_result(cine.series_uid, plan.study_uid), known).data))
+    assert sorted(library_images(sr)) == sorted(r for r in refs if r[1] in used)
+    (study_ref,) = sr.CurrentRequestedProcedureEvidenceSequence
+    (series_ref,) = study_ref.ReferencedSeriesSequence
+    evidence = {r.ReferencedSOPInstanceUID for r in series_ref.ReferencedSOPSequence}
+    assert evidence == set(used) | {src.dataset().SOPInstanceUID}  # the kept header is evidence of identity
+    assert dataclasses.replace(src, used=("1.2.3.404",)).referenced == src.instances  # none of them known: every image
+
+
 def test_identity_comes_from_the_source_and_nothing_else_identifies_the_patient(source):
     plan, cine, _, src = source
     sr = pydicom.dcmread(io.BytesIO(build_sr(full_result(cine.series_uid, plan.study_uid), src).data))
@@ -289,6 +309,9 @@ def test_the_appliance_files_a_tid1500_sr_in_orthanc_that_reads_back_as_stored(a
         stored = app.store.results.for_series(cine.series_uid)
         groups = sr.content.get_image_measurement_groups()
         assert [g.tracking_identifier for g in groups] == [f.name for f in stored.scores.findings]
+        # The Image Library lists the images the model tensor was made of: the picked slices, not the whole stack.
+        images = library_images(folder_copy)
+        assert 0 < len(images) < cine.n_images and len(set(images)) == len(images)
         expected = "Undetermined" if not stored.scores.assessable else None
         for group, f in zip(groups, stored.scores.findings, strict=True):
             assert evaluations(group)[group.finding_type.meaning] == \

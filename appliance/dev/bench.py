@@ -383,7 +383,7 @@ def bench_sr_export(work: Path, numbers: Numbers, repeats: int) -> None:
                 send_ms.append((time.perf_counter() - started) * 1000)
             store.results.save(result)
         kept = [store.exports.source(_cine_uid(p)) for p in plans]
-        queued = sum(len(header) + len(instances) for header, instances in filter(None, kept))
+        queued = sum(len(header) + len(instances) + len(used) for header, instances, used in filter(None, kept))
         started = time.perf_counter()
         while exporter.run_once():  # the backlog after an outage: built, then sent over one association
             pass

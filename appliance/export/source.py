@@ -31,6 +31,16 @@ class SourceStudy:
 
     header: bytes
     instances: tuple[tuple[str, str], ...]
+    used: tuple[str, ...] = ()  # SOP Instance UIDs of the images the model was given; empty: not known
+
+    @property
+    def referenced(self) -> tuple[tuple[str, str], ...]:
+        """What the SR references: the images the model was given where known, else every image of the series."""
+        if not self.used:
+            return self.instances
+        used = set(self.used)
+        picked = tuple(ref for ref in self.instances if ref[1] in used)
+        return picked or self.instances
 
     def dataset(self) -> Dataset:
         try:
@@ -42,8 +52,9 @@ class SourceStudy:
         return json.dumps([list(ref) for ref in self.instances])
 
     @classmethod
-    def from_row(cls, header: bytes, instances_json: str) -> SourceStudy:
-        return cls(bytes(header), tuple((c, i) for c, i in json.loads(instances_json)))
+    def from_row(cls, header: bytes, instances_json: str, used_json: str = "[]") -> SourceStudy:
+        return cls(bytes(header), tuple((c, i) for c, i in json.loads(instances_json)),
+                   tuple(str(u) for u in json.loads(used_json)))
 
 
 def capture_source(path: str | Path, instances: tuple[tuple[str, str], ...]) -> SourceStudy:

@@ -86,11 +86,12 @@ def build_sr(result: StudyResult, source: SourceStudy, settings: SrSettings = Sr
     kept = {keyword: copy.deepcopy(header[keyword]) for keyword in _refused_by_highdicom(header)}
     for keyword in kept:
         setattr(header, keyword, None)
-    evidence = [header, *_evidence(header, source.instances)]
+    evidence = [header, *_evidence(header, source.referenced)]
     observation = _observation(result, settings)
     content: Dataset | Sequence
     if settings.template == "tid1500":
-        content = sr_tid1500.measurement_report(result, header, source.instances, observation, RESEARCH_STATEMENT)
+        content = sr_tid1500.measurement_report(result, header, source.referenced, observation, RESEARCH_STATEMENT,
+                                                include_header=not source.used)
     else:
         content = sr_comprehensive.content(result, observation, RESEARCH_STATEMENT)
     sop_uid = hd.UID()

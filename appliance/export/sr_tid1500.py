@@ -27,10 +27,11 @@ as OHIF read and IHE AI Results builds on. Codes: appliance/export/sr_codes.py. 
         CONTAINS CODE  Series assessable = SCT Yes / No; TEXT Why not assessable, one per reason   rows 13, 14
         CONTAINS CODE  Needs human review = SCT Yes / No; TEXT Review reason, one per study-level reason
 
-Each image is referenced from the Image Library (every image of the scored series: the stack the model was given,
-of which preprocessing picks the slices), so a measurement group names no source images of its own (TID 1501: all
-images of the document then). Tracking UIDs are derived from the series and the finding, so a rebuilt document
-tracks each finding under the same UID, and no UID of the source is written in the clear beyond the references.
+The Image Library lists the images the model tensor was made of (the picked slices' phases the preprocessing used;
+every image of the series for a source kept before that was recorded), so a measurement group names no source
+images of its own (TID 1501: all images of the document then). Tracking UIDs are derived from the series and the
+finding, so a rebuilt document tracks each finding under the same UID, and no UID of the source is written in the
+clear beyond the references.
 """
 
 from __future__ import annotations
@@ -68,7 +69,10 @@ SOURCE = CodedConcept("260753009", "SCT", "Source")
 
 
 def measurement_report(result: StudyResult, header: Dataset, instances: Sequence[tuple[str, str]],
-                       observation: ObservationContext, research_statement: str) -> MeasurementReport:
+                       observation: ObservationContext, research_statement: str,
+                       include_header: bool = True) -> MeasurementReport:
+    """`instances`: the images the Image Library lists (those the model was given, or every image of the series);
+    `include_header`: list the kept header's image as well (when the list is the whole series)."""
     scores = result.scores
     algorithm = AlgorithmIdentification(
         name=result.bundle_name, version=result.bundle_version, family=codes.DCM.ArtificialIntelligence,
@@ -79,7 +83,7 @@ def measurement_report(result: StudyResult, header: Dataset, instances: Sequence
                                imaging_measurements=groups, title=codes.cid7021.ImagingMeasurementReport)
     root = report[0].ContentSequence
     measurements_at = next(i for i, item in enumerate(root) if item.name == codes.DCM.ImagingMeasurements)
-    root.insert(measurements_at, _image_library(header, instances))
+    root.insert(measurements_at, _image_library(header, instances, include_header))
     if scores.ood_distance is not None:
         derived = ContainerContentItem(name=codes.DCM.DerivedImagingMeasurements, relationship_type=CONTAINS)
         derived.ContentSequence = hd.sr.ContentSequence(
@@ -123,7 +127,8 @@ def _group(f: FindingScore, result: StudyResult, algorithm: AlgorithmIdentificat
     return group
 
 
-def _image_library(header: Dataset, instances: Sequence[tuple[str, str]]) -> ContainerContentItem:
+def _image_library(header: Dataset, instances: Sequence[tuple[str, str]],
+                   include_header: bool = True) -> ContainerContentItem:
     """TID 1600 without per-image descriptors (TID 1601 makes them optional): only one header of the series is
     kept, so only what the series shares is said, on the group."""
     entry = ContainerContentItem(name=codes.DCM.ImageLibraryGroup, relationship_type=CONTAINS)
@@ -136,7 +141,8 @@ def _image_library(header: Dataset, instances: Sequence[tuple[str, str]]) -> Con
         items.append(UIDRefContentItem(codes.DCM.FrameOfReferenceUID, str(header.FrameOfReferenceUID),
                                        relationship_type=RelationshipTypeValues.HAS_ACQ_CONTEXT))
     items += [ImageContentItem(SOURCE, sop_class, sop_instance, relationship_type=CONTAINS)
-              for sop_class, sop_instance in _with_header(header, instances)]
+              for sop_class, sop_instance in (_with_header(header, instances) if include_header
+                                              else list(dict.fromkeys(instances)))]
     entry.ContentSequence = hd.sr.ContentSequence(items)
     library = ContainerContentItem(name=codes.DCM.ImageLibrary, relationship_type=CONTAINS)
     library.ContentSequence = hd.sr.ContentSequence([entry])

@@ -87,6 +87,17 @@ class Preparer:
             # SR export then fails visibly, naming the missing source.
             log.warning("series %s: source header not kept for its SR: %s", series.info.key, describe(exc))
 
+    def _note_used(self, series: CompleteSeries, plan: StackPlan) -> None:
+        """Which images the model tensor is made of, for the SR to reference (not every image of the series)."""
+        try:
+            by_path = dict(zip(series.instance_paths, series.instances, strict=False))
+            used = [by_path[series.frames[i].pixels.path][1] for i in plan.used_frames()
+                    if series.frames[i].pixels.path in by_path]
+            self.store.exports.mark_used(series.info.series_uid, list(dict.fromkeys(used)))
+        except Exception as exc:  # the SR then references every image of the series, as before
+            log.warning("series %s: the images the model used not recorded for its SR: %s", series.info.key,
+                        describe(exc))
+
     def _keep_thumbnails(self, prepared: PreparedSeries) -> None:
         """The slices the model saw, for the display; like the source header, a failure here never stops scoring."""
         try:
@@ -114,6 +125,8 @@ class Preparer:
             started = time.perf_counter()
             shapes = [(f.pixels.rows, f.pixels.columns) for f in series.frames]
             plan = plan_stack(series.frames, shapes, self.spec)  # once: the tensor and the quality gate read it
+            if self.keep_sources:
+                self._note_used(series, plan)
             prepared = prepare(series, self.spec, plan)
             prepared = replace(prepared, input_sha256=tensor_sha256(prepared.tensor))
             self.metrics.stage_seconds.labels(stage="preprocess").observe(time.perf_counter() - started)

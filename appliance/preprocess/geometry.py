@@ -57,12 +57,20 @@ class SlicePlan:
     shape: tuple[int, int]  # (rows, columns)
     pixel_spacing: tuple[float, float]
 
+    def used_phases(self) -> np.ndarray:
+        """Positions in frame_indices that some output time point draws on; the others are never read."""
+        return np.flatnonzero(np.abs(self.phase_weights).sum(axis=0) > 0)
+
 
 @dataclass(frozen=True)
 class StackPlan:
     slice_count: int
     slice_positions_mm: tuple[float, ...]  # along the base -> apex axis, ascending
     picked: tuple[SlicePlan, ...]  # one per channel
+
+    def used_frames(self) -> list[int]:
+        """Indices into the series' frames that the model tensor is made of, channel by channel, each once."""
+        return list(dict.fromkeys(sp.frame_indices[p] for sp in self.picked for p in sp.used_phases()))
 
 
 def plan_stack(frames: Sequence[_FrameGeometry], shapes: Sequence[tuple[int, int]], spec: PreprocessSpec) -> StackPlan:

@@ -22,7 +22,7 @@ def _render(plan: StackPlan, load: Callable[[int, np.ndarray], None], spec: Prep
     masks: list[np.ndarray | None] = []
     for c, sp in enumerate(plan.picked):
         weights = sp.phase_weights
-        used = np.flatnonzero(np.abs(weights).sum(axis=0) > 0)  # phases no output frame touches are never read
+        used = sp.used_phases()  # phases no output frame touches are never read
         stack = np.empty((used.size, sp.shape[0], sp.shape[1]), dtype=np.float32)
         for j, p in enumerate(used):
             load(sp.frame_indices[p], stack[j])

@@ -8,6 +8,7 @@ document and the source header are dropped; a failed SR stays `export.keep_faile
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from typing import Any
@@ -127,10 +128,16 @@ class ExportQueue:
             self._events.notify()
         return count
 
-    def source(self, series_uid: str) -> tuple[bytes, str] | None:
-        row = self._db.reader().execute("SELECT header, instances FROM sources WHERE series_uid=?",
+    def source(self, series_uid: str) -> tuple[bytes, str, str] | None:
+        """(header, instances JSON, used JSON) as SourceStudy.from_row takes them."""
+        row = self._db.reader().execute("SELECT header, instances, used FROM sources WHERE series_uid=?",
                                      (series_uid,)).fetchone()
-        return (bytes(row[0]), row[1]) if row else None
+        return (bytes(row[0]), row[1], row[2]) if row else None
+
+    def mark_used(self, series_uid: str, sop_instance_uids: list[str]) -> None:
+        """The images the model tensor was made of, for the SR to reference (after save_source, once planned)."""
+        with self._db.transaction() as db:
+            db.execute("UPDATE sources SET used=? WHERE series_uid=?", (json.dumps(sop_instance_uids), series_uid))
 
     def report(self, series_uid: str) -> StoredReport | None:
         """The kept SR, or None if none was built yet or it was dropped after delivery (see sr_uid)."""

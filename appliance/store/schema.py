@@ -14,7 +14,8 @@ SCHEMA_VERSION = 8
 # (received_instances) and the results it owes its senders (commitment_reports), and the PACS destination's requests
 # awaiting their results (commitment_requests). New tables only: an older file gets them empty. Version 8 the series'
 # instance_digests (which images a closed series had, so that a late image is told from a re-sent one; an older
-# file's series keep '', and a late image of one is set aside, never taken for a re-send).
+# file's series keep '', and a late image of one is set aside, never taken for a re-send) and the sources' used (the
+# images the model was given, which the SR references; an older file's sources keep '[]': all the series' images).
 UPGRADABLE = (1, 2, 3, 4, 5, 6, 7)
 
 # Columns added after a table was first created: (table, column, definition). An older file gets each one it lacks,
@@ -29,6 +30,7 @@ UPGRADES = (
     ("series", "patient_id", "TEXT NOT NULL DEFAULT ''"),
     ("series", "patient_name", "TEXT NOT NULL DEFAULT ''"),
     ("series", "instance_digests", "TEXT NOT NULL DEFAULT ''"),
+    ("sources", "used", "TEXT NOT NULL DEFAULT '[]'"),
 )
 
 # Run on every open after SCHEMA and the upgrades: what needs a column an older file only has once UPGRADES ran.
@@ -95,7 +97,8 @@ CREATE TABLE IF NOT EXISTS sources (
     series_uid TEXT PRIMARY KEY REFERENCES series(series_uid),
     header BLOB NOT NULL,
     instances TEXT NOT NULL,
-    captured_at REAL NOT NULL
+    captured_at REAL NOT NULL,
+    used TEXT NOT NULL DEFAULT '[]'  -- the SOP Instance UIDs the model tensor was made of: the SR references them
 );
 -- Built once and kept, so every try (and every destination) sends the same SOP instance. Once every destination has
 -- it, the document and the series' source are dropped (the patient data they carry is in PACS now); the SR's UID
