@@ -109,7 +109,8 @@ def test_every_query_names_the_box_and_only_registered_metrics():
         assert names, expr
         assert names <= series | {"up"}, f"not exported by appliance/metrics.py: {names - series} in {expr}"
         for selector in re.findall(r"\{([^}]*)\}", expr):
-            assert selector.startswith('job="scanside", instance="$instance"'), expr
+            assert selector.startswith('job="scanside", site="$site", appliance="$appliance", instance="$instance"'), \
+                expr
 
 
 def test_every_metric_is_shown_or_excused():

@@ -3,8 +3,11 @@
     python deploy/grafana/make_dashboard.py          # rewrite the JSON after changing a panel here
     python deploy/grafana/make_dashboard.py --check  # exit 1 if the committed JSON is not what this writes
 
-Standard library only. Every query names the box by `job="scanside", instance="$instance"`; no label of any ScanSide
-metric carries a patient, study or series identifier (appliance/metrics.py). docs/dashboard.md describes each panel,
+Standard library only. Every query names the box by `job="scanside", site="$site", appliance="$appliance",
+instance="$instance"`: at a central Prometheus the agents' external labels site and appliance tell the boxes apart
+(docs/fleet.md); on a box's own Prometheus the series have no such labels, the two variables find no value and
+Grafana puts an empty string, which matches a label that is absent. No label of any ScanSide metric carries a
+patient, study or series identifier (appliance/metrics.py). docs/dashboard.md describes each panel,
 and tests/test_dashboard.py runs every query below against a real Prometheus scraping a real appliance.
 Research software, not for clinical or diagnostic use.
 """
@@ -18,7 +21,7 @@ from typing import Any
 
 OUT = Path(__file__).resolve().parent / "dashboards" / "scanside.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-BOX = 'job="scanside", instance="$instance"'
+BOX = 'job="scanside", site="$site", appliance="$appliance", instance="$instance"'
 RATE = "$__rate_interval"
 
 
@@ -344,7 +347,8 @@ def dashboard() -> dict[str, Any]:
         "uid": "scanside-ops",
         "title": "ScanSide appliance",
         "description": "Research software, not for clinical or diagnostic use. One appliance at a time "
-                       "(choose the instance); docs/dashboard.md describes every panel.",
+                       "(choose the site and appliance at a central Prometheus, the instance on a box's own); "
+                       "docs/dashboard.md describes every panel.",
         "tags": ["scanside"],
         "editable": True,
         "graphTooltip": 1,
@@ -358,7 +362,11 @@ def dashboard() -> dict[str, Any]:
         "templating": {"list": [
             {"name": "datasource", "label": "Prometheus", "type": "datasource", "query": "prometheus",
              "hide": 0, "current": {}, "options": [], "refresh": 1, "regex": ""},
-            variable("instance", "Appliance", 'label_values(scanside_ready{job="scanside"}, instance)'),
+            variable("site", "Site", 'label_values(scanside_ready{job="scanside"}, site)'),
+            variable("appliance", "Appliance",
+                     'label_values(scanside_ready{job="scanside", site="$site"}, appliance)'),
+            variable("instance", "Instance",
+                     'label_values(scanside_ready{job="scanside", site="$site", appliance="$appliance"}, instance)'),
             variable("manufacturer", "Manufacturer (evidence)",
                      f"label_values(scanside_evidence_window_studies{{{BOX}}}, manufacturer)", current="all"),
         ]},
