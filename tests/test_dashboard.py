@@ -20,6 +20,7 @@ import json
 import math
 import re
 import shutil
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -88,6 +89,13 @@ def concrete(expr: str, values: dict[str, str]) -> str:
 
 
 class Prometheus:
+    """A Prometheus server of its own on a free loopback port. Subclasses (tests/test_fleet_prometheus.py) change
+    its command line (`args`), its environment, and reach it over TLS (`scheme`, `context`)."""
+
+    scheme = "http"
+    context: ssl.SSLContext | None = None  # the client side of TLS, with a client certificate where one is asked for
+    env: dict[str, str] | None = None  # the process' environment; None: this one's
+
     def __init__(self, root: Path, target: str, interval_s: int = 1) -> None:
         self.port = free_port()
         self.root = root
@@ -100,12 +108,14 @@ class Prometheus:
             f"    static_configs:\n      - targets: ['{target}']\n", encoding="utf-8")
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def args(self) -> list[str]:
+        return [f"--config.file={self.config}", f"--storage.tsdb.path={self.root / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1h"]
+
     def start(self) -> Prometheus:
         self.log = open(self.root / "prometheus.log", "wb")  # noqa: SIM115 - held by the child until stop()
-        self.proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={self.config}", f"--storage.tsdb.path={self.root / 'tsdb'}",  # type: ignore[list-item]
-             f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1h"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([PROMETHEUS, *self.args()],  # type: ignore[list-item]
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
         try:
             wait_for(self.ready, timeout=30, interval=0.2, what="prometheus ready")
         except BaseException:
@@ -116,15 +126,16 @@ class Prometheus:
     def ready(self) -> bool:
         assert self.proc is not None and self.proc.poll() is None, (self.root / "prometheus.log").read_text()
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=2) as reply:
+            with urllib.request.urlopen(f"{self.scheme}://127.0.0.1:{self.port}/-/ready", timeout=2,
+                                        context=self.context) as reply:
                 return reply.status == 200
         except OSError:
             return False
 
     def api(self, path: str, **params: str) -> Any:
-        url = f"http://127.0.0.1:{self.port}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+        url = f"{self.scheme}://127.0.0.1:{self.port}/api/v1/{path}?{urllib.parse.urlencode(params)}"
         try:
-            with urllib.request.urlopen(url, timeout=10) as reply:
+            with urllib.request.urlopen(url, timeout=10, context=self.context) as reply:
                 answer = json.load(reply)
         except urllib.error.HTTPError as exc:  # 400 for a query that does not parse: say why
             raise AssertionError(f"{path} {params}: {exc.code} {exc.read().decode()}") from None
