@@ -17,12 +17,18 @@ import re
 import shutil
 import subprocess
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from appliance.config import load_settings
+from appliance.config import Settings, load_settings
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 
 yaml = pytest.importorskip("yaml", reason="PyYAML comes with the test extra (kubernetes-validate needs it)")
 kubernetes_validate = pytest.importorskip("kubernetes_validate",
@@ -223,6 +229,37 @@ def test_tls_and_clients_files_come_from_the_secrets_with_the_keys_the_example_l
     agent = yaml.safe_load((APPLIANCE / "agent.yml").read_text(encoding="utf-8"))
     for file in agent["remote_write"][0]["tls_config"].values():
         from_secret(container(statefulset, "prometheus-agent"), Path(file))
+
+
+def test_the_triton_block_points_at_the_shared_server_with_files_from_the_optional_secret(tmp_path):
+    """The [triton] table scanside.toml carries commented out: the Service and port of deploy/k8s/triton/, its TLS
+    files on the mount of the optional Secret scanside-triton with the example's keys; and, once this build has the
+    Triton backend's settings, the configuration with it switched on loads with the appliance's loader."""
+    lines = TOML.read_text(encoding="utf-8").splitlines()
+    start, end = lines.index("# [triton]"), lines.index("# <<< triton")
+    block = [line.removeprefix("# ") for line in lines[start:end]]
+    triton = tomllib.loads("\n".join(block))["triton"]
+    resources = base_resources()
+    service = one(resources, "Service", "triton")
+    namespace = kustomization(TRITON)["namespace"]
+    grpc_port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc")
+    assert triton["url"] == f"{service['metadata']['name']}.{namespace}.svc:{grpc_port}"
+    statefulset = one(resources, "StatefulSet")
+    volumes = {v["name"]: v for v in statefulset["spec"]["template"]["spec"]["volumes"]}
+    example = {d["metadata"]["name"]: set(d["stringData"]) for d in docs(APPLIANCE / "secret.example.yaml")}
+    for key in ("tls_ca", "tls_cert", "tls_key"):
+        file = Path(triton[key])
+        mount = next(m for m in container(statefulset, "appliance")["volumeMounts"]
+                     if file.is_relative_to(m["mountPath"]))
+        secret = volumes[mount["name"]]["secret"]
+        assert secret["optional"] is True and file.name in example[secret["secretName"]], key
+    if "triton" not in typing.get_type_hints(Settings):
+        pytest.skip("this build has no [triton] settings (the Triton backend, docs/triton.md): the switched-on "
+                    "configuration is loaded once it has")
+    text = "\n".join(lines[:start] + block + lines[end:]).replace('backend = "onnxruntime"', 'backend = "triton"')
+    (tmp_path / "scanside.toml").write_text(text, encoding="utf-8")
+    switched = load_settings(tmp_path / "scanside.toml", env={})
+    assert switched.engine.backend == "triton" and switched.triton.url == triton["url"]  # type: ignore[attr-defined]
 
 
 def test_the_agent_scrapes_the_appliance_on_loopback_and_reads_the_files_it_is_given():
