@@ -180,6 +180,10 @@ class EmbeddedSeries:
     instance_paths: tuple[str, ...] = ()
     quality_reasons: tuple[str, ...] = ()  # from PreparedSeries: non-empty means not assessable
     input_sha256: str = ""  # from PreparedSeries
+    # What computed the embedding, where the backend says per batch (appliance.inference.backend.EngineTag: a Triton
+    # server's model and version, or local ONNX Runtime standing in for it); "" = the backend the scorer was built with.
+    engine: str = ""
+    precision: str = ""
 
 
 class Stage(str, enum.Enum):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
 from appliance.handovers import ExportState, SeriesState
@@ -391,3 +391,59 @@ class EvidenceMetrics:
                 self.positive_rate_ratio.labels(finding=finding, manufacturer=manufacturer).set(nan)
             for signal in signal_set:
                 self.drifting.labels(signal=signal, manufacturer=manufacturer)
+
+
+# === Triton backend (appliance/inference/triton_backend.py, docs/triton.md) ========================================
+#
+# Separate from `Metrics`, like the GPU ones: only an appliance configured with engine.backend = "triton" exports
+# these (also when it fell back to ONNX Runtime at start: then scanside_triton_up is 0). Read at scrape time from the
+# backend's `stats()` (a TritonStats: up, requests by outcome, local batches, model and versions); the model labels
+# name the served model, never a study.
+
+TRITON_OUTCOMES = ("ok", "retried", "failed")
+
+
+class TritonMetrics:
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+        self._collector: _TritonCollector | None = None
+
+    def watch(self, stats: Callable[[], object]) -> None:
+        if self._collector is None:
+            self._collector = _TritonCollector(stats)
+            self.registry.register(self._collector)
+        else:
+            self._collector.stats = stats
+
+
+class _TritonCollector(Collector):
+    def __init__(self, stats: Callable[[], object]) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | InfoMetricFamily]:
+        try:
+            s = self.stats()
+        except Exception:  # a failing source must not break the scrape of every other metric
+            s = None
+        up = GaugeMetricFamily("scanside_triton_up", "1 while the last exchange with the Triton server succeeded; 0 "
+                               "once a batch failed after its retries (it ran on local ONNX Runtime or failed) or "
+                               "when Triton could not be used at start.")
+        up.add_metric([], 1 if s is not None and getattr(s, "up", False) else 0)
+        yield up
+        requests = CounterMetricFamily("scanside_triton_requests", "Inference requests to Triton by outcome: ok, "
+                                       "retried (a try that failed and was repeated), failed (no tries left).",
+                                       labels=["outcome"])
+        counts = getattr(s, "requests", {}) or {}
+        for outcome in TRITON_OUTCOMES:
+            requests.add_metric([outcome], float(counts.get(outcome, 0)))
+        yield requests
+        local = CounterMetricFamily("scanside_triton_local_batches", "Batches run on local ONNX Runtime because "
+                                    "Triton failed them (engine.fallback_to_onnxruntime).")
+        local.add_metric([], float(getattr(s, "local_batches", 0) or 0))
+        yield local
+        info = InfoMetricFamily("scanside_triton_model", "The Triton model in use: name, the version of the last "
+                                "answer, the server's version.")
+        info.add_metric([], {"model": str(getattr(s, "model", "") or ""),
+                             "version": str(getattr(s, "model_version", "") or ""),
+                             "server_version": str(getattr(s, "server_version", "") or "")})
+        yield info

@@ -1,5 +1,5 @@
 """`scanside serve | demo | results | display | status | synth | assess | clients | exports | ledger | validation |
-prompts | bench`."""
+prompts | triton-repo | bench`."""
 
 from __future__ import annotations
 
@@ -204,6 +204,38 @@ def cmd_assess(args: argparse.Namespace) -> int:
             return 2
     print(f"assessment {reply.assessment_id} stored: {len(verdicts)} finding(s), {reply.findings_changed} changed "
           "the current truth")
+    return 0
+
+
+def cmd_triton_repo(args: argparse.Namespace) -> int:
+    from appliance.bundle import load_bundle
+    from appliance.inference.triton_repo import RepoError, RepoSpec, check_repository, file_for, write_repository
+
+    settings = _settings(args)
+    bundle = load_bundle(args.bundle or settings.engine.bundle)
+    try:
+        preferred = tuple(int(b) for b in args.preferred.split(",") if b.strip())
+    except ValueError:
+        raise ConfigError(f"--preferred {args.preferred!r} must be batch sizes separated by commas, e.g. 4,8") from None
+    spec = RepoSpec(kind=args.backend, model_name=args.model_name or settings.triton.model_name,
+                    version=args.model_version, max_batch=args.max_batch, preferred_batch_sizes=preferred,
+                    max_queue_delay_us=args.max_queue_delay_us, instances=args.instances,
+                    instance_kind={"cpu": "KIND_CPU", "gpu": "KIND_GPU"}.get(args.instance_kind, ""),
+                    intra_op_threads=args.intra_op_threads)
+    try:
+        model_dir = write_repository(bundle, Path(args.out), spec, force=args.force)
+        checked = check_repository(model_dir, bundle)
+    except RepoError as exc:
+        print(f"scanside triton-repo: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {model_dir} for bundle {bundle.name} {bundle.version} ({spec.kind} backend, version {spec.version})")
+    for line in checked:
+        print(f"  {line}")
+    if spec.kind == "tensorrt":
+        print(f"  {model_dir / str(spec.version) / file_for('tensorrt')} is not written: build it on the serving GPU "
+              "from the bundle's encoder.onnx (docs/triton.md)")
+    print(f"serve with: tritonserver --model-repository={Path(args.out).resolve()}; then [triton] url = host:8001, "
+          f'model_name = "{spec.model_name}"')
     return 0
 
 
@@ -579,12 +611,38 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--by", help=by_help)
     p.set_defaults(func=cmd_prompts)
 
+    p = sub.add_parser("triton-repo", help="write a Triton Inference Server model repository for the bundle "
+                                           "(config.pbtxt and the encoder; docs/triton.md)")
+    p.add_argument("--out", required=True, help="the model repository folder (the model goes in <out>/<model name>)")
+    p.add_argument("--config", help="TOML configuration file: engine.bundle and triton.model_name from it")
+    p.add_argument("--bundle", help="the engine bundle folder (default: engine.bundle)")
+    p.add_argument("--backend", choices=["onnxruntime", "tensorrt", "python"], default="onnxruntime",
+                   help="Triton backend: onnxruntime (the ONNX as is), tensorrt (config only: the FP16 plan is built "
+                        "on the serving GPU), python (model.py running ONNX Runtime: a Triton without its ONNX "
+                        "Runtime backend); default onnxruntime")
+    p.add_argument("--model-name", help="default: triton.model_name (scanside_encoder)")
+    p.add_argument("--model-version", type=int, default=1, help="the version folder (default 1)")
+    p.add_argument("--max-batch", type=int, default=8, help="max_batch_size: the largest batch Triton forms (8)")
+    p.add_argument("--preferred", default="4,8", help="dynamic batching: preferred batch sizes (default 4,8)")
+    p.add_argument("--max-queue-delay-us", type=int, default=2000,
+                   help="dynamic batching: how long a request may wait for a preferred batch (default 2000 us)")
+    p.add_argument("--instances", type=int, default=1, help="model instances (default 1)")
+    p.add_argument("--instance-kind", choices=["auto", "cpu", "gpu"], default="auto",
+                   help="where instances run (auto: gpu for tensorrt, cpu for python, Triton's choice otherwise)")
+    p.add_argument("--intra-op-threads", type=int, default=0, help="python backend: ONNX Runtime threads (0: all)")
+    p.add_argument("--force", action="store_true", help="replace an existing model folder")
+    p.set_defaults(func=cmd_triton_repo)
+
     p = sub.add_parser("bench", help="measure scan-to-score, ingest rate and memory; print the numbers")
     p.add_argument("--quick", action="store_true", help="fewer repetitions (for a smoke run)")
     p.add_argument("--out", help="also write the results as Markdown to this file")
-    p.add_argument("--only", choices=["oru", "decode"],
+    p.add_argument("--only", choices=["oru", "decode", "triton"],
                    help="run one case only: oru (scan-to-score with and without 1,000 ORU messages arriving over "
-                        "MLLP), decode (reading one image per compressed transfer syntax)")
+                        "MLLP), decode (reading one image per compressed transfer syntax), triton (per-study "
+                        "latency and throughput on a Triton server against local ONNX Runtime, batch 1 and 4)")
+    p.add_argument("--triton-url", help="--only triton: a running server (host:port) serving the bundle as "
+                                        "--triton-model; default: start the local tritonserver (nvidia-pytriton)")
+    p.add_argument("--triton-model", default="scanside_encoder", help="--only triton: the model name on that server")
     p.set_defaults(func=cmd_bench)
     return parser
 

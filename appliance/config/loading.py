@@ -201,7 +201,10 @@ def _resolve_relative(s: Settings, base: Path) -> Settings:
                                  tls_cert=fix(s.export.tls_cert), tls_key=fix(s.export.tls_key))
     hl7 = dataclasses.replace(s.hl7, tls_cert=fix(s.hl7.tls_cert), tls_key=fix(s.hl7.tls_key),
                               tls_client_ca=fix(s.hl7.tls_client_ca))
-    return dataclasses.replace(s, paths=paths, engine=engine, dicom=dicom, export=export, grpc=grpc, hl7=hl7)
+    triton = dataclasses.replace(s.triton, tls_ca=fix(s.triton.tls_ca), tls_cert=fix(s.triton.tls_cert),
+                                 tls_key=fix(s.triton.tls_key))
+    return dataclasses.replace(s, paths=paths, engine=engine, dicom=dicom, export=export, grpc=grpc, hl7=hl7,
+                               triton=triton)
 
 
 def _resolve_client(c: ClientConfig, base: Path) -> ClientConfig:

@@ -40,6 +40,7 @@ def setting_problems(s: Settings) -> list[str]:
     need(s.engine.queue_size >= 1, "engine.queue_size must be >= 1")
     need(s.engine.intra_op_threads >= 0, "engine.intra_op_threads must be >= 0")
     need(0 <= s.engine.trt_max_batch <= 256, "engine.trt_max_batch must be in [0, 256]")
+    _check_triton(s, need)
     need(s.metrics.gpu_stats in ("auto", "nvml", "tegrastats", "jtop", "off"),
          "metrics.gpu_stats must be auto, nvml, tegrastats, jtop or off")
     need(0 <= s.scoring.review_low <= s.scoring.review_high <= 1,
@@ -140,6 +141,38 @@ def client_problems(c: ClientConfig) -> list[str]:
 def _host_port_ok(text: str) -> bool:
     host, sep, port = text.rpartition(":")
     return bool(sep and host) and port.isdigit() and 1 <= int(port) <= 65535
+
+
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+
+
+def _check_triton(s: Settings, need: Callable[[bool, str], None]) -> None:
+    t = s.triton
+    need(0 < t.timeout_s <= 600, "triton.timeout_s must be in (0, 600]")
+    need(0 < t.health_timeout_s <= 120, "triton.health_timeout_s must be in (0, 120]")
+    need(0 <= t.retries <= 10, "triton.retries must be in [0, 10]")
+    need(0 <= t.retry_backoff_s <= 60, "triton.retry_backoff_s must be in [0, 60]")
+    need(0 <= t.recheck_s <= 3600, "triton.recheck_s must be in [0, 3600]")
+    need(0 < t.verify_min_cosine <= 1, "triton.verify_min_cosine must be in (0, 1]")
+    need(bool(_MODEL_NAME.fullmatch(t.model_name)) and not t.model_name.startswith("."),
+         f"triton.model_name {t.model_name!r} must be 1-128 letters, digits, '_', '.' or '-' (a folder of the "
+         "model repository)")
+    need(t.model_version == "" or (t.model_version.isdigit() and int(t.model_version) >= 1),
+         f"triton.model_version must be empty (the server's policy) or a version number >= 1, not {t.model_version!r}")
+    need((t.tls_cert is None) == (t.tls_key is None), "triton.tls_cert and triton.tls_key go together")
+    need(t.tls_cert is None or t.tls_ca is not None,
+         "triton.tls_cert needs triton.tls_ca: TLS to Triton always verifies the server's certificate")
+    if s.engine.backend.strip().lower() != "triton" and not t.url:
+        return
+    need(bool(t.url), 'engine.backend = "triton" needs triton.url (host:port of the server\'s gRPC endpoint)')
+    if not t.url:
+        return
+    need("://" not in t.url and _host_port_ok(t.url),
+         f"triton.url {t.url!r} must be host:port (gRPC; TLS is turned on by triton.tls_ca, not by a scheme)")
+    host = t.url.rpartition(":")[0]
+    need(t.tls_ca is not None or t.allow_plaintext or is_loopback(host),
+         f"triton.url {t.url} is not a loopback address: set triton.tls_ca (the series' images travel to it), or "
+         "triton.allow_plaintext = true on a network where that is acceptable")
 
 
 def _check_dicomweb(s: Settings, need: Callable[[bool, str], None]) -> None:

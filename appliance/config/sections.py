@@ -70,14 +70,37 @@ class AssemblyConfig:
 @dataclass(frozen=True)
 class EngineConfig:
     bundle: Path = DEFAULT_BUNDLE
-    backend: str = "auto"  # auto | onnxruntime | tensorrt (the kinds appliance/inference registers)
+    backend: str = "auto"  # auto | onnxruntime | tensorrt | triton (the kinds appliance/inference registers)
     max_batch: int = 4  # series per inference call
     batch_wait_ms: float = 10.0  # how long the worker waits for more ready series to fill a batch
     queue_size: int = 16  # prepared series waiting for the engine; producers block when full
     intra_op_threads: int = 0  # ONNX Runtime threads; 0 = its default (all cores)
     plan_dir: Path | None = None  # TensorRT plans, besides the bundle folder (which is always searched)
     trt_max_batch: int = 0  # refuse plans whose profile takes fewer series than this; 0 = max_batch
-    fallback_to_onnxruntime: bool = True  # backend "tensorrt" without a usable plan runs ONNX Runtime, and says so
+    # backend "tensorrt" without a usable plan, or "triton" without a usable server at start, runs ONNX Runtime and
+    # says so; for "triton" also a batch the server fails after its retries (each result records which ran it)
+    fallback_to_onnxruntime: bool = True
+
+
+@dataclass(frozen=True)
+class TritonConfig:
+    """The encoder on a Triton Inference Server (engine.backend = "triton", appliance/inference/triton_backend.py,
+    docs/triton.md): KServe v2 over gRPC. The server's model name and the version that answered are recorded in
+    every result ("triton:<model>/<version>")."""
+
+    url: str = ""  # host:port of Triton's gRPC endpoint (8001 by default), e.g. "triton.local:8001"
+    model_name: str = "scanside_encoder"  # as `scanside triton-repo` names it
+    model_version: str = ""  # a version number to pin; "": the server's version policy picks (latest)
+    timeout_s: float = 10.0  # one inference request, queueing in the server included
+    health_timeout_s: float = 5.0  # each start-up check: server live, ready, model ready, metadata
+    retries: int = 2  # further tries of a request that failed in the server or on the way (not a refusal)
+    retry_backoff_s: float = 0.5  # wait before the first retry; doubles for each further one
+    recheck_s: float = 30.0  # after a batch fell back to local ONNX Runtime, how long before Triton is tried again
+    verify_min_cosine: float = 0.999  # start-up: a probe batch through Triton against local ONNX Runtime
+    tls_ca: Path | None = None  # TLS: the server's certificate must chain to this CA (setting it turns TLS on)
+    tls_cert: Path | None = None  # a client certificate and key, for a server that requires them (mutual TLS)
+    tls_key: Path | None = None
+    allow_plaintext: bool = False  # a url whose host is not loopback without TLS (the images in the clear)
 
 
 @dataclass(frozen=True)
@@ -310,6 +333,7 @@ class Settings:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     assembly: AssemblyConfig = field(default_factory=AssemblyConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    triton: TritonConfig = field(default_factory=TritonConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     grpc: GrpcConfig = field(default_factory=GrpcConfig)

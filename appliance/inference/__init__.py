@@ -6,6 +6,9 @@
                  fallback_to_onnxruntime, logs the reason and runs ONNX Runtime instead.
 - "auto":        TensorRT when TensorRT, a GPU and a matching plan are all present; otherwise ONNX Runtime, with the
                  reason logged. On a machine without TensorRT this costs one import lookup.
+- "triton":      a Triton Inference Server over KServe v2 gRPC (triton_backend.py, [triton]); if it is unreachable,
+                 not ready or not serving the bundle's encoder at start, start-up fails or, with
+                 fallback_to_onnxruntime, ONNX Runtime runs instead, as for TensorRT. Never chosen by "auto".
 
 A backend that stands in for the one asked for carries the reason in `fallback_reason` (None otherwise), so the
 service can log it, export it as a metric and show it in GetModelInfo.
@@ -22,6 +25,7 @@ from typing import Any
 from appliance.bundle import Bundle
 from appliance.inference.backend import BackendError, InferenceBackend
 from appliance.inference.onnxruntime_backend import OnnxRuntimeBackend
+from appliance.inference.triton_options import TritonTarget
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,7 @@ log = logging.getLogger(__name__)
 BACKENDS: dict[str, str] = {
     "onnxruntime": "appliance.inference.onnxruntime_backend",
     "tensorrt": "appliance.inference.tensorrt_backend",
+    "triton": "appliance.inference.triton_backend",
 }
 REFERENCE = "onnxruntime"  # the CPU backend every other one falls back to and is compared against
 AUTO = "tensorrt"  # what "auto" tries first, where its runtime is installed
@@ -46,6 +51,7 @@ class BackendOptions:
     plan_dirs: tuple[Path, ...] = ()  # where TensorRT plans live, in order
     min_max_batch: int = 1  # refuse TensorRT plans whose profile accepts fewer
     device: int = 0  # GPU index
+    triton: TritonTarget | None = None  # the server, for backend "triton"
 
 
 def _module(kind: str) -> Any:
@@ -62,19 +68,22 @@ def _plan_dirs(bundle: Bundle, plan_dir: str | Path | None) -> tuple[Path, ...]:
 
 def create_backend(kind: str, bundle: Bundle, *, max_batch: int = 8, intra_op_threads: int = 0,
                    plan_dir: str | Path | None = None, trt_max_batch: int = 0,
-                   fallback_to_onnxruntime: bool = False, device: int = 0) -> InferenceBackend:
+                   fallback_to_onnxruntime: bool = False, device: int = 0,
+                   triton: TritonTarget | None = None) -> InferenceBackend:
     """Build the backend `kind` for `bundle`.
 
     plan_dir: where TensorRT plans live besides the bundle folder.
     trt_max_batch: refuse TensorRT plans whose profile accepts fewer than this (0: max_batch).
     fallback_to_onnxruntime: for any other kind, run ONNX Runtime (and say why) instead of failing.
+    triton: the server for kind "triton" (its own fallback_to_onnxruntime rules batches that fail mid-run).
     """
     k = kind.strip().lower()
     if k not in BACKEND_KINDS:
         raise BackendError(f"unknown inference backend {kind!r}; choose one of {', '.join(BACKEND_KINDS)}")
     options = BackendOptions(max_batch=max_batch, intra_op_threads=intra_op_threads,
                              plan_dirs=_plan_dirs(bundle, plan_dir),
-                             min_max_batch=trt_max_batch if trt_max_batch > 0 else max_batch, device=device)
+                             min_max_batch=trt_max_batch if trt_max_batch > 0 else max_batch, device=device,
+                             triton=triton)
 
     def reference(reason: str | None) -> InferenceBackend:
         backend = _module(REFERENCE).create(bundle, options)
@@ -116,7 +125,7 @@ def describe_backend(backend: Any) -> dict[str, str]:
 
 
 __all__ = ["BACKENDS", "BACKEND_KINDS", "BackendError", "BackendOptions", "InferenceBackend", "OnnxRuntimeBackend",
-           "create_backend", "describe_backend"]
+           "TritonTarget", "create_backend", "describe_backend"]
 
 
 def __getattr__(name: str) -> Any:  # lazy: `from appliance.inference import TensorRTBackend` without importing TRT

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -36,3 +37,24 @@ def as_batch(batch: np.ndarray, sample_shape: tuple[int, ...]) -> np.ndarray:
     if x.ndim != 1 + len(sample_shape) or x.shape[1:] != tuple(sample_shape):
         raise BackendError(f"batch must be (N, {', '.join(map(str, sample_shape))}), got {np.shape(batch)}")
     return x
+
+
+@dataclass(frozen=True, slots=True)
+class EngineTag:
+    """What computed one embedding, as its result records it: the backend ("onnxruntime", "tensorrt", or for a
+    remote server its model and the version that answered, "triton:scanside_encoder/1") and the precision."""
+
+    backend: str
+    precision: str
+
+
+def infer_tagged(backend: InferenceBackend, batch: np.ndarray) -> tuple[np.ndarray, tuple[EngineTag, ...]]:
+    """Embeddings and, per row, what computed it. A backend whose engine can change between calls (a Triton server
+    answering with another model version, or local ONNX Runtime standing in for it) has `infer_tagged` itself; for
+    the others every row is the backend's own name and precision."""
+    tagged = getattr(backend, "infer_tagged", None)
+    if tagged is not None:
+        out, tags = tagged(batch)
+        return out, tuple(tags)
+    out = backend.infer(batch)
+    return out, (EngineTag(str(backend.name), str(backend.precision)),) * len(out)

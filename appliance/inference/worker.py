@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from appliance.handovers import EmbeddedSeries, PreparedSeries, SeriesFailure, Stage
-from appliance.inference.backend import InferenceBackend
+from appliance.inference.backend import InferenceBackend, infer_tagged
 from appliance.logsafe import describe
 from appliance.metrics import Metrics
 
@@ -69,8 +69,8 @@ class InferenceWorker:
         self.metrics.batch_size.observe(len(batch))
         started = time.perf_counter()
         try:
-            embeddings = self.backend.infer(np.stack([item.tensor for item in batch]))
-            if len(embeddings) != len(batch):
+            embeddings, tags = infer_tagged(self.backend, np.stack([item.tensor for item in batch]))
+            if len(embeddings) != len(batch) or len(tags) != len(batch):
                 raise RuntimeError(f"the engine returned {len(embeddings)} embeddings for {len(batch)} series")
         except Exception as exc:  # the engine failing on one batch must not stop the service
             log.error("inference failed for a batch of %d: %s", len(batch), describe(exc))
@@ -79,14 +79,14 @@ class InferenceWorker:
             return
         infer_s = time.perf_counter() - started
         self.metrics.stage_seconds.labels(stage="inference").observe(infer_s)
-        for item, embedding in zip(batch, embeddings, strict=True):
+        for item, embedding, tag in zip(batch, embeddings, tags, strict=True):
             timings = dict(item.timings_ms)
             timings["inference"] = infer_s * 1000.0
             timings["batch_size"] = float(len(batch))
             # One series at a time from here: the next stage fails a bad one (a NaN from an overflowing engine)
             # and the rest of the batch is still scored.
             self.on_embedded(EmbeddedSeries(item.info, embedding, timings, item.instance_paths,
-                                            item.quality_reasons, item.input_sha256))
+                                            item.quality_reasons, item.input_sha256, tag.backend, tag.precision))
 
     # --- thread ---------------------------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from appliance.config import ConfigError, Settings, is_loopback
 from appliance.evidence.monitor import EvidenceMonitor
 from appliance.fileio import keep_private, private_folder
 from appliance.handovers import CompleteSeries, SeriesInfo, StudyResult
-from appliance.inference import BACKEND_KINDS, create_backend
+from appliance.inference import BACKEND_KINDS, TritonTarget, create_backend
 from appliance.inference.backend import InferenceBackend
 from appliance.inference.gpu_stats import GpuSampler, open_sampler
 from appliance.inference.worker import InferenceWorker
@@ -32,7 +32,7 @@ from appliance.ingest.commitment_scp import CommitmentScpSettings
 from appliance.ingest.dicom_guard import GuardLimits
 from appliance.ingest.receiver import TAKEN_SOP_CLASSES, DicomReceiver, ReceiverSettings
 from appliance.logsafe import silence_value_echoes
-from appliance.metrics import GpuMetrics, Metrics
+from appliance.metrics import GpuMetrics, Metrics, TritonMetrics
 from appliance.pipeline.failures import FailureHandler
 from appliance.pipeline.preparer import Preparer
 from appliance.pipeline.priority import ScoringPriority
@@ -107,7 +107,33 @@ def build_backend(settings: Settings, bundle: Bundle) -> InferenceBackend:
         raise ConfigError(f"engine.backend must be one of {', '.join(BACKEND_KINDS)}, not {e.backend!r}")
     return create_backend(e.backend, bundle, intra_op_threads=e.intra_op_threads, max_batch=e.max_batch,
                           plan_dir=e.plan_dir, trt_max_batch=e.trt_max_batch,
-                          fallback_to_onnxruntime=e.fallback_to_onnxruntime)
+                          fallback_to_onnxruntime=e.fallback_to_onnxruntime, triton=triton_target(settings))
+
+
+def triton_target(settings: Settings) -> TritonTarget | None:
+    t = settings.triton
+    if not t.url:
+        return None
+    return TritonTarget(url=t.url, model_name=t.model_name, model_version=t.model_version, timeout_s=t.timeout_s,
+                        health_timeout_s=t.health_timeout_s, retries=t.retries, retry_backoff_s=t.retry_backoff_s,
+                        recheck_s=t.recheck_s, verify_min_cosine=t.verify_min_cosine, tls_ca=t.tls_ca,
+                        tls_cert=t.tls_cert, tls_key=t.tls_key,
+                        fallback_to_onnxruntime=settings.engine.fallback_to_onnxruntime)
+
+
+def watch_triton(settings: Settings, backend: InferenceBackend, registry: CollectorRegistry) -> None:
+    """scanside_triton_* exist only where Triton is configured; one that fell back at start shows up 0."""
+    if settings.engine.backend.strip().lower() != "triton":
+        return
+    stats = getattr(backend, "stats", None)
+    if stats is None:  # local ONNX Runtime stands in since start
+        from appliance.inference.triton_backend import TritonStats
+
+        still = TritonStats(model=settings.triton.model_name)
+        log.warning("Triton not used, running ONNX Runtime: %s", getattr(backend, "fallback_reason", None))
+        TritonMetrics(registry).watch(lambda: still)
+        return
+    TritonMetrics(registry).watch(stats)
 
 
 def watch_gpu(settings: Settings, backend: InferenceBackend, registry: CollectorRegistry) -> GpuSampler | None:
@@ -231,6 +257,7 @@ def build_pipeline(settings: Settings, registry: CollectorRegistry,
         backend = build_backend(s, bundle)
         undo.callback(backend.close)
         gpu_sampler = watch_gpu(s, backend, registry)
+        watch_triton(s, backend, registry)
         if gpu_sampler is not None:
             undo.callback(gpu_sampler.close)
         assembler = Assembler(s.assembly.quiet_period_s, s.assembly.incomplete_timeout_s)

@@ -79,8 +79,8 @@ class Scorer:
         timings = dict(item.timings_ms)
         timings["scoring"] = score_s * 1000.0
         result = StudyResult(info=item.info, scores=scores, bundle_name=self.bundle.name,
-                             bundle_version=self.bundle.version, backend=self.backend_name,
-                             precision=self.precision, timings_ms=timings, scored_at=time.time(),
+                             bundle_version=self.bundle.version, backend=item.engine or self.backend_name,
+                             precision=item.precision or self.precision, timings_ms=timings, scored_at=time.time(),
                              bank_version=bank_version, input_sha256=item.input_sha256)
         try:
             event_id = self.store.results.save(result)
