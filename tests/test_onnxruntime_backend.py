@@ -134,7 +134,8 @@ def test_a_backend_kind_no_module_registers_is_a_configuration_error_naming_the_
     from appliance.config import ConfigError, Settings
     from appliance.pipeline.build import build_backend
 
-    with pytest.raises(ConfigError, match=r"engine\.backend must be one of auto, onnxruntime, tensorrt, triton, not 'cuda'"):
+    with pytest.raises(ConfigError,
+                       match=r"engine\.backend must be one of auto, onnxruntime, tensorrt, triton, not 'cuda'"):
         build_backend(Settings().replace(engine={"backend": "cuda"}), bundle)
 
 

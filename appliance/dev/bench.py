@@ -14,7 +14,9 @@
 6. final reports arriving: scan-to-score with [hl7] on, without and then with a RIS sending ORU^R01 over MLLP
    back to back (at least 1,000 messages) while the studies are scored (`scanside bench --only oru` alone);
 7. compressed MR: reading and decoding one image per transfer syntax next to uncompressed (bench_decode;
-   `scanside bench --only decode` alone).
+   `scanside bench --only decode` alone);
+8. the encoder on a Triton Inference Server against local ONNX Runtime, per-study latency and throughput at batch 1
+   and 4 (bench_triton; `scanside bench --only triton` alone, `--triton-url` for a server of your own).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from appliance.assembly import Assembler
 from appliance.bundle import load_bundle
 from appliance.config import DEFAULT_BUNDLE, Settings
 from appliance.dev.bench_decode import bench_decode
+from appliance.dev.bench_triton import bench_triton
 from appliance.dev.served import ServedAppliance, free_port
 from appliance.dev.synth import SyntheticScanner, iter_instances, plan_study, write_instance
 from appliance.metrics import Metrics
@@ -467,6 +470,7 @@ def _run_all(work: Path, numbers: Numbers, repeats: int, quick: bool) -> None:
     bench_hostile(work, numbers)
     bench_oru_load(work, numbers, repeats, messages=100 if quick else 1000)
     bench_decode(work, numbers.add, images=30 if quick else 60)
+    bench_triton(work, numbers.add, calls=15 if quick else 60)
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -481,6 +485,9 @@ def run_bench(args: argparse.Namespace) -> int:
                 bench_oru_load(work, numbers, repeats, messages=100 if args.quick else 1000, yield_s=yield_s)
         elif getattr(args, "only", None) == "decode":
             bench_decode(work, numbers.add, images=30 if args.quick else 60)
+        elif getattr(args, "only", None) == "triton":
+            bench_triton(work, numbers.add, url=getattr(args, "triton_url", None),
+                         model=getattr(args, "triton_model", "scanside_encoder"), calls=15 if args.quick else 60)
         else:
             _run_all(work, numbers, repeats, args.quick)
     if args.out:

@@ -295,7 +295,7 @@ class TritonBackend:
                                               status) from exc
                 with self._lock:
                     self._stats.requests["retried"] += 1
-                log.warning("Triton at %s: a batch of %d failed (%s); trying again in %.1f s", t.url, m,
+                log.warning("Triton at %s: a batch of %d failed (%s); trying again in %.2g s", t.url, m,
                             status.removeprefix("StatusCode."), pause)
                 time.sleep(pause)
                 pause *= 2
