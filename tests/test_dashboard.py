@@ -172,6 +172,17 @@ def check_variables(prom: Prometheus, dashboard: dict[str, Any], values: dict[st
         assert (wanted in offered) if wanted else offered == [], (variable["name"], wanted, offered)
 
 
+def stand_in_triton(registry) -> None:
+    """The Triton families a box with engine.backend = "triton" exports (appliance.pipeline.build.watch_triton), from
+    fixed stats: tests/test_triton_server.py runs the real ones against a real tritonserver."""
+    from appliance.inference.triton_backend import TritonStats
+    from appliance.metrics import TritonMetrics
+
+    stats = TritonStats(up=True, requests={"ok": 12, "retried": 1, "failed": 0}, model="scanside_encoder",
+                        model_version="1", server_version="stand-in")
+    TritonMetrics(registry).watch(lambda: stats)
+
+
 def stand_in_gpu(registry) -> str:
     """The GPU families a TensorRT box exports (appliance.pipeline.build.watch_gpu), on this appliance's registry."""
     gpu = GpuMetrics(registry)
@@ -197,6 +208,7 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(appliance, tmp_pa
     app = appliance(export={"folder": str(sr_folder)}, hl7={"enabled": True, "port": 0},
                     evidence={"refresh_interval_s": 1})
     stand_in_gpu(app.registry)
+    stand_in_triton(app.registry)
     instance = f"127.0.0.1:{app.metrics_port}"
     (tmp_path / "prom").mkdir()
     prom = Prometheus(tmp_path / "prom", instance).start()

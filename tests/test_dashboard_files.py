@@ -15,8 +15,9 @@ from prometheus_client import CollectorRegistry
 from test_dashboard import DASHBOARD, panel_targets
 from test_deploy_files import PROM_CONFIG
 
+from appliance.inference.triton_backend import TritonStats
 from appliance.ingest.reader.errors import REJECT_REASONS
-from appliance.metrics import QUARANTINE_REASONS, EvidenceMetrics, GpuMetrics, Metrics
+from appliance.metrics import QUARANTINE_REASONS, EvidenceMetrics, GpuMetrics, Metrics, TritonMetrics
 
 GRAFANA = DASHBOARD.parent.parent
 DATASOURCE = GRAFANA / "provisioning" / "datasources" / "scanside.yml"
@@ -50,6 +51,7 @@ def _families() -> dict[str, set[str]]:
     gpu = GpuMetrics(registry)
     gpu.set_engine({"plan": "x"})
     gpu.watch_gpu(lambda: _Sample(), "nvml")
+    TritonMetrics(registry).watch(lambda: TritonStats(up=True, model="m", model_version="1", server_version="2"))
     families: dict[str, set[str]] = {}
     for family in registry.collect():
         labels = families.setdefault(family.name, set())

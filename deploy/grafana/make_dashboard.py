@@ -277,6 +277,19 @@ def panels() -> list[dict[str, Any]]:
                       target(sel("scanside_gpu_memory_total_bytes"), "total ({{memory}})")], unit="bytes"), w=8)
     g.add(timeseries("GPU temperature", "GPU sensor (Jetson boards without one: the junction maximum).",
                      [target(sel("scanside_gpu_temperature_celsius"), "temperature")], unit="celsius"), w=8)
+    g.add(stat("Triton", "1: the Triton Inference Server answered the last request; 0: a batch failed after its "
+               "retries (it ran on local ONNX Runtime, or failed without engine.fallback_to_onnxruntime) or Triton "
+               "could not be used at start. Only where engine.backend = \"triton\"; elsewhere No data.",
+               [target(f"max({sel('scanside_triton_up')})", instant=True)],
+               mappings={"0": ("out: local ONNX Runtime or failing", "red"), "1": ("serving", "green")}), w=6, h=5)
+    g.add(timeseries("Triton requests per minute", "Inference requests to Triton by outcome (ok, retried, failed) "
+                     "and the batches local ONNX Runtime ran instead (docs/triton.md).",
+                     [target(per_minute("scanside_triton_requests_total", "outcome"), "{{outcome}}"),
+                      target(per_minute("scanside_triton_local_batches_total"), "on local ONNX Runtime")]),
+          w=10, h=5)
+    g.add(table("Triton model", "The model Triton serves: name, the version of its last answer (each result "
+                "records it too), the server's version.",
+                [target(sel("scanside_triton_model_info"), table=True)], hide=("Value",)), w=8, h=5)
 
     g.row("Ground truth, live performance, drift")
     g.add(timeseries("Studies and ground truth", "Scored assessable studies under the current bundle, and those "
