@@ -19,7 +19,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from appliance.config import Settings, load_settings
-from appliance.metrics import EvidenceMetrics, Metrics
+from appliance.metrics import EvidenceMetrics, Metrics, TritonMetrics
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -55,6 +55,7 @@ def _registered_names() -> tuple[set[str], set[str]]:
     metrics.watch_series_states(lambda: {})  # scanside_series exists only once a store is attached
     metrics.watch_exports(lambda: {})  # scanside_sr_exports only where [export] is configured
     EvidenceMetrics(registry, [], [], [], [])  # scanside_evidence_* once the evidence monitor runs
+    TritonMetrics(registry).watch(lambda: None)  # scanside_triton_* only with engine.backend = "triton"
     series: set[str] = set()
     families: set[str] = set()
     for family in registry.collect():

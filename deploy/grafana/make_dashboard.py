@@ -279,7 +279,8 @@ def panels() -> list[dict[str, Any]]:
                      [target(sel("scanside_gpu_temperature_celsius"), "temperature")], unit="celsius"), w=8)
     g.add(stat("Triton", "1: the Triton Inference Server answered the last request; 0: a batch failed after its "
                "retries (it ran on local ONNX Runtime, or failed without engine.fallback_to_onnxruntime) or Triton "
-               "could not be used at start. Only where engine.backend = \"triton\"; elsewhere No data.",
+               "could not be used at start (10 minutes: alert ScanSideTritonOut). Only where engine.backend = "
+               "\"triton\"; elsewhere No data.",
                [target(f"max({sel('scanside_triton_up')})", instant=True)],
                mappings={"0": ("out: local ONNX Runtime or failing", "red"), "1": ("serving", "green")}), w=6, h=5)
     g.add(timeseries("Triton requests per minute", "Inference requests to Triton by outcome (ok, retried, failed) "
