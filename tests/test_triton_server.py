@@ -100,6 +100,40 @@ def test_scores_through_triton_equal_local_onnxruntime_for_every_batch_size(serv
         backend.close()
 
 
+def test_requests_the_dynamic_batcher_groups_each_get_their_own_rows_back(server, bundle, local):
+    """Eight appliances' worth of single-study requests at once: Triton groups them into one execution of the
+    Python model, which must split the batch back to the right requests."""
+    import threading
+
+    import tritonclient.grpc as grpcclient
+
+    backend = TritonBackend(bundle, _target(server.url), max_batch=1)
+    inputs = [np.random.default_rng(100 + i).random((1, *bundle.sample_shape), dtype=np.float32) for i in range(8)]
+    outputs: dict[int, np.ndarray] = {}
+    start = threading.Barrier(len(inputs))
+
+    def one(i: int) -> None:
+        start.wait()
+        outputs[i] = backend.infer(inputs[i])
+
+    with grpcclient.InferenceServerClient(server.url) as client:
+        before = {b.batch_size: b.compute_infer.count for b in
+                  client.get_inference_statistics("scanside_encoder").model_stats[0].batch_stats}
+        for _ in range(3):  # a few rounds: the grouping depends on timing, the answer must not
+            threads = [threading.Thread(target=one, args=(i,)) for i in range(len(inputs))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            for i, x in enumerate(inputs):
+                assert np.max(np.abs(outputs[i] - local.infer(x))) <= TOL, f"request {i} got another's rows"
+        after = {b.batch_size: b.compute_infer.count for b in
+                 client.get_inference_statistics("scanside_encoder").model_stats[0].batch_stats}
+    backend.close()
+    grouped = {size: n - before.get(size, 0) for size, n in after.items() if size > 1 and n > before.get(size, 0)}
+    assert grouped, f"Triton never grouped requests: executions by batch size {after}"
+
+
 def test_health_refusals_name_what_is_not_there(server, bundle):
     with pytest.raises(TritonUnavailable, match=r"model 'nothing' is not ready: the server has no such model "
                                                 r"\(it has: claims_other, impostor, scanside_encoder\)"):
