@@ -88,6 +88,21 @@ def test_prompts_the_model_cannot_read_faithfully_are_refused_saying_why(site, p
     assert history(site) == [] and site.effective().seq == 0
 
 
+def test_text_about_no_finding_is_refused_and_every_held_out_clinical_prompt_is_taken(site):
+    from appliance.prompts.edit import RELEVANCE_MIN_COSINE, relevance, text_encoder
+    from training.heldout_prompts import NEGATED, PARAPHRASES, UNRELATED
+
+    encoder, bank = text_encoder(site.bundle), site.bundle.label_bank
+    for prompt in UNRELATED:  # the evaluation's unrelated text: refused, nothing changed
+        with pytest.raises(PromptRefused, match="about none of the bank's findings"):
+            add_prompt(site, "lv_dilation", prompt)
+    assert history(site) == []
+    clinical = [p for prompts in (*PARAPHRASES.values(), *NEGATED.values()) for p in prompts]
+    clinical += ["aortic stenosis", "myocarditis", "thrombus in the left ventricle", "apical wall thinning"]
+    low = [(p, c) for p in clinical if (c := relevance(bank, encoder.embed([p]))[0]) < RELEVANCE_MIN_COSINE]
+    assert low == []  # what clinicians write stays well above the bar
+
+
 def test_add_shows_the_nearest_findings_and_prompts_by_cosine(site):
     edit = add_prompt(site, "lv_dilation", KNOWN)
     assert len(edit.nearest_findings) == 3 and len(edit.nearest_prompts) == 5

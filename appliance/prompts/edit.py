@@ -25,6 +25,13 @@ from appliance.text import TextEncoder, words
 
 NEAREST_FINDINGS = 3
 NEAREST_PROMPTS = 5
+# A prompt whose embedding is this far from every prompt of the bank (|cosine| below it, so a negation read by rule
+# counts like its statement) is refused as unrelated: the tower gives any sentence a projection on the findings'
+# axes, so text about no finding still scores (docs/reference-model.md: unrelated text is not neutral). Measured on
+# the committed tower: the held-out clinical paraphrases and negations are at 0.44 or more from their nearest bank
+# prompt, other cardiac concepts (valves, myocarditis, thrombus) at 0.38 or more, text about no heart at 0.26 or
+# less (tests/test_prompts_overlay.py keeps both sides).
+RELEVANCE_MIN_COSINE = 0.30
 
 
 class PromptRefused(ValueError):
@@ -144,6 +151,22 @@ def check_prompt(encoder: TextEncoder, bank: LabelBank, finding_id: str, prompt:
                                     "findings")
 
 
+def relevance(bank: LabelBank, embedding: np.ndarray) -> tuple[float, str, str]:
+    """(|cosine|, finding id, prompt) of the bank prompt nearest to one prompt embedding, by absolute cosine."""
+    e = normalise(embedding, bank.dim)[0]
+    return max(((abs(float(v @ e / np.linalg.norm(v))), f.id, p) for f in bank.findings
+                for p, v in zip(f.prompts, f.embeddings, strict=True)), default=(0.0, "", ""))
+
+
+def check_relevance(bank: LabelBank, embedding: np.ndarray, prompt: str) -> None:
+    """Raise PromptRefused when the prompt is about none of the bank's findings (RELEVANCE_MIN_COSINE)."""
+    cosine, finding_id, nearest_prompt = relevance(bank, embedding)
+    if finding_id and cosine < RELEVANCE_MIN_COSINE:
+        raise PromptRefused(f"the text encoder reads {prompt!r} as about none of the bank's findings (nearest: "
+                            f"{finding_id}: {nearest_prompt!r} at cosine {cosine:.2f}, below {RELEVANCE_MIN_COSINE}): "
+                            "it would still get scores, and they would mean nothing; write what the images show")
+
+
 def nearest(bank: LabelBank, embedding: np.ndarray) -> tuple[tuple[Neighbour, ...], tuple[Neighbour, ...]]:
     """The findings (cosine to their mean prompt embedding) and the prompts nearest to one prompt embedding."""
     e = normalise(embedding, bank.dim)[0]
@@ -173,6 +196,7 @@ def add_prompt(site: Site, finding_id: str, prompt: str, by: str | None = None, 
                                 "expect to have it, so a threshold can be set without labels")
         embedding = encoder.embed([prompt])
         close_findings, close_prompts = nearest(bank, embedding)
+        check_relevance(bank, embedding, prompt)
         try:
             if existing is None:
                 base = Finding(finding_id, name or finding_id.replace("_", " "), (prompt,), embedding, 0.0, 1.0, 0.0,
