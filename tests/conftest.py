@@ -63,3 +63,17 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: f
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what or predicate}")
         time.sleep(interval)
+
+
+def send_study(app, seed: int, matrix: tuple[int, int] = (128, 128)):
+    """One synthetic vendor-A study written into the appliance's watch folder by a scanner thread: (plan, cine)."""
+    from appliance.dev.synth import SyntheticScanner, plan_study
+
+    plan = plan_study(seed=seed, vendor="A", n_slices=8, n_phases=20, matrix=matrix)
+    SyntheticScanner(Path(app.settings.paths.incoming) / f"scan{seed}", [plan], pace_s=0).start()
+    (cine,) = [s for s in plan.series if s.role == "cine_sax"]
+    return plan, cine
+
+
+def exports_of(app, series_uid: str):
+    return app.store.exports.items(series_uid=series_uid)

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import send_study, wait_for
 from orthanc_peer import OrthancPeer, free_port, orthanc_binary
 from pydicom.dataset import Dataset
 from pydicom.uid import ComprehensiveSRStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -26,7 +25,6 @@ from appliance.commitment import (
     result_of,
 )
 from appliance.config import ConfigError, Settings
-from appliance.dev.synth import SyntheticScanner, plan_study
 from appliance.handovers import CommitmentRequest, CommitmentResult, ExportState
 
 pytestmark = pytest.mark.slow
@@ -108,11 +106,8 @@ def export_to(port: int, **overrides) -> dict:
             "retry_initial_s": 0.2, "retry_max_s": 0.5, "timeout_s": 5, **overrides}
 
 
-def send_study(app, seed: int) -> str:
-    plan = plan_study(seed=seed, vendor="A", n_slices=8, n_phases=20, matrix=(96, 96))
-    SyntheticScanner(Path(app.settings.paths.incoming) / f"scan{seed}", [plan], pace_s=0).start()
-    (cine,) = [s.series_uid for s in plan.series if s.role == "cine_sax"]
-    return cine
+def send_cine(app, seed: int) -> str:
+    return send_study(app, seed, matrix=(96, 96))[1].series_uid
 
 
 def final_item(app, series_uid: str, timeout: float = 90.0):
@@ -135,7 +130,7 @@ def test_an_sr_sent_to_orthanc_is_delivered_once_orthanc_commits_it_on_a_new_ass
     try:
         app = appliance(dicom={"enabled": True, "port": receiver_port, "ae_title": "SCANSIDE"},
                         export=export_to(pacs.dicom_port))
-        cine = send_study(app, seed=51)
+        cine = send_cine(app, seed=51)
         item = final_item(app, cine)
         assert item.state is ExportState.DELIVERED and item.attempts == 1, item.last_error
         assert len(pacs.instances()) == 1
@@ -151,7 +146,7 @@ def test_a_pacs_that_never_reports_leaves_the_sr_failed_after_the_configured_tri
     pacs = pacs_peers("never")
     app = appliance(dicom={"enabled": True, "port": free_port()},
                     export=export_to(pacs.port, max_attempts=3, pacs_commitment_wait_s=1))
-    cine = send_study(app, seed=52)
+    cine = send_cine(app, seed=52)
     item = final_item(app, cine)
     assert item.state is ExportState.FAILED and item.attempts == 3
     assert "no storage commitment report within 1 s" in item.last_error
@@ -167,7 +162,7 @@ def test_a_pacs_that_never_reports_leaves_the_sr_failed_after_the_configured_tri
 def test_a_report_on_the_asking_association_that_fails_is_retried_and_the_next_commits(appliance, pacs_peers):
     pacs = pacs_peers("same", verdicts=(PROCESSING_FAILURE, 0))
     app = appliance(export=export_to(pacs.port, max_attempts=5))  # no receiver: the same association suffices
-    cine = send_study(app, seed=53)
+    cine = send_cine(app, seed=53)
     item = final_item(app, cine)
     assert item.state is ExportState.DELIVERED and item.attempts == 2, item.last_error
     assert len(pacs.requests) == 2
@@ -179,7 +174,7 @@ def test_a_report_on_the_asking_association_that_fails_is_retried_and_the_next_c
 def test_a_pacs_without_the_sop_class_fails_the_try(appliance, pacs_peers):
     pacs = pacs_peers("never", offer_commitment=False)
     app = appliance(export=export_to(pacs.port, max_attempts=1))
-    item = final_item(app, send_study(app, seed=54))
+    item = final_item(app, send_cine(app, seed=54))
     assert item.state is ExportState.FAILED and "does not accept Storage Commitment Push Model" in item.last_error
     assert len(pacs.stored) == 1  # stored, yet not delivered: it was not committed
     assert scu(app, "requests", outcome="not_offered") == 1
@@ -191,7 +186,7 @@ def test_a_commitment_pending_over_a_restart_is_matched_by_its_transaction_uid_a
     sections = {"dicom": {"enabled": True, "port": receiver_port, "ae_title": "SCANSIDE"},
                 "export": export_to(pacs.port, pacs_commitment_wait_s=120)}
     app = appliance(**sections)
-    cine = send_study(app, seed=55)
+    cine = send_cine(app, seed=55)
     wait_for(lambda: [e for e in app.store.exports.items(series_uid=cine)
                       if "waiting for its storage commitment report" in (e.last_error or "")], timeout=90,
              what="the SR stored and waiting for its report")

@@ -13,11 +13,11 @@ from pathlib import Path
 import grpc
 import pydicom
 import pytest
-from conftest import wait_for
+from conftest import exports_of, send_study, wait_for
 from orthanc_peer import OrthancPeer, free_port, orthanc_binary
 from tls_factory import needs_openssl, self_signed
 
-from appliance.dev.synth import SyntheticScanner, plan_study, write_study
+from appliance.dev.synth import plan_study, write_study
 from appliance.export.destinations.pacs import PacsPeer, PacsSender
 from appliance.handovers import ExportState
 from appliance.serve.client import ApplianceClient
@@ -48,17 +48,6 @@ def orthanc(tmp_path):
 def export_to(peer: OrthancPeer, **overrides) -> dict:
     return {"pacs_ae_title": peer.aet, "pacs_host": "127.0.0.1", "pacs_port": peer.dicom_port,
             "retry_initial_s": 0.2, "retry_max_s": 0.5, "timeout_s": 5, **overrides}
-
-
-def send_study(app, seed: int):
-    plan = plan_study(seed=seed, vendor="A", n_slices=8, n_phases=20, matrix=(128, 128))
-    SyntheticScanner(Path(app.settings.paths.incoming) / f"scan{seed}", [plan], pace_s=0).start()
-    (cine,) = [s for s in plan.series if s.role == "cine_sax"]
-    return plan, cine
-
-
-def exports_of(app, series_uid: str):
-    return app.store.exports.items(series_uid=series_uid)
 
 
 def take(stream, n: int, timeout: float = 10.0) -> list:

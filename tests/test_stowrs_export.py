@@ -12,13 +12,12 @@ from pathlib import Path
 import pydicom
 import pytest
 import requests
-from conftest import wait_for
+from conftest import exports_of, send_study, wait_for
 from dicom_factory import mr_dataset
 from dicomweb_client import DICOMwebClient
 from orthanc_peer import DICOMWEB_PLUGIN, OrthancPeer, orthanc_binary
 from tls_factory import TestCA, needs_openssl
 
-from appliance.dev.synth import SyntheticScanner, plan_study
 from appliance.export.destinations.stowrs import StowPeer, StowSender
 from appliance.handovers import ExportState, StoredReport
 
@@ -55,17 +54,6 @@ def secret(folder: Path, name: str, text: str) -> str:
 def export_to(peer: OrthancPeer, **overrides) -> dict:
     return {"dicomweb_url": peer.dicomweb_url, "retry_initial_s": 0.2, "retry_max_s": 0.5,
             "dicomweb_connect_timeout_s": 5, "dicomweb_read_timeout_s": 10, **overrides}
-
-
-def send_study(app, seed: int):
-    plan = plan_study(seed=seed, vendor="A", n_slices=8, n_phases=20, matrix=(128, 128))
-    SyntheticScanner(Path(app.settings.paths.incoming) / f"scan{seed}", [plan], pace_s=0).start()
-    (cine,) = [s for s in plan.series if s.role == "cine_sax"]
-    return plan, cine
-
-
-def exports_of(app, series_uid: str):
-    return app.store.exports.items(series_uid=series_uid)
 
 
 def web_client(peer: OrthancPeer, ca: Path | None = None) -> DICOMwebClient:
