@@ -636,10 +636,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure scan-to-score, ingest rate and memory; print the numbers")
     p.add_argument("--quick", action="store_true", help="fewer repetitions (for a smoke run)")
     p.add_argument("--out", help="also write the results as Markdown to this file")
-    p.add_argument("--only", choices=["oru", "decode", "triton"],
+    p.add_argument("--only", choices=["oru", "decode", "triton", "burst"],
                    help="run one case only: oru (scan-to-score with and without 1,000 ORU messages arriving over "
                         "MLLP), decode (reading one image per compressed transfer syntax), triton (per-study "
-                        "latency and throughput on a Triton server against local ONNX Runtime, batch 1 and 4)")
+                        "latency and throughput on a Triton server against local ONNX Runtime, batch 1 and 4), "
+                        "burst (1 to 16 scanners delivering 16 series at once, against one study's lower bound)")
     p.add_argument("--triton-url", help="--only triton: a running server (host:port) serving the bundle as "
                                         "--triton-model; default: start the local tritonserver (nvidia-pytriton)")
     p.add_argument("--triton-model", default="scanside_encoder", help="--only triton: the model name on that server")

@@ -17,6 +17,8 @@
    `scanside bench --only decode` alone);
 8. the encoder on a Triton Inference Server against local ONNX Runtime, per-study latency and throughput at batch 1
    and 4 (bench_triton; `scanside bench --only triton` alone, `--triton-url` for a server of your own).
+9. a burst: 1, 2, 4, 8 and 16 scanners delivering 16 series at once as fast as they can, against one study's lower
+   bound (bench_burst; `scanside bench --only burst` alone).
 """
 
 from __future__ import annotations
@@ -471,6 +473,16 @@ def _run_all(work: Path, numbers: Numbers, repeats: int, quick: bool) -> None:
     bench_oru_load(work, numbers, repeats, messages=100 if quick else 1000)
     bench_decode(work, numbers.add, images=30 if quick else 60)
     bench_triton(work, numbers.add, calls=15 if quick else 60)
+    _burst(work, numbers, quick)
+
+
+def _burst(work: Path, numbers: Numbers, quick: bool) -> None:
+    from appliance.dev.bench_burst import bench_burst  # it reuses this module's stream helpers
+
+    if quick:
+        bench_burst(work, numbers.add, series=8, scanner_counts=(1, 8), single_repeats=6)
+    else:
+        bench_burst(work, numbers.add)
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -488,6 +500,8 @@ def run_bench(args: argparse.Namespace) -> int:
         elif getattr(args, "only", None) == "triton":
             bench_triton(work, numbers.add, url=getattr(args, "triton_url", None),
                          model=getattr(args, "triton_model", "scanside_encoder"), calls=15 if args.quick else 60)
+        elif getattr(args, "only", None) == "burst":
+            _burst(work, numbers, args.quick)
         else:
             _run_all(work, numbers, repeats, args.quick)
     if args.out:
