@@ -48,7 +48,7 @@ def classify(frames: tuple[Frame, ...] | list[Frame], image_types: set[str] | No
     triggers = {round(f.trigger_time, 1) for f in frames if f.trigger_time is not None}
     if len(triggers) < 2:
         return SeriesRole.OTHER
-    normals = np.array([_normal(f.orientation) for f in frames])
+    normals = _normals(np.array([f.orientation for f in frames], dtype=np.float64).reshape(len(frames), 6))
     parallel = bool(np.all(np.abs(normals @ normals[0]) > 0.99))
     if not parallel:
         return SeriesRole.OTHER
@@ -60,11 +60,12 @@ def classify(frames: tuple[Frame, ...] | list[Frame], image_types: set[str] | No
     return SeriesRole.CINE_SAX if n_positions >= 3 else SeriesRole.CINE_LAX
 
 
-def _normal(orientation: tuple[float, ...]) -> np.ndarray:
-    row, col = np.asarray(orientation[:3]), np.asarray(orientation[3:])
-    n = np.cross(row, col)
-    norm = np.linalg.norm(n)
-    return n / norm if norm > 0 else n
+def _normals(orientations: np.ndarray) -> np.ndarray:
+    """Unit slice normals of (n, 6) orientations, all at once (one np.cross per frame cost ~10 us each, ~3 ms a
+    300-image series on the ingest thread); a degenerate orientation keeps its zero normal."""
+    n = np.cross(orientations[:, :3], orientations[:, 3:])
+    norm = np.sqrt(np.einsum("ij,ij->i", n, n))[:, None]
+    return np.divide(n, norm, out=n.copy(), where=norm > 0)
 
 
 @dataclass

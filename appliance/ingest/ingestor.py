@@ -19,7 +19,7 @@ from pathlib import Path
 
 from appliance.assembly import Assembler, series_key
 from appliance.handovers import CompleteSeries, Instance, SeriesInfo, SeriesRole, SeriesState
-from appliance.ingest.quarantine import Quarantine, move_file
+from appliance.ingest.quarantine import Quarantine, take_file
 from appliance.ingest.reader import DEFAULT_MAX_INSTANCE_BYTES, IncompleteFile, RejectedFile, read_instance
 from appliance.logsafe import describe
 from appliance.metrics import Metrics
@@ -38,7 +38,10 @@ def is_candidate(path: str, root: str | None = None) -> bool:
     if not name or name.startswith(_TEMP_PREFIXES) or name.endswith(_TEMP_SUFFIXES):
         return False
     if root is not None:
-        rel = os.path.relpath(path, root)
+        # The watcher's paths are joined under the root: cutting the prefix is relpath's answer for them, without
+        # its normalising of both paths (called for every event of every file).
+        prefix = root if root.endswith(os.sep) else root + os.sep
+        rel = path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, root)
         if any(part.startswith(_TEMP_PREFIXES) for part in rel.split(os.sep)[:-1]):
             return False  # inside a hidden folder some writers fill before moving it into place
     return True
@@ -60,7 +63,7 @@ class Ingestor:
                  on_leftover_failed: Callable[[str, str], None] | None = None) -> None:
         """`on_leftover_failed(key, path)` takes a spooled image of a series that failed before a restart (the
         pipeline sets it aside with the rest of the series); by default the image is deleted."""
-        self.spool = Path(spool)
+        self.spool = Path(os.path.abspath(spool))
         self.spool.mkdir(parents=True, exist_ok=True)
         self.quarantine = quarantine
         self.store = store
@@ -77,6 +80,8 @@ class Ingestor:
         self._growing: dict[str, _Growing] = {}
         self._names = itertools.count()
         self._prefix = f"{time.time_ns():x}"
+        self._spool_prefix = os.path.join(str(self.spool), self._prefix + "-")  # a str: no Path made per file
+        self._parse_seconds = metrics.stage_seconds.labels(stage="parse")
         self.lock = threading.Lock()  # held while the assembler is touched, so status readers see a stable view
 
     # --- input ----------------------------------------------------------------------------------------------------
@@ -146,7 +151,7 @@ class Ingestor:
             self._completed(series)
 
     def _attempt(self, path: str, seen_at: float, final: bool = False) -> None:
-        spool_path = self.spool / f"{self._prefix}-{next(self._names):08d}.dcm"
+        spool_path = f"{self._spool_prefix}{next(self._names):08d}.dcm"
         started = time.perf_counter()
         try:
             inst = read_instance(path, spool_path, settled=final, max_bytes=self.max_instance_bytes)
@@ -166,7 +171,7 @@ class Ingestor:
             self._reject(path, "unreadable", f"unexpected {type(exc).__name__} in the reader")
             return
         finally:
-            self.metrics.stage_seconds.labels(stage="parse").observe(time.perf_counter() - started)
+            self._parse_seconds.observe(time.perf_counter() - started)
         self._growing.pop(path, None)
         self._accept(path, spool_path, inst, seen_at)
 
@@ -187,7 +192,7 @@ class Ingestor:
         if self.quarantine.put(path, reason, detail) is not None:
             self.metrics.files_quarantined.labels(reason=reason).inc()
 
-    def _accept(self, path: str, spool_path: Path, inst: Instance, seen_at: float) -> None:
+    def _accept(self, path: str, spool_path: str, inst: Instance, seen_at: float) -> None:
         # Only this (ingest) thread changes the assembler; the lock is for readers (gRPC status), so it is not held
         # across the move, which is a copy when the watch folder is on another filesystem.
         with self.lock:
@@ -208,15 +213,15 @@ class Ingestor:
                 else:
                     self._reject(path, "late", f"an image of a series already closed ({prior.value}): not scored")
                 return
-        if os.path.abspath(path) != os.path.abspath(spool_path):
+        if os.path.abspath(path) != spool_path:
             try:
-                move_file(Path(path), spool_path)
+                take_file(path, spool_path)
             except FileNotFoundError:
                 if not known:
                     self.store.series.forget(inst.series_uid)
                 return
         with self.lock:
-            outcome = self.assembler.add(inst, str(spool_path), seen_at)
+            outcome = self.assembler.add(inst, spool_path, seen_at)
         self.metrics.files_ingested.inc()
         self.metrics.bytes_ingested.inc(inst.size_bytes)
         if outcome.complete is not None:

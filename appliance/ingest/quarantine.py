@@ -42,6 +42,54 @@ class Quarantine:
         return dest
 
 
+def take_file(src: str, dest: str) -> None:
+    """Into the spool: a hard link at `dest`, then the watch folder's name removed, so that the watch folder sees
+    a deletion (which the watcher does not subscribe to) rather than a move out. watchdog holds every unpaired
+    IN_MOVED_FROM for its pairing delay and looks each IN_MOVED_TO's partner up in a linear queue, so a burst of
+    thousands of moves out of the folder cost its threads more than the files' parsing. Where a link cannot be
+    made (another filesystem; a file of another user under protected_hardlinks; a filesystem without links) it
+    is `move_file`. A crash between the link and the unlink leaves the file in both places: the spool's copy is
+    assembled at start-up and the watch folder's is then dropped as a duplicate. Made 0640 as `move_file` does."""
+    try:
+        os.link(src, dest)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _NO_LINK:
+            raise
+        move_file(Path(src), Path(dest))
+        return
+    try:
+        replaced = os.stat(src).st_ino != os.stat(dest).st_ino
+    except FileNotFoundError:  # removed by its writer meanwhile: what was linked is taken
+        replaced = False
+    if replaced:
+        # Its writer put a new file under the name since the link: that one has an event of its own, and must
+        # not be unlinked here; the linked copy goes, as if the file had vanished before it was taken.
+        os.unlink(dest)
+        raise FileNotFoundError(src)
+    try:
+        os.unlink(src)
+    except FileNotFoundError:
+        pass
+    _private(dest)
+
+
+# link(2) failures that mean "this file cannot be hard-linked here", not "the file is gone".
+_NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EACCES, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP,
+                      errno.ENOSYS, errno.EEXIST})
+
+
+def _private(dest: str | Path) -> None:
+    try:
+        os.chmod(dest, PRIVATE_FILE_MODE)
+    except PermissionError:
+        # Owned by the user who wrote it (a scanner's account on a shared export folder): this process may move
+        # it but not change its mode. The spool and quarantine folders are 0750, which keeps others out anyway.
+        _chmod_log.warning("chmod", "a file moved in keeps its writer's mode: it belongs to another user; the "
+                           "0750 folder still keeps others out")
+
+
 def move_file(src: Path, dest: Path) -> None:
     """Rename; across filesystems, copy to a temporary name, fsync, rename, then unlink the source, so the
     destination is never a partial file. The moved file is made 0640: a rename keeps the mode its writer gave it
@@ -60,12 +108,6 @@ def move_file(src: Path, dest: Path) -> None:
         os.replace(tmp, dest)
         os.unlink(src)
         return
-    try:
-        os.chmod(dest, PRIVATE_FILE_MODE)
-    except PermissionError:
-        # Owned by the user who wrote it (a scanner's account on a shared export folder): this process may move
-        # it but not change its mode. The spool and quarantine folders are 0750, which keeps others out anyway.
-        _chmod_log.warning("chmod", "a file moved in keeps its writer's mode: it belongs to another user; the "
-                           "0750 folder still keeps others out")
+    _private(dest)
 
 
