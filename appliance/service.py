@@ -1,7 +1,8 @@
 """The appliance: start and stop, in order, of what the composition root built (appliance/pipeline/build.py).
 
 Threads: the watchdog observer and the ingest loop (parse, spool, assemble), the preparer (series -> tensor), the
-inference worker (batches; scoring and storing run on it, series by series), the SR exporter, the DICOM receiver,
+inference worker (batches; scoring and storing run on it, series by series), the spool cleaner (a finished series'
+images deleted after its outcome is stored), the SR exporter, the DICOM receiver,
 the MLLP listener (final reports: one thread per sender connection), the evidence monitor, and gRPC's pool. Each
 hand-over is one typed record from appliance/handovers.py.
 """
@@ -50,6 +51,7 @@ class Appliance:
         p.metrics.model.info({"bundle": p.bundle.name, "bundle_version": p.bundle.version,
                               "backend": p.backend.name, "backend_version": str(p.backend.version),
                               "precision": p.backend.precision, "appliance_version": __version__})
+        p.spool_cleaner.start()
         p.worker.start()  # warms the engine up on its own thread; ready only after that
         log.info("engine %s %s on %s (%s) ready", p.bundle.name, p.bundle.version, p.backend.name,
                  p.backend.precision)
@@ -118,6 +120,7 @@ class Appliance:
             # the thread until its timeout, so it is not waited for long: its try is made again at the next start.
             exporter_done = p.exporter.stop(timeout=3.0)
         worker_done = p.worker.stop()
+        p.spool_cleaner.stop(timeout=3.0)  # what is not deleted by then, the next start's recovery deletes
         p.grpc.stop()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()

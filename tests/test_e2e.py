@@ -68,7 +68,8 @@ def test_studies_written_file_by_file_are_scored_and_streamed(appliance):
     reg = app.registry
     assert reg.get_sample_value("scanside_files_ingested_total") == written
     assert not list(Path(app.settings.paths.quarantine).rglob("*.reason.json"))
-    assert not any(Path(app.settings.paths.spool).iterdir())  # scored and skipped series leave nothing behind
+    # Scored and skipped series leave nothing behind, once the spool cleaner (its own thread) has caught up.
+    wait_for(lambda: not any(Path(app.settings.paths.spool).iterdir()), what="the spool emptied")
 
 
 def test_a_file_growing_in_place_is_waited_for_not_rejected(appliance, tmp_path):

@@ -37,6 +37,7 @@ from appliance.pipeline.failures import FailureHandler
 from appliance.pipeline.preparer import Preparer
 from appliance.pipeline.priority import ScoringPriority
 from appliance.pipeline.scorer import Scorer
+from appliance.pipeline.spool_cleaner import SpoolCleaner
 from appliance.prompts.overlay import LiveBank, Overlay, overlay_dir
 from appliance.scoring import ScoringPolicy
 from appliance.serve.access import AccessError, AccessPolicy, load_clients
@@ -74,6 +75,7 @@ class Pipeline:
     receiver: DicomReceiver | None  # only where [dicom] is enabled
     closing: threading.Event  # set at shutdown; result streams end on it
     evidence: EvidenceMonitor  # live performance (ledger x truth) and drift, scanside_evidence_*
+    spool_cleaner: SpoolCleaner  # finished series' images deleted off the scoring and ingest threads
     mllp: MllpListener | None = None  # final reports in; only where [hl7] is enabled
 
     def close(self) -> None:
@@ -266,8 +268,10 @@ def build_pipeline(settings: Settings, registry: CollectorRegistry,
         failures = FailureHandler(store, metrics, s.paths.quarantine,
                                   provenance=lambda: (bundle.name, bundle.version, live_bank.get()[1]),
                                   priority=priority)
+        spool_cleaner = SpoolCleaner()
         scorer = Scorer(bundle, backend.name, backend.precision, scoring_policy(s), store, metrics, failures,
-                        on_result=on_result, bank_source=live_bank.get, priority=priority)
+                        on_result=on_result, bank_source=live_bank.get, priority=priority,
+                        remove=spool_cleaner.remove)
         worker = InferenceWorker(backend, metrics, on_embedded=scorer,
                                  on_failure=lambda item, failure: failures.fail(
                                      item.info, item.instance_paths, failure, input_sha256=item.input_sha256),
@@ -275,7 +279,7 @@ def build_pipeline(settings: Settings, registry: CollectorRegistry,
                                  queue_size=s.engine.queue_size)
         preparer = Preparer(bundle.preprocess, store, metrics, worker, failures,
                             keep_sources=s.export.enabled and not s.appliance.shadow, quality=s.quality,
-                            priority=priority)
+                            priority=priority, remove=spool_cleaner.remove)
         ingestor = build_ingestor(s, store, assembler, metrics, preparer.on_complete, failures)
         closing = threading.Event()
 
@@ -297,6 +301,7 @@ def build_pipeline(settings: Settings, registry: CollectorRegistry,
             ingestor=ingestor, ingest_thread=IngestThread(ingestor, s.paths.incoming, s.ingest.poll_interval_s,
                                                           s.ingest.rescan_on_start),
             grpc=grpc, exporter=exporter, receiver=build_receiver(s, metrics, store), closing=closing,
-            evidence=build_evidence(s, bundle, store, registry), mllp=build_mllp(s, store, metrics, priority))
+            evidence=build_evidence(s, bundle, store, registry), spool_cleaner=spool_cleaner,
+            mllp=build_mllp(s, store, metrics, priority))
         undo.pop_all()
     return pipeline

@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -43,7 +44,11 @@ def tensor_sha256(tensor: np.ndarray) -> str:
 class Preparer:
     def __init__(self, spec: PreprocessSpec, store: Store, metrics: Metrics, worker: InferenceWorker,
                  failures: FailureHandler, *, keep_sources: bool, quality: QualityConfig | None = None,
-                 priority: ScoringPriority | None = None) -> None:
+                 priority: ScoringPriority | None = None,
+                 remove: Callable[[Sequence[str]], None] = remove_files) -> None:
+        """`remove` takes a skipped series' spooled images once its state is stored (the pipeline's SpoolCleaner:
+        not on the ingest thread, which calls on_complete)."""
+        self.remove = remove
         self.spec = spec
         self.priority = priority
         self.quality = quality if quality is not None else QualityConfig()
@@ -63,7 +68,7 @@ class Preparer:
         info = series.info
         if info.role is not SeriesRole.CINE_SAX:
             self.store.series.set_state(info, SeriesState.SKIPPED, f"role {info.role.value} is not scored")
-            remove_files(series.instance_paths)
+            self.remove(series.instance_paths)
             log.info("series %s complete (%s, %d images): %s, not scored", info.key, info.completed_by,
                      info.received, info.role.value)
             return

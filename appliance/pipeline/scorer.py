@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from appliance.bundle import Bundle, LabelBank
 from appliance.fileio import remove_files
@@ -28,9 +28,12 @@ class Scorer:
                  metrics: Metrics, failures: FailureHandler,
                  on_result: Callable[[StudyResult], None] | None = None,
                  bank_source: Callable[[], tuple[LabelBank, str]] | None = None,
-                 priority: ScoringPriority | None = None) -> None:
+                 priority: ScoringPriority | None = None,
+                 remove: Callable[[Sequence[str]], None] = remove_files) -> None:
         """`bank_source`: (label bank, version) now in force, asked before every series (the site's prompt edits,
-        appliance.prompts.LiveBank); without it the bundle's own bank scores."""
+        appliance.prompts.LiveBank); without it the bundle's own bank scores. `remove` takes a scored series'
+        spooled images once its result is stored (the pipeline's SpoolCleaner, off this thread)."""
+        self.remove = remove
         self.bundle = bundle
         self.priority = priority
         self.backend_name = backend_name
@@ -95,7 +98,7 @@ class Scorer:
         self.metrics.results.labels(needs_review=str(scores.needs_review).lower()).inc()
         self.metrics.ledger_entries.labels(kind="scored").inc()  # sealed in the same transaction
         self.metrics.scan_to_score.observe(max(result.scored_at - item.info.last_file_at, 0.0))
-        remove_files(item.instance_paths)
+        self.remove(item.instance_paths)
         findings = ", ".join(f"{f.finding_id}={'+' if f.positive else '-'}" for f in scores.findings)
         log.info("series %s scored in %.0f ms after its last image%s: %s", item.info.key,
                  (result.scored_at - item.info.last_file_at) * 1000,
