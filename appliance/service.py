@@ -25,6 +25,16 @@ from appliance.pipeline.recovery import recover
 log = logging.getLogger(__name__)
 
 
+def one_blas_thread() -> None:
+    """NumPy's BLAS (OpenBLAS in its wheels) on one thread in this process. Its matrix products here are small
+    (the quality gate's sums, a tensor's) and run beside the pipeline's own threads and ONNX Runtime's; a BLAS
+    pool of its own per core, spinning between calls, cost a burst on 2 cores ~30 ms of CPU per series (146 ->
+    110-118 ms, docs/benchmarks.md) and gives nothing back at these sizes."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 class Appliance:
     def __init__(self, settings: Settings, registry: CollectorRegistry = REGISTRY) -> None:
         """Builds everything (loads the bundle and the engine, opens the database); raises ConfigError,
@@ -44,6 +54,7 @@ class Appliance:
         if self._started or p.closing.is_set():
             raise RuntimeError("an Appliance starts once; build a new one to start again")
         self._started = True
+        one_blas_thread()
         # gRPC first, NOT_SERVING, so orchestrators can watch the warm-up through health checks.
         p.grpc.start()
         if s.metrics.enabled:
