@@ -96,31 +96,33 @@ def _read_file_meta(buf: bytes, fh: Any) -> tuple[dict[str, str], int]:
     pos = 132
     meta: dict[str, str] = {}
     while True:
-        buf = _read_more(buf, fh, pos + 8)
-        group, elem = struct.unpack_from("<HH", buf, pos)
+        if len(buf) < pos + 8:  # _read_more only where it reads (or refuses): it is called for every file
+            buf = _read_more(buf, fh, pos + 8)
+        group, elem, vr, length = _EXPLICIT_HEAD(buf, pos)
         if group != 0x0002:
             return meta, pos
-        vr = buf[pos + 4 : pos + 6]
-        if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
+        if vr not in _VALID_VRS:
             # PS3.10 7.1: the file meta is always explicit VR. pydicom would read this element as implicit VR and
             # might then find a transfer syntax (a deflated one) that this parser did not: both must agree, so
             # that what pydicom inflates has been measured here first.
             raise RejectedFile("corrupt", "the file meta information is not in explicit VR")
         if vr in _LONG_VRS:
-            buf = _read_more(buf, fh, pos + 12)
-            length = struct.unpack_from("<I", buf, pos + 8)[0]
+            if len(buf) < pos + 12:
+                buf = _read_more(buf, fh, pos + 12)
+            length = _U32(buf, pos + 8)[0]
             start = pos + 12
         else:
-            length = struct.unpack_from("<H", buf, pos + 6)[0]
             start = pos + 8
         if length == _UNDEFINED:
             raise RejectedFile("corrupt", "undefined length inside the file meta information")
-        buf = _read_more(buf, fh, start + length)
+        end = start + length
+        if len(buf) < end or end > MAX_HEADER_BYTES:
+            buf = _read_more(buf, fh, end)
         if elem == 0x0010:
             if "TransferSyntaxUID" in meta:
                 raise RejectedFile("corrupt", "two transfer syntaxes in the file meta information")
-            meta["TransferSyntaxUID"] = _text(buf[start : start + length])
-        pos = start + length
+            meta["TransferSyntaxUID"] = _text(buf[start:end])
+        pos = end
 
 
 def _fast_header(buf: bytes, fh: Any, pos: int, syntax: str, settled: bool) -> _Header:
@@ -224,10 +226,32 @@ def _text(raw: bytes) -> str:
     return raw.decode("latin-1").rstrip("\x00 ").strip()
 
 
+# Decoded numbers and multi-valued text by their bytes: a series repeats most of them from file to file (its
+# orientation and spacing, a slice's position over its phases, a phase's trigger time over the slices, the image
+# type), and splitting and converting them was a third of a header's walk. Text values are not kept here: names,
+# IDs and accession numbers must not outlive the series that carried them. Bounded, emptied when full.
+_DECODED: dict[tuple[bytes, str], Any] = {}
+_DECODED_MAX = 4096
+
+
 def _decode(raw: bytes, kind: str, name: str) -> Any:
+    if kind == "str":  # most of the wanted values: _text, written inline (it cannot fail)
+        return raw.decode("latin-1").rstrip("\x00 ").strip()
+    key = (raw, kind)
+    value = _DECODED.get(key, _MISSING)
+    if value is _MISSING:
+        value = _decode_value(raw, kind, name)  # raises for an unreadable value: nothing is kept
+        if len(_DECODED) >= _DECODED_MAX:
+            _DECODED.clear()
+        _DECODED[key] = value
+    return value
+
+
+_MISSING = object()
+
+
+def _decode_value(raw: bytes, kind: str, name: str) -> Any:
     try:
-        if kind == "str":  # most of the wanted values: _text, written inline
-            return raw.decode("latin-1").rstrip("\x00 ").strip()
         if kind == "us":
             return _U16(raw)[0] if len(raw) >= 2 else None
         text = _text(raw)
