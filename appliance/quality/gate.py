@@ -267,11 +267,21 @@ class _AtlasSampler:
         fy = np.clip(py - y0, 0, 1).astype(np.float32)
         idx = y0 * w + x0
         m = self._maps
-        # bilinear, with the points off the image weighted 0: (M, K, P)
-        a = np.take(m, idx, axis=1) * ((1 - fx) * (1 - fy) * valid)
-        a += np.take(m, idx + 1, axis=1) * (fx * (1 - fy) * valid)
-        a += np.take(m, idx + w, axis=1) * ((1 - fx) * fy * valid)
-        a += np.take(m, idx + w + 1, axis=1) * (fx * fy * valid)
+        # bilinear, with the points off the image weighted 0: (M, K, P). The same products summed in the same order
+        # as one expression per corner would, in two buffers instead of eight temporaries of ~4 MB each (the search
+        # step's K is 392): fresh pages for each cost more than the arithmetic. The indices are in range (x0, y0
+        # clipped above), so mode="clip" changes nothing but lets take() fill `part` without a buffer of its own.
+        a = np.take(m, idx, axis=1, mode="clip")
+        a *= (1 - fx) * (1 - fy) * valid
+        part = np.take(m, idx + 1, axis=1, mode="clip")
+        part *= fx * (1 - fy) * valid
+        a += part
+        np.take(m, idx + w, axis=1, out=part, mode="clip")
+        part *= (1 - fx) * fy * valid
+        a += part
+        np.take(m, idx + w + 1, axis=1, out=part, mode="clip")
+        part *= fx * fy * valid
+        a += part
         ok = valid.astype(np.float32)
         n = np.maximum(ok.sum(axis=1), 1.0)  # (K,)
         t = self._t
