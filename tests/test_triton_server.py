@@ -314,7 +314,9 @@ def test_the_appliance_fails_the_series_visibly_when_triton_dies_and_fallback_is
                 assert not list(client.list_all())
             assert "inference" in status.detail and "TritonRequestFailed" in status.detail
             reg = app.registry
-            assert reg.get_sample_value("scanside_series_failed_total", {"stage": "inference"}) == 1
+            # counted once its images are set aside, a moment after the state is stored: waited for, not raced
+            wait_for(lambda: reg.get_sample_value("scanside_series_failed_total", {"stage": "inference"}) == 1,
+                     timeout=30, what="the failure counted")
             assert reg.get_sample_value("scanside_triton_up") == 0
             assert reg.get_sample_value("scanside_triton_requests_total", {"outcome": "failed"}) == 1
             kept = list((Path(settings.paths.quarantine) / "failed_series").rglob("*.dcm"))
