@@ -210,6 +210,11 @@ def test_the_centre_receives_both_boxes_labelled_with_no_patient_identifier_and_
         north = BOXES["north-general-mr2"]
         values_north = {**WINDOWS, "$site": north["SCANSIDE_SITE"], "$appliance": north["SCANSIDE_APPLIANCE"],
                         "$instance": target, "$manufacturer": "all"}
+        # The evidence gauges (the manufacturer variable's series) come with the monitor's first refresh, which a
+        # loaded machine may deliver after the counters above: waited for, not raced.
+        wait_for(lambda: "all" in central.api("label/manufacturer/values",
+                                              **{"match[]": 'scanside_evidence_window_studies{job="scanside"}'}),
+                 timeout=60, interval=0.5, what="the evidence series at the centre")
         check_variables(central, dashboard, values_north)
         offered = central.api("label/appliance/values", **{"match[]": f'scanside_ready{{job="scanside", '
                                                                       f'site="{north["SCANSIDE_SITE"]}"}}'})
