@@ -77,3 +77,21 @@ def send_study(app, seed: int, matrix: tuple[int, int] = (128, 128)):
 
 def exports_of(app, series_uid: str):
     return app.store.exports.items(series_uid=series_uid)
+
+
+def sr_content_items(sequence, deep: bool = True) -> list[tuple[str, str]]:
+    """(concept name meaning, value as text) for each content item: TEXT, CODE (meaning), NUM, UIDREF."""
+    out = []
+    for item in sequence:
+        name = item.ConceptNameCodeSequence[0].CodeMeaning
+        if item.ValueType == "TEXT":
+            out.append((name, item.TextValue))
+        elif item.ValueType == "CODE":
+            out.append((name, item.ConceptCodeSequence[0].CodeMeaning))
+        elif item.ValueType == "NUM":
+            out.append((name, str(item.MeasuredValueSequence[0].NumericValue)))
+        elif item.ValueType == "UIDREF":
+            out.append((name, item.UID))
+        if deep and "ContentSequence" in item and item.ValueType == "CONTAINER":
+            out.extend(sr_content_items(item.ContentSequence))
+    return out

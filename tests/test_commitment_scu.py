@@ -16,6 +16,7 @@ from pydicom.uid import ComprehensiveSRStorage, ExplicitVRLittleEndian, Implicit
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
+from appliance import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from appliance.commitment import (
     PROCESSING_FAILURE,
     SOP_INSTANCE_UID,
@@ -42,6 +43,7 @@ class CommitmentPacs:
         self.mode = mode
         self.verdicts = list(verdicts)
         self.stored: list[str] = []
+        self.callers: set[tuple[str, str]] = set()  # (implementation class UID, version name) of the senders
         self.requests: list[CommitmentRequest] = []
         self.port = free_port()
         ae = AE(ae_title=PACS_AET)
@@ -56,6 +58,8 @@ class CommitmentPacs:
 
     def _on_store(self, event: evt.Event) -> int:
         self.stored.append(str(event.request.AffectedSOPInstanceUID))
+        requestor = event.assoc.requestor
+        self.callers.add((str(requestor.implementation_class_uid), str(requestor.implementation_version_name)))
         return 0x0000
 
     def _on_action(self, event: evt.Event) -> tuple[int, None]:
@@ -152,6 +156,7 @@ def test_a_pacs_that_never_reports_leaves_the_sr_failed_after_the_configured_tri
     assert "no storage commitment report within 1 s" in item.last_error
     # Each try stored the SR again and asked again, under a new Transaction UID.
     assert len(pacs.stored) == 3 and len(set(pacs.stored)) == 1
+    assert pacs.callers == {(IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME)}  # ScanSide's, not pynetdicom's
     assert len({r.transaction_uid for r in pacs.requests}) == 3
     reg = app.registry
     assert reg.get_sample_value("scanside_sr_export_tries_total", {"destination": "pacs", "outcome": "retry"}) == 2

@@ -20,6 +20,7 @@ from pynetdicom import AE, build_context
 from test_receiver import STORESCU, needs_dcmtk, receiver_app, run
 
 from appliance import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from appliance.dev.bench_decode import DCMTK_ENCODERS, PYDICOM_ENCODED, encode
 from appliance.dev.synth import iter_instances, plan_study
 from appliance.ingest.transfer_syntaxes import LOSSY, PREFERRED, accepted, keyword
 from appliance.metrics import DICOM_TRANSFER_SYNTAXES
@@ -30,17 +31,8 @@ MR = "1.2.840.10008.5.1.4.1.1.4"
 VERIFICATION = "1.2.840.10008.1.1"
 LEGACY_CONVERTED_ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.4"
 
-# How each variant is made from the uncompressed files: a dcmtk tool and its options, or pydicom's own encoder.
-DCMTK_CODECS = {
-    uid.JPEGLosslessSV1: ("dcmcjpeg", "+e1"),
-    uid.JPEGLossless: ("dcmcjpeg", "+el"),
-    uid.JPEGExtended12Bit: ("dcmcjpeg", "+ee"),
-    uid.JPEGBaseline8Bit: ("dcmcjpeg", "+eb"),
-    uid.JPEGLSLossless: ("dcmcjpls", "+el"),
-    uid.JPEGLSNearLossless: ("dcmcjpls", "+en"),
-    uid.RLELossless: ("dcmcrle",),
-}
-PYDICOM_CODECS = (uid.JPEG2000Lossless,)
+# Each variant made from the uncompressed files as the decode bench makes it: dcmtk's tools, or pydicom's encoder.
+DCMTK_CODECS, PYDICOM_CODECS = DCMTK_ENCODERS, PYDICOM_ENCODED
 needs_codecs = pytest.mark.skipif(not all(shutil.which(c[0]) for c in DCMTK_CODECS.values()),
                                   reason="dcmtk's dcmcjpeg/dcmcjpls/dcmcrle are not installed; .ci/run installs dcmtk")
 
@@ -71,13 +63,10 @@ def write_variant(datasets: list[pydicom.Dataset], syntax: str, folder: Path) ->
         if syntax == uid.ExplicitVRLittleEndian:
             continue
         target = folder / f"IM{n:04d}.dcm"
-        if syntax in DCMTK_CODECS:
-            done = subprocess.run([*DCMTK_CODECS[syntax], str(plain), str(target)], capture_output=True, text=True)
-            assert done.returncode == 0, done.stderr
-        else:
-            copy = pydicom.dcmread(plain)
-            copy.compress(syntax, encoding_plugin="pylibjpeg")
-            copy.save_as(target, enforce_file_format=True)
+        try:
+            encode(plain, syntax, target)
+        except subprocess.CalledProcessError as exc:
+            raise AssertionError(exc.stderr) from None
         plain.unlink()
         assert pydicom.dcmread(target, stop_before_pixels=True).file_meta.TransferSyntaxUID == syntax
     return folder

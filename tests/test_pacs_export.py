@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 import pydicom
 import pytest
-from conftest import exports_of, send_study, wait_for
+from conftest import exports_of, send_study, sr_content_items, wait_for
 from orthanc_peer import OrthancPeer, free_port, orthanc_binary
 from tls_factory import needs_openssl, self_signed
 
@@ -96,7 +96,7 @@ def test_the_sr_of_a_scored_study_arrives_in_orthanc_and_says_what_was_scored(ap
     assert 3 <= len(evidence) < cine.n_images and len(set(evidence)) == len(evidence)
 
     stored = app.store.results.for_series(cine.series_uid)
-    content = _flatten(sr.ContentSequence)
+    content = sr_content_items(sr.ContentSequence)
     assert any(v.startswith("RESEARCH USE ONLY - NOT FOR DIAGNOSTIC USE") for _, v in content)
     assert ("Algorithm Name", stored.bundle_name) in content
     assert ("Algorithm Version", stored.bundle_version) in content
@@ -106,12 +106,12 @@ def test_the_sr_of_a_scored_study_arrives_in_orthanc_and_says_what_was_scored(ap
     findings = [item for item in sr.ContentSequence if item.ValueType == "CONTAINER"]
     assert len(findings) == len(stored.scores.findings)
     for box, expected in zip(findings, stored.scores.findings, strict=True):
-        values = dict(_flatten(box.ContentSequence, deep=False))
+        values = dict(sr_content_items(box.ContentSequence, deep=False))
         assert values["Finding"] == expected.name
         assert values["Zero-shot decision"] == ("Present" if expected.positive else "Absent")
         assert float(values["Prompt similarity score"]) == pytest.approx(expected.score, abs=1e-6)
         assert float(values["Decision threshold"]) == pytest.approx(expected.threshold, abs=1e-6)
-        reasons = [v for k, v in _flatten(box.ContentSequence, deep=False) if k == "Review reason"]
+        reasons = [v for k, v in sr_content_items(box.ContentSequence, deep=False) if k == "Review reason"]
         assert reasons == list(expected.review_reasons)
 
     # dcmtk parses the document Orthanc kept.
@@ -220,24 +220,6 @@ def test_a_pacs_that_refuses_our_ae_leaves_the_sr_failed_after_the_configured_tr
     assert sr_event.kind == sr_event.SR_UPDATED and scored_event.kind == scored_event.SCORED
     ((destination, state, tries),) = [(d.destination, d.state, d.tries) for d in sr_event.result.sr_deliveries]
     assert (destination, state, tries) == ("pacs", "failed", 3)
-
-
-def _flatten(sequence, deep: bool = True) -> list[tuple[str, str]]:
-    """(concept name meaning, value as text) for each content item: TEXT, CODE (meaning), NUM, UIDREF."""
-    out = []
-    for item in sequence:
-        name = item.ConceptNameCodeSequence[0].CodeMeaning
-        if item.ValueType == "TEXT":
-            out.append((name, item.TextValue))
-        elif item.ValueType == "CODE":
-            out.append((name, item.ConceptCodeSequence[0].CodeMeaning))
-        elif item.ValueType == "NUM":
-            out.append((name, str(item.MeasuredValueSequence[0].NumericValue)))
-        elif item.ValueType == "UIDREF":
-            out.append((name, item.UID))
-        if deep and "ContentSequence" in item and item.ValueType == "CONTAINER":
-            out.extend(_flatten(item.ContentSequence))
-    return out
 
 
 @needs_openssl

@@ -18,6 +18,19 @@ from appliance.pipeline.spool_cleaner import SpoolCleaner
 from appliance.store import Store
 
 
+def remove_in_two_batches(paths: list[str]) -> SpoolCleaner:
+    """A started cleaner given the first three images, then the rest, waited for and stopped."""
+    cleaner = SpoolCleaner()
+    cleaner.start()
+    try:
+        cleaner.remove(paths[:3])
+        cleaner.remove(paths[3:])
+        assert cleaner.wait_idle(10)
+    finally:
+        cleaner.stop()
+    return cleaner
+
+
 def test_queued_images_are_deleted_off_the_caller_thread(tmp_path, monkeypatch):
     paths = [str(p) for p in cine_series(tmp_path / "spool", slices=3, phases=2)]
     threads: list[str] = []
@@ -28,14 +41,7 @@ def test_queued_images_are_deleted_off_the_caller_thread(tmp_path, monkeypatch):
         real(batch)
 
     monkeypatch.setattr(cleaner_module, "remove_files", recording)
-    cleaner = SpoolCleaner()
-    cleaner.start()
-    try:
-        cleaner.remove(paths[:3])
-        cleaner.remove(paths[3:])
-        assert cleaner.wait_idle(10)
-    finally:
-        cleaner.stop()
+    cleaner = remove_in_two_batches(paths)
     assert cleaner.pending == 0 and threads == ["scanside-spool-clean"] * 2
     assert not (tmp_path / "spool").exists() or not any((tmp_path / "spool").iterdir())
 
@@ -62,14 +68,7 @@ def test_a_failing_delete_leaves_the_files_and_the_cleaner_running(tmp_path, mon
         fileio.remove_files(batch)
 
     monkeypatch.setattr(cleaner_module, "remove_files", flaky)
-    cleaner = SpoolCleaner()
-    cleaner.start()
-    try:
-        cleaner.remove(paths[:3])
-        cleaner.remove(paths[3:])
-        assert cleaner.wait_idle(10)
-    finally:
-        cleaner.stop()
+    remove_in_two_batches(paths)
     left = sorted(p.name for p in (tmp_path / "spool").iterdir())
     assert left == sorted(p.rsplit("/", 1)[1] for p in paths[:3])  # left for the next start's recovery
 

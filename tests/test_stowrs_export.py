@@ -12,7 +12,7 @@ from pathlib import Path
 import pydicom
 import pytest
 import requests
-from conftest import exports_of, send_study, wait_for
+from conftest import exports_of, send_study, sr_content_items, wait_for
 from dicom_factory import mr_dataset
 from dicomweb_client import DICOMwebClient
 from orthanc_peer import DICOMWEB_PLUGIN, OrthancPeer, orthanc_binary
@@ -68,22 +68,6 @@ def web_client(peer: OrthancPeer, ca: Path | None = None) -> DICOMwebClient:
     return client
 
 
-def content_items(sequence) -> list[tuple[str, str]]:
-    """(concept name meaning, value as text) of TEXT, CODE and UIDREF items, nested containers included."""
-    out = []
-    for item in sequence:
-        name = item.ConceptNameCodeSequence[0].CodeMeaning
-        if item.ValueType == "TEXT":
-            out.append((name, item.TextValue))
-        elif item.ValueType == "CODE":
-            out.append((name, item.ConceptCodeSequence[0].CodeMeaning))
-        elif item.ValueType == "UIDREF":
-            out.append((name, item.UID))
-        if item.ValueType == "CONTAINER" and "ContentSequence" in item:
-            out.extend(content_items(item.ContentSequence))
-    return out
-
-
 def test_an_sr_goes_over_stow_rs_and_reads_back_over_qido_rs_and_wado_rs(appliance, orthanc, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     pacs = orthanc(http_users={USER: PASSWORD})
@@ -108,7 +92,7 @@ def test_an_sr_goes_over_stow_rs_and_reads_back_over_qido_rs_and_wado_rs(applian
     sr = web.retrieve_instance(plan.study_uid, found["0020000E"]["Value"][0], sr_uid)
     assert sr.SOPInstanceUID == sr_uid and sr.SOPClassUID == COMPREHENSIVE_SR
     stored = app.store.results.for_series(cine.series_uid)
-    items = content_items(sr.ContentSequence)
+    items = sr_content_items(sr.ContentSequence)
     assert ("Algorithm Name", stored.bundle_name) in items
     evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
     assert [x.SeriesInstanceUID for x in evidence] == [cine.series_uid]  # the scored series, referenced

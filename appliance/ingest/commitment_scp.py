@@ -36,6 +36,7 @@ from pynetdicom.dimse_messages import N_ACTION_RSP
 from pynetdicom.pdu_primitives import A_RELEASE
 from pynetdicom.status import code_to_category
 
+from appliance import identify
 from appliance.commitment import (
     ACTION_REQUEST,
     CLASS_INSTANCE_CONFLICT,
@@ -310,7 +311,7 @@ class CommitmentScp:
     def _on_new_association(self, peer: tuple[str, int], owed: OwedCommitmentReport) -> tuple[bool, str]:
         host, port = peer
         timeout = self.settings.timeout_s
-        ae = AE(ae_title=self.settings.ae_title)
+        ae = identify(AE(ae_title=self.settings.ae_title))
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
         ae.add_requested_context(SOP_CLASS_UID, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
         connected: list[bool] = []

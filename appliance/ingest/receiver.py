@@ -34,7 +34,7 @@ from pynetdicom import AE, AllStoragePresentationContexts, build_context, evt
 from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.sop_class import Verification
 
-from appliance import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from appliance import identify
 from appliance.commitment import (
     CLASS_INSTANCE_CONFLICT,
     PROCESSING_FAILURE,
@@ -108,9 +108,7 @@ class DicomReceiver:
         for left in self.tmp.iterdir():  # never answered Success (a crash mid-write): the sender sends it again
             left.unlink(missing_ok=True)
         s = self.settings
-        ae = AE(ae_title=s.ae_title)
-        ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
-        ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
+        ae = identify(AE(ae_title=s.ae_title))
         # Every storage SOP class may be proposed, so that one the appliance does not take gets a clear DIMSE
         # refusal rather than an opaque "no presentation context" on the sender's side.
         # Each with every transfer syntax this host decodes, in the order of preference (transfer_syntaxes).

@@ -17,6 +17,8 @@ sender can fall back, rather than after a C-STORE Success, where the study would
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from pydicom import uid
 
 PREFERRED: tuple[str, ...] = (
@@ -46,6 +48,7 @@ LOSSY: frozenset[str] = frozenset({uid.JPEGLSNearLossless, uid.JPEGExtended12Bit
 _FASTEST_PLUGIN: dict[str, str] = {uid.JPEGLSLossless: "pyjpegls", uid.JPEGLSNearLossless: "pyjpegls"}
 
 
+@lru_cache(maxsize=64)  # asked per compressed file; what is installed does not change while running
 def decoding_plugin(syntax: str) -> str:
     """The plugin to decode `syntax` with, or "" to let pydicom choose (also when the preferred one is missing)."""
     from pydicom.pixels import get_decoder
@@ -57,6 +60,7 @@ def decoding_plugin(syntax: str) -> str:
         return ""
 
 
+@lru_cache(maxsize=64)
 def decodable(syntax: str) -> bool:
     """Whether pydicom has a working pixel decoder for `syntax` here (native or an installed plugin)."""
     from pydicom.pixels import get_decoder

@@ -37,7 +37,7 @@ def load_stack(refs: Sequence[PixelRef], out: np.ndarray) -> None:
     the same); anything else goes frame by frame."""
     if len(refs) != out.shape[0]:
         raise ValueError(f"{len(refs)} frames for a stack of {out.shape[0]}")
-    if not refs or not hasattr(os, "preadv") or any(r.decode_with_pydicom or r.dtype != refs[0].dtype for r in refs):
+    if not refs or any(r.decode_with_pydicom or r.dtype != refs[0].dtype for r in refs):
         for ref, plane in zip(refs, out, strict=True):
             load_into(ref, plane)
         return
@@ -57,7 +57,7 @@ def load_stack(refs: Sequence[PixelRef], out: np.ndarray) -> None:
 
 def _read_raw_into(ref: PixelRef, plane: np.ndarray) -> None:
     """One uncompressed frame's stored values read into `plane` (of its stored type; the dtype names the byte
-    order), checked as `_read_raw` checks."""
+    order): a plain byte range of the file, no pydicom dataset built."""
     if (ref.rows, ref.columns) != plane.shape:
         raise PreprocessError(f"{ref.path}: pixels are {(ref.rows, ref.columns)}, expected {plane.shape}")
     if ref.offset < 0:
@@ -71,7 +71,12 @@ def _read_raw_into(ref: PixelRef, plane: np.ndarray) -> None:
     except OSError as exc:
         raise PreprocessError(f"{ref.path}: cannot open pixel data: {exc.strerror}") from exc
     try:
-        got = os.preadv(fd, [plane.data.cast("B")], start)
+        if hasattr(os, "preadv"):  # straight into the buffer
+            got = os.preadv(fd, [plane.data.cast("B")], start)
+        else:
+            data = os.pread(fd, size, start)
+            got = len(data)
+            plane.reshape(-1).view(np.uint8)[:got] = np.frombuffer(data, dtype=np.uint8)
     finally:
         os.close(fd)
     if got != size:
@@ -82,30 +87,12 @@ def _read_raw_into(ref: PixelRef, plane: np.ndarray) -> None:
 
 
 def _read_raw(ref: PixelRef) -> np.ndarray:
-    if ref.offset < 0:
-        raise PreprocessError(f"{ref.path}: no byte offset for the pixel data and decode_with_pydicom is not set")
     try:
-        dtype = np.dtype(ref.dtype)
+        plane = np.empty((ref.rows, ref.columns), dtype=np.dtype(ref.dtype))
     except TypeError as exc:
         raise PreprocessError(f"{ref.path}: unknown pixel dtype {ref.dtype!r}") from exc
-    if not 0 <= ref.frame_index < max(ref.number_of_frames, 1):
-        raise PreprocessError(f"{ref.path}: frame index {ref.frame_index} outside 0..{ref.number_of_frames - 1}")
-    size = ref.frame_bytes
-    start = ref.offset + ref.frame_index * size
-    try:
-        fd = os.open(ref.path, os.O_RDONLY)
-    except OSError as exc:
-        raise PreprocessError(f"{ref.path}: cannot open pixel data: {exc.strerror}") from exc
-    try:
-        data = os.pread(fd, size, start)
-    finally:
-        os.close(fd)
-    if len(data) != size:
-        raise PreprocessError(
-            f"{ref.path}: file too short for frame {ref.frame_index}: needed {size} bytes at offset {start}, "
-            f"got {len(data)}"
-        )
-    return np.frombuffer(data, dtype=dtype).reshape(ref.rows, ref.columns)
+    _read_raw_into(ref, plane)
+    return plane
 
 
 def _decode_with_pydicom(ref: PixelRef) -> np.ndarray:

@@ -30,6 +30,7 @@ from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.status import code_to_category
 
+from appliance import identify
 from appliance.commitment import SOP_CLASS_UID as STORAGE_COMMITMENT
 from appliance.config import Settings
 from appliance.export.commitment import PacsCommitment
@@ -137,7 +138,7 @@ class PacsSender:
 
     def _send(self, documents: list[bytes]) -> list[SendOutcome]:
         peer = self.peer
-        ae = AE(ae_title=peer.calling_ae_title)
+        ae = identify(AE(ae_title=peer.calling_ae_title))
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = peer.timeout_s
         ae.connection_timeout = peer.timeout_s
         ae.add_requested_context(ComprehensiveSRStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])

@@ -198,7 +198,7 @@ def _element_header(buf: bytes, fh: Any, pos: int,
     if vr in _LONG_VRS:
         buf = _read_more(buf, fh, pos + 12)
         return buf, (group, elem), struct.unpack_from("<I", buf, pos + 8)[0], pos + 12
-    if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
+    if vr not in _VALID_VRS:
         raise RejectedFile("corrupt", f"invalid VR at byte {pos} for tag ({group:04X},{elem:04X})")
     return buf, (group, elem), struct.unpack_from("<H", buf, pos + 6)[0], pos + 8
 
