@@ -8,7 +8,6 @@ import dataclasses
 import io
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import highdicom as hd
@@ -323,15 +322,14 @@ def test_the_appliance_files_a_tid1500_sr_in_orthanc_that_reads_back_as_stored(a
         pacs.kill()
 
 
-def test_building_the_tid1500_form_of_a_long_series_stays_quick(source):
-    """A 12 x 25 cine series references 300 images twice (library and evidence); the exporter builds it once."""
+def test_a_long_series_is_referenced_once_per_image(source):
+    """A 12 x 25 cine series' source (every image known, none marked used) references each of its 300 images, and
+    the kept header's, once. How long the build takes is the bench's (`scanside bench`: SR build), not a test's."""
     plan, cine, refs, src = source
     many = tuple((refs[0][0], f"{refs[0][1]}.{n}") for n in range(300))
     big = dataclasses.replace(src, instances=many)
-    started = time.perf_counter()
     doc = build_sr(full_result(cine.series_uid, plan.study_uid), big)
-    elapsed = time.perf_counter() - started
     sr = pydicom.dcmread(io.BytesIO(doc.data))
     (study_ref,) = sr.CurrentRequestedProcedureEvidenceSequence
     assert sum(len(s.ReferencedSOPSequence) for s in study_ref.ReferencedSeriesSequence) == 301
-    assert elapsed < 20, elapsed  # about 0.5 s on the 2-core CI machine; a guard against quadratic work only
+    assert len(library_images(sr)) == 301
